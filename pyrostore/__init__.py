@@ -1,0 +1,27 @@
+"""pyrostore: a replicated, cached bookstore built from Pyro5 remote objects.
+
+``pyrostore.Client`` is the Python API; ``pyrostore`` (or ``python -m pyrostore``) the command.
+"""
+
+from pyrostore.client import Client
+from pyrostore.errors import (
+    ConflictingRequest,
+    InvalidRequest,
+    NotFound,
+    OutcomeUnknown,
+    OutOfStock,
+    PyrostoreError,
+    Unavailable,
+)
+
+__all__ = [
+    "Client",
+    "ConflictingRequest",
+    "InvalidRequest",
+    "NotFound",
+    "OutOfStock",
+    "OutcomeUnknown",
+    "PyrostoreError",
+    "Unavailable",
+]
+__version__ = "0.1.0"

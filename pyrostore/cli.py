@@ -1,0 +1,271 @@
+"""The ``pyrostore`` command: run the store, one service, or query it.
+
+Exit codes: 0 done; 1 the store refused the request (unknown item, out of stock, bad value);
+2 bad usage or settings; 3 the store could not be reached (the request did not run, or its
+outcome is unknown). Every error is one red line on stderr. This is the only module that
+configures logging and Pyro5's global settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import Pyro5.errors
+from Pyro5 import config as pyro_config
+from rich.console import Console
+
+from pyrostore.catalog import CatalogReplica
+from pyrostore.client import Client
+from pyrostore.client.views import book_table, order_table, settings_table, status_table
+from pyrostore.config import Settings
+from pyrostore.discovery import survey
+from pyrostore.errors import (
+    ConfigError,
+    OutcomeUnknown,
+    PyrostoreError,
+    Unavailable,
+)
+from pyrostore.frontend import Frontend
+from pyrostore.launcher import Cluster
+from pyrostore.nameserver import run_name_server
+from pyrostore.order import OrderReplica
+from pyrostore.serving import Service, serve
+
+log = logging.getLogger("pyrostore")
+SERVICES: dict[str, type[Service]] = {
+    "catalog": CatalogReplica,
+    "order": OrderReplica,
+    "frontend": Frontend,
+}
+Command = Callable[[argparse.Namespace, Settings, Console], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    args = build_parser().parse_args(argv)
+    err = Console(stderr=True)
+    try:
+        settings = Settings.from_env(
+            ns_host=args.ns_host,
+            ns_port=args.ns_port,
+            data_dir=args.data,
+            host=args.host,
+            serializer=args.serializer,
+            log_level=args.log_level,
+        )
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    pyro_config.SOCK_NODELAY = True  # small request/response messages: never wait for Nagle
+    command: Command = args.command
+    try:
+        return command(args, settings, Console())
+    except (Unavailable, OutcomeUnknown) as exc:
+        err.print(f"[red]unavailable:[/red] {exc}", highlight=False)
+        return 3
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 2
+    except PyrostoreError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 1
+    except Pyro5.errors.CommunicationError as exc:
+        err.print(f"[red]unavailable:[/red] {exc}", highlight=False)
+        return 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("store location (defaults from PYROSTORE_* variables)")
+    group.add_argument("--ns-host", metavar="H", help="name server host (127.0.0.1)")
+    group.add_argument("--ns-port", metavar="P", type=int, help="name server port (9090)")
+    group.add_argument("--data", metavar="DIR", help="data directory (./pyrostore-data)")
+    group.add_argument("--host", metavar="H", help="address services bind to (127.0.0.1)")
+    group.add_argument("--serializer", help="Pyro5 serializer (serpent)")
+    group.add_argument("--log-level", metavar="LEVEL", type=str.upper, help="INFO")
+    parser = argparse.ArgumentParser(
+        prog="pyrostore", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def add(
+        name: str, func: Command, text: str, *, json_flag: bool = False
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=text, description=text)
+        p.set_defaults(command=func)
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print JSON for scripts")
+        return p
+
+    up = add("up", cmd_up, "start the whole store in the foreground (Ctrl-C stops it)")
+    for role, default in (("catalogs", 1), ("orders", 1), ("frontends", 1)):
+        up.add_argument(
+            f"--{role}",
+            type=int,
+            default=default,
+            metavar="N",
+            help=f"{role[:-1]} replicas to start ({default})",
+        )
+    add("nameserver", cmd_nameserver, "run a Pyro5 name server in the foreground")
+    for role in SERVICES:
+        service = add(role, cmd_service, f"run one {role} replica in the foreground")
+        service.add_argument("--id", type=int, default=1, help="replica id (1)")
+        service.set_defaults(role=role)
+    add("status", cmd_status, "every service of the store and its state", json_flag=True)
+    add("config", cmd_config, "print the settings in force", json_flag=True)
+    add("topics", cmd_topics, "list the topics", json_flag=True)
+    add("search", cmd_search, "books of a topic", json_flag=True).add_argument("topic")
+    add("lookup", cmd_lookup, "one book", json_flag=True).add_argument("item", type=int)
+    buy = add("buy", cmd_buy, "buy a book", json_flag=True)
+    buy.add_argument("item", type=int)
+    buy.add_argument("--qty", type=int, default=1, help="copies to buy (1)")
+    update = add("update", cmd_update, "restock, take off stock or reprice (admin)", json_flag=True)
+    update.add_argument("item", type=int)
+    update.add_argument("--cost", type=float, help="new price of one copy")
+    update.add_argument("--stock-delta", type=int, help="copies to add (or, negative, remove)")
+    new = add("add-book", cmd_add_book, "add a book (admin)", json_flag=True)
+    new.add_argument("title")
+    new.add_argument("topic")
+    new.add_argument("--stock", type=int, default=0, help="copies in stock (0)")
+    new.add_argument("--cost", type=float, required=True, help="price of one copy")
+    orders = add("orders", cmd_orders, "the order log, newest first", json_flag=True)
+    orders.add_argument("--limit", type=int, default=20, help="orders to show (20)")
+    orders.add_argument("--id", dest="order_id", type=int, help="show only this order")
+    return parser
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Start the store, report children that die, stop everything on Ctrl-C or SIGTERM."""
+    for flag in ("catalogs", "orders", "frontends"):
+        if not 1 <= getattr(args, flag) <= 16:
+            raise ConfigError(f"--{flag} must be 1..16")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    cluster = Cluster(
+        settings, catalogs=args.catalogs, orders=args.orders, frontends=args.frontends
+    )
+    try:
+        with console.status("starting the store…"):
+            cluster.start(progress=lambda text: console.print(f"[green]✓[/green] {text}"))
+        console.print(status_table(survey(settings), title="pyrostore is up"))
+        console.print(f"logs in {cluster.log_dir}; Ctrl-C stops the store")
+        while not stop.wait(0.5):
+            for child in cluster.reap():
+                console.print(
+                    f"[red]{child.name} (pid {child.pid}) exited with "
+                    f"{child.process.returncode if child.process else '?'}; "
+                    f"restart it with:[/red] {child.command()}",
+                    highlight=False,
+                )
+    finally:
+        with console.status("stopping the store…"):
+            cluster.stop()
+    console.print("stopped every process of the store")
+    return 0
+
+
+def cmd_nameserver(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Run a name server until SIGTERM/SIGINT."""
+    run_name_server(settings)
+    return 0
+
+
+def cmd_service(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Run one replica until SIGTERM/SIGINT."""
+    if not 1 <= args.id <= 9999:
+        raise ConfigError("--id must be 1..9999")
+    serve(SERVICES[args.role](settings, args.id))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Every registered service and its state, asked of each service directly."""
+    rows = survey(settings)
+    return _show(console, args, rows, lambda: status_table(rows, title="pyrostore"))
+
+
+def cmd_config(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """The settings in force, as PYROSTORE_* variables."""
+    values = settings.dump()
+    return _show(console, args, values, lambda: settings_table(values))
+
+
+def cmd_topics(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """The topics."""
+    with Client(settings=settings) as store:
+        topics = store.topics()
+    return _show(console, args, topics, lambda: "\n".join(topics))
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """The books of a topic."""
+    with Client(settings=settings) as store:
+        books = store.search(args.topic)
+    return _show(
+        console,
+        args,
+        books,
+        lambda: book_table(books, title=f"{len(books)} book(s) in {args.topic!r}"),
+    )
+
+
+def cmd_lookup(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """One book."""
+    with Client(settings=settings) as store:
+        book = store.lookup(args.item)
+    return _show(console, args, book, lambda: book_table([book]))
+
+
+def cmd_buy(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Buy a book."""
+    with Client(settings=settings) as store:
+        order = store.buy(args.item, args.qty)
+    return _show(console, args, order, lambda: order_table([order], title="bought"))
+
+
+def cmd_update(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Restock, take off stock, reprice."""
+    with Client(settings=settings) as store:
+        book = store.update(args.item, cost=args.cost, stock_delta=args.stock_delta)
+    return _show(console, args, book, lambda: book_table([book], title="updated"))
+
+
+def cmd_add_book(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Add a book."""
+    with Client(settings=settings) as store:
+        book = store.add_book(args.title, args.topic, stock=args.stock, cost=args.cost)
+    return _show(console, args, book, lambda: book_table([book], title="added"))
+
+
+def cmd_orders(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """The order log, or one order with --id."""
+    with Client(settings=settings) as store:
+        if args.order_id is not None:
+            order = store.order(args.order_id)
+            return _show(console, args, order, lambda: order_table([order]))
+        orders = store.orders(limit=args.limit)
+    return _show(console, args, orders, lambda: order_table(orders, title="orders"))
+
+
+def _show(console: Console, args: argparse.Namespace, data: Any, view: Callable[[], Any]) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        console.print(view())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

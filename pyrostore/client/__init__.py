@@ -1,0 +1,118 @@
+"""``pyrostore.Client``: the store's Python API, as scripts, the CLI and the TUI use it.
+
+    >>> from pyrostore import Client
+    >>> with Client(ns_host="127.0.0.1", ns_port=9090) as store:
+    ...     store.lookup(1)["stock"]
+
+It finds the frontends through the name server and fails over between them. A buy gets its
+request id here, once, and keeps it on every retry, so a buy whose outcome was unknown (a
+connection lost mid-call) is sent again and applied at most once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pyrostore.config import Settings
+from pyrostore.discovery import ReplicaSet
+from pyrostore.errors import OutcomeUnknown
+from pyrostore.models import request_id_or_new
+
+log = logging.getLogger(__name__)
+
+
+class Client:
+    """A connection to the store through any live frontend."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings | None = None,
+        ns_host: str | None = None,
+        ns_port: int | None = None,
+    ) -> None:
+        self.settings = (settings or Settings.from_env()).replace(
+            **{k: v for k, v in {"ns_host": ns_host, "ns_port": ns_port}.items() if v}
+        )
+        self.frontends = ReplicaSet(self.settings, "frontend")
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections to the frontends."""
+        self.frontends.close()
+
+    def topics(self) -> list[str]:
+        """Every topic in the catalog."""
+        result: list[str] = self.frontends.call("topics")
+        return result
+
+    def search(self, topic: str, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """``[{item, title}]`` of the books in ``topic``, one page at a time."""
+        result: list[dict[str, Any]] = self.frontends.call("search", topic, limit, offset)
+        return result
+
+    def lookup(self, item: int) -> dict[str, Any]:
+        """``{item, title, topic, stock, cost, version}`` of one book."""
+        result: dict[str, Any] = self.frontends.call("lookup", item)
+        return result
+
+    def buy(self, item: int, qty: int = 1, *, request_id: str | None = None) -> dict[str, Any]:
+        """Buy ``qty`` copies of ``item``; the order. Retries an unknown outcome, once-only."""
+        return self._write("buy", item, qty, request_id=request_id)
+
+    def update(
+        self,
+        item: int,
+        *,
+        cost: float | None = None,
+        stock_delta: int | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Reprice and/or restock a book; the book as it is after."""
+        return self._write("update", item, cost, stock_delta, request_id=request_id)
+
+    def add_book(
+        self, title: str, topic: str, *, stock: int, cost: float, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """Add a new book; the book with its item number."""
+        return self._write("add_book", title, topic, stock, cost, request_id=request_id)
+
+    def orders(self, *, limit: int = 20, offset: int = 0) -> list[dict[str, Any]]:
+        """The order log, newest first."""
+        result: list[dict[str, Any]] = self.frontends.call("orders", limit, offset)
+        return result
+
+    def order(self, order_id: int) -> dict[str, Any]:
+        """One order by id."""
+        result: dict[str, Any] = self.frontends.call("order", order_id)
+        return result
+
+    def status(self) -> list[dict[str, Any]]:
+        """Every service of the store, as a frontend sees it."""
+        result: list[dict[str, Any]] = self.frontends.call("status")
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        """The timings of the frontend that answers."""
+        result: dict[str, Any] = self.frontends.call("stats")
+        return result
+
+    def _write(self, method: str, *args: Any, request_id: str | None) -> dict[str, Any]:
+        """Call a write with one request id, resending it while its outcome is unknown."""
+        request_id = request_id_or_new(request_id)
+        retries_left = self.settings.retries
+        while True:
+            try:
+                result: dict[str, Any] = self.frontends.call(method, *args, request_id)
+                return result
+            except OutcomeUnknown:
+                if retries_left == 0:
+                    raise
+                retries_left -= 1
+                log.info("%s %s: outcome unknown, sending it again", method, request_id)

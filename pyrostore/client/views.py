@@ -1,0 +1,103 @@
+"""Rich renderables for what the store returns: pure functions from plain dicts to tables.
+
+The CLI prints them and the terminal client reuses them; tests render them to a
+``Console(file=io.StringIO())``. Nothing here talks to the store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+BOOK_COLUMNS = ("item", "title", "topic", "stock", "cost")
+STATE_STYLES = {
+    "primary": "bold green",
+    "backup": "green",
+    "serving": "green",
+    "joining": "yellow",
+    "down": "bold red",
+}
+
+
+def money(value: float) -> str:
+    """``$30.00``."""
+    return f"${value:,.2f}"
+
+
+def book_table(books: Iterable[Mapping[str, Any]], *, title: str | None = None) -> Table:
+    """Books as rows of item, title, topic, stock, cost: the columns the books have."""
+    books = list(books)
+    columns = [c for c in BOOK_COLUMNS if any(c in book for book in books)] or ["item", "title"]
+    table = Table(title=title, header_style="bold")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("title", "topic") else "right")
+    for book in books:
+        table.add_row(*(_book_cell(book, column) for column in columns))
+    return table
+
+
+def _book_cell(book: Mapping[str, Any], column: str) -> Text:
+    value = book.get(column)
+    if value is None:
+        return Text("")
+    if column == "cost":
+        return Text(money(value))
+    return Text(str(value), style="red" if column == "stock" and value == 0 else "")
+
+
+def order_table(orders: Iterable[Mapping[str, Any]], *, title: str | None = None) -> Table:
+    """Orders as rows: id, when, item, title, qty, unit cost, total."""
+    table = Table(title=title, header_style="bold")
+    for name in ("order", "when", "item", "title", "qty", "unit", "total"):
+        table.add_column(name, justify="left" if name in ("when", "title") else "right")
+    for order in orders:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(order["created_at"]))
+        table.add_row(
+            str(order["order_id"]),
+            when,
+            str(order["item"]),
+            order["title"],
+            str(order["qty"]),
+            money(order["unit_cost"]),
+            money(order["total"]),
+        )
+    return table
+
+
+def status_table(services: Iterable[Mapping[str, Any]], *, title: str | None = None) -> Table:
+    """Services as rows: role, id, state, epoch, applied, pid, uri."""
+    table = Table(title=title, header_style="bold")
+    for name in ("role", "id", "state", "epoch", "applied", "pid", "uri"):
+        table.add_column(
+            name, justify="right" if name in ("id", "epoch", "applied", "pid") else "left"
+        )
+    for row in services:
+        state = str(row.get("state", "?"))
+        table.add_row(
+            str(row.get("role", "")),
+            _cell(row.get("id")),
+            Text(state, style=STATE_STYLES.get(state, "")),
+            _cell(row.get("epoch")),
+            _cell(row.get("applied")),
+            _cell(row.get("pid")),
+            str(row.get("uri", "")),
+        )
+    return table
+
+
+def settings_table(values: Mapping[str, str]) -> Table:
+    """``PYROSTORE_*`` settings as rows."""
+    table = Table(header_style="bold")
+    table.add_column("setting")
+    table.add_column("value")
+    for key, value in values.items():
+        table.add_row(key, value)
+    return table
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)

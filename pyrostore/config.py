@@ -1,0 +1,125 @@
+"""One frozen ``Settings``: defaults, ``PYROSTORE_*`` environment variables, validation, dump.
+
+Precedence, lowest first: the defaults below, then ``PYROSTORE_<FIELD>`` variables (for example
+``PYROSTORE_NS_PORT=9999``), then explicit overrides (the CLI's flags). Only the CLI touches
+Pyro5's global configuration; everything else reads a ``Settings`` it was given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pyrostore.errors import ConfigError
+
+ENV_PREFIX = "PYROSTORE_"
+SERIALIZERS = ("serpent", "msgpack", "json", "marshal")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEFAULT_INVENTORY = Path(__file__).resolve().parent.parent / "inventory.csv"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every knob of the store, with its unit. Build with :meth:`from_env`; it validates."""
+
+    ns_host: str = "127.0.0.1"
+    """Host of the Pyro5 name server. Always explicit: the store never broadcasts to find it."""
+    ns_port: int = 9090
+    """TCP port of the Pyro5 name server."""
+    host: str = "127.0.0.1"
+    """Address the services' Pyro5 daemons bind to (each on a free port)."""
+    data_dir: Path = Path("pyrostore-data")
+    """Directory of the replicas' SQLite files (``<role>-<id>.sqlite3``) and logs."""
+    inventory: Path = DEFAULT_INVENTORY
+    """CSV (item,title,topic,stock,cost) that seeds a catalog replica's database on first start."""
+    serializer: str = "serpent"
+    """Pyro5 serializer used by the store's proxies: one of serpent, msgpack, json, marshal."""
+    call_timeout: float = 5.0
+    """Seconds a remote call may take before it fails with a timeout (> 0)."""
+    refresh_interval: float = 3.0
+    """Seconds between refreshes of a cached replica list from the name server (> 0)."""
+    retries: int = 3
+    """Further attempts after a transport failure before a call gives up with ``Unavailable``."""
+    log_level: str = "INFO"
+    """Logging level of the ``pyrostore`` command: DEBUG, INFO, WARNING or ERROR."""
+
+    def __post_init__(self) -> None:
+        for name in ("data_dir", "inventory"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
+        self._validate()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, overridden by ``PYROSTORE_*`` variables, overridden by ``overrides``.
+
+        ``None`` values in ``overrides`` are ignored, so unset CLI flags fall through.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(ENV_PREFIX + field.name.upper())
+            if raw is not None:
+                values[field.name] = _parse(field.name, field.type, raw)
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def dump(self) -> dict[str, str]:
+        """Every setting as ``{PYROSTORE_NAME: value}``, ready to print or to export."""
+        return {
+            ENV_PREFIX + f.name.upper(): str(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+        }
+
+    def database_path(self, role: str, replica_id: int) -> Path:
+        """Where replica ``replica_id`` of group ``role`` keeps its SQLite file."""
+        return self.data_dir / f"{role}-{replica_id}.sqlite3"
+
+    def _validate(self) -> None:
+        for name in ("ns_host", "host"):
+            _check_address(name, getattr(self, name))
+        if not 0 < self.ns_port < 65536:
+            raise ConfigError(f"ns_port must be 1..65535, not {self.ns_port}")
+        if self.serializer not in SERIALIZERS:
+            raise ConfigError(f"serializer must be one of {', '.join(SERIALIZERS)}")
+        for name in ("call_timeout", "refresh_interval"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0 seconds, not {getattr(self, name)}")
+        if not 0 <= self.retries <= 100:
+            raise ConfigError(f"retries must be 0..100, not {self.retries}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+
+
+def _parse(name: str, type_name: Any, raw: str) -> Any:
+    """Convert the text of a ``PYROSTORE_*`` variable to the field's type."""
+    kind = str(type_name)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None
+    if kind == "Path":
+        return Path(raw)
+    return raw.upper() if name == "log_level" else raw
+
+
+def _check_address(name: str, value: str) -> None:
+    if value == "localhost":
+        return
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be an IP address or 'localhost', not {value!r}") from None

@@ -1,0 +1,245 @@
+"""Finding services through the Pyro5 name server, and calling them with failover.
+
+Names and tags (DESIGN.md section 1): a replica ``<id>`` of role ``<role>`` registers as
+``pyrostore.<role>.<id>`` with the metadata tags ``pyrostore``, ``role:<role>`` and
+``replica:<id>``. The name server is always found by explicit host and port, never by
+broadcast. A :class:`ReplicaSet` keeps the list of one role's replicas, refreshes it every few
+seconds and on error (never one name-server round trip per request), and spreads calls over it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import Pyro5.api
+import Pyro5.errors
+
+from pyrostore.config import Settings
+from pyrostore.errors import OutcomeUnknown, PyrostoreError, Unavailable
+
+log = logging.getLogger(__name__)
+
+ROLES = ("coordinator", "catalog", "order", "frontend")
+PREFIX = "pyrostore."
+TAG = "pyrostore"
+MAX_IDLE_CONNECTIONS = 16
+"""Connections kept open per replica for reuse (each holds a worker thread at the replica)."""
+
+
+def service_name(role: str, replica_id: int) -> str:
+    """The name a service registers under: ``pyrostore.<role>.<id>``."""
+    return f"{PREFIX}{role}.{replica_id}"
+
+
+def service_tags(role: str, replica_id: int) -> set[str]:
+    """The metadata tags a service registers with."""
+    return {TAG, f"role:{role}", f"replica:{replica_id}"}
+
+
+def make_proxy(uri: str, settings: Settings, *, timeout: float | None = None) -> Pyro5.api.Proxy:
+    """A proxy with the store's serializer and timeout, and no automatic retries."""
+    proxy = Pyro5.api.Proxy(uri)
+    proxy._pyroSerializer = settings.serializer
+    proxy._pyroTimeout = settings.call_timeout if timeout is None else timeout
+    proxy._pyroMaxRetries = 0
+    return proxy
+
+
+@contextlib.contextmanager
+def name_server(settings: Settings) -> Iterator[Pyro5.api.Proxy]:
+    """A proxy to the name server at ``settings.ns_host:ns_port``, closed afterwards."""
+    uri = f"PYRO:Pyro.NameServer@{settings.ns_host}:{settings.ns_port}"
+    with make_proxy(uri, settings) as ns:
+        try:
+            ns._pyroBind()
+        except Pyro5.errors.CommunicationError as exc:
+            raise Unavailable(
+                f"no name server answers at {settings.ns_host}:{settings.ns_port}",
+                ns_host=settings.ns_host,
+                ns_port=settings.ns_port,
+            ) from exc
+        yield ns
+
+
+def name_server_answers(settings: Settings) -> bool:
+    """Whether a name server answers at the configured address."""
+    try:
+        with name_server(settings) as ns:
+            ns.ping()
+        return True
+    except (Unavailable, Pyro5.errors.CommunicationError):
+        return False
+
+
+def announce(settings: Settings, role: str, replica_id: int, uri: str) -> None:
+    """Register (or re-register) a service in the name server."""
+    with name_server(settings) as ns:
+        ns.register(service_name(role, replica_id), uri, metadata=service_tags(role, replica_id))
+
+
+def withdraw(settings: Settings, role: str, replica_id: int, uri: str) -> None:
+    """Remove a service's registration, if it is still ours (best effort)."""
+    name = service_name(role, replica_id)
+    with contextlib.suppress(PyrostoreError, Pyro5.errors.PyroError), name_server(settings) as ns:
+        if str(ns.lookup(name)) == uri:
+            ns.remove(name)
+
+
+def is_registered(settings: Settings, role: str, replica_id: int, uri: str) -> bool:
+    """Whether the name server maps the service's name to ``uri``."""
+    with name_server(settings) as ns:
+        try:
+            return str(ns.lookup(service_name(role, replica_id))) == uri
+        except Pyro5.errors.NamingError:
+            return False
+
+
+def find(settings: Settings, role: str | None = None) -> dict[str, str]:
+    """``{name: uri}`` of every registered service of ``role`` (all roles if None)."""
+    tags = {TAG} if role is None else {TAG, f"role:{role}"}
+    with name_server(settings) as ns:
+        found = ns.yplookup(meta_all=tags, return_metadata=False)
+    return {name: str(uri) for name, uri in found.items()}
+
+
+def parse_name(name: str) -> tuple[str, int]:
+    """``("catalog", 1)`` from ``"pyrostore.catalog.1"``."""
+    _, role, replica_id = name.split(".", 2)
+    return role, int(replica_id)
+
+
+class ReplicaSet:
+    """The live replicas of one role, with round-robin calls and failover.
+
+    Every call the store makes through a ReplicaSet is safe to repeat (a read, or a write that
+    carries a request id), so any transport failure is retried on the next replica, up to
+    ``settings.retries`` times, refreshing the list from the name server on the way. When every
+    attempt fails it raises :class:`Unavailable` if no attempt can have reached a replica, and
+    :class:`OutcomeUnknown` if one may have run.
+    """
+
+    def __init__(
+        self, settings: Settings, role: str, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.settings = settings
+        self.role = role
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._uris: list[str] = []
+        self._refreshed_at = float("-inf")
+        self._turn = itertools.count()
+        self._idle: dict[str, list[Pyro5.api.Proxy]] = {}
+
+    def uris(self, *, refresh: bool = False) -> list[str]:
+        """The known replicas' URIs, refreshed if stale or if asked to."""
+        with self._lock:
+            stale = self._clock() - self._refreshed_at > self.settings.refresh_interval
+            known = list(self._uris)
+        if refresh or stale or not known:
+            try:
+                known = sorted(find(self.settings, self.role).values())
+            except Unavailable:
+                if not known:
+                    raise
+                log.warning(
+                    "name server unreachable; keeping %d known %s replicas", len(known), self.role
+                )
+            with self._lock:
+                self._uris, self._refreshed_at = known, self._clock()
+        return known
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call ``method`` on one replica, failing over to the others on transport errors."""
+        may_have_run = False
+        last_error: Exception | None = None
+        for attempt in range(self.settings.retries + 1):
+            uris = self.uris(refresh=attempt > 0)
+            if not uris:
+                break
+            uri = uris[next(self._turn) % len(uris)]
+            try:
+                return self._call_at(uri, method, args, kwargs)
+            except _NotSent as exc:
+                last_error = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+            except Pyro5.errors.CommunicationError as exc:
+                may_have_run, last_error = True, exc
+            log.info("%s.%s failed at %s (%s); trying again", self.role, method, uri, last_error)
+        if may_have_run:
+            raise OutcomeUnknown(
+                f"{self.role} replicas failed mid-call ({last_error}); "
+                "retry with the same request id",
+                role=self.role,
+            )
+        raise Unavailable(
+            f"no {self.role} replica could take the request"
+            + (f" ({last_error})" if last_error else ""),
+            role=self.role,
+        )
+
+    def _call_at(self, uri: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        proxy = self._borrow(uri)
+        try:
+            result = getattr(proxy, method)(*args, **kwargs)
+        except Pyro5.errors.CommunicationError:
+            proxy._pyroRelease()
+            raise
+        except BaseException:
+            self._give_back(uri, proxy)
+            raise
+        self._give_back(uri, proxy)
+        return result
+
+    def _borrow(self, uri: str) -> Pyro5.api.Proxy:
+        with self._lock:
+            idle = self._idle.get(uri)
+            proxy = idle.pop() if idle else None
+        if proxy is not None:
+            proxy._pyroClaimOwnership()
+            return proxy
+        proxy = make_proxy(uri, self.settings)
+        try:
+            proxy._pyroBind()
+        except Pyro5.errors.CommunicationError as exc:
+            raise _NotSent() from exc
+        return proxy
+
+    def _give_back(self, uri: str, proxy: Pyro5.api.Proxy) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(uri, [])
+            if len(idle) < MAX_IDLE_CONNECTIONS:
+                idle.append(proxy)
+                return
+        proxy._pyroRelease()
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        with self._lock:
+            pools, self._idle = self._idle, {}
+        for proxy in itertools.chain.from_iterable(pools.values()):
+            proxy._pyroClaimOwnership()
+            proxy._pyroRelease()
+
+
+class _NotSent(Exception):
+    """A connection could not be made: the request never left this process."""
+
+
+def survey(settings: Settings, *, timeout: float = 1.0) -> list[dict[str, Any]]:
+    """``info()`` of every registered service; one that does not answer is ``state: down``."""
+    rows = []
+    for name, uri in sorted(find(settings).items()):
+        role, replica_id = parse_name(name)
+        try:
+            with make_proxy(uri, settings, timeout=timeout) as proxy:
+                info = dict(proxy.info())
+        except Pyro5.errors.CommunicationError as exc:
+            info = {"role": role, "id": replica_id, "pid": None, "state": "down", "error": str(exc)}
+        info.update(name=name, uri=uri)
+        rows.append(info)
+    return rows

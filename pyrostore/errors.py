@@ -1,0 +1,100 @@
+"""Every error pyrostore raises, in one tree.
+
+    PyrostoreError                 root: catch this to catch anything the store says
+    ├── InvalidRequest             the caller sent something malformed (wrong type, qty <= 0, ...)
+    │   └── ConflictingRequest     a request id reused with different parameters
+    ├── NotFound                   no such book or order
+    ├── OutOfStock                 a buy asked for more than the stock; nothing was changed
+    ├── Unavailable                the store could not run the request *and did not run it*
+    ├── OutcomeUnknown             a call failed mid-way: it may have run; retry its request id
+    └── ConfigError                a setting (flag or PYROSTORE_* variable) is invalid
+
+Each class is registered with Pyro5's serializers, so a remote call that raises one re-raises
+the same class at the caller, with its message and details (``err.details``) intact. An
+unregistered exception would arrive as Pyro5's ``SerializeError`` instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from Pyro5.serializers import SerializerBase
+
+
+class PyrostoreError(Exception):
+    """Root of the store's errors. ``details`` holds plain values that explain the error."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.details: dict[str, Any] = dict(details)
+
+    @property
+    def message(self) -> str:
+        """The human-readable message (the first argument)."""
+        return str(self.args[0]) if self.args else ""
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequest(PyrostoreError):
+    """Raised when an argument has the wrong type or an impossible value; nothing is changed."""
+
+
+class ConflictingRequest(InvalidRequest):
+    """Raised when a request id already used for one request arrives with other parameters."""
+
+
+class NotFound(PyrostoreError):
+    """Raised when the book (item) or order asked for does not exist."""
+
+
+class OutOfStock(PyrostoreError):
+    """Raised when a buy asks for more copies than are in stock; nothing is changed."""
+
+
+class Unavailable(PyrostoreError):
+    """Raised when no replica or frontend could take the request.
+
+    The request was *not* run: it is always safe to send it again, to any replica. Code that
+    cannot be sure a call did not run (a connection closed mid-call) must not raise this; it
+    retries the call with the same request id instead, which the store applies at most once.
+    """
+
+
+class OutcomeUnknown(PyrostoreError):
+    """Raised when a call failed after it was sent (connection closed, timeout): it may have run.
+
+    Send it again *with the same request id*: the store applies a request id at most once, so
+    the retry either runs it or returns the result of the run that did happen.
+    """
+
+
+class ConfigError(PyrostoreError):
+    """Raised when a setting, from a flag or a ``PYROSTORE_*`` variable, is invalid."""
+
+
+ALL_ERRORS: tuple[type[PyrostoreError], ...] = (
+    PyrostoreError,
+    InvalidRequest,
+    ConflictingRequest,
+    NotFound,
+    OutOfStock,
+    Unavailable,
+    OutcomeUnknown,
+    ConfigError,
+)
+
+
+def _register_with_pyro() -> None:
+    """Teach Pyro5's serializers to rebuild our errors instead of raising ``SerializeError``."""
+    for error_class in ALL_ERRORS:
+        name = f"{error_class.__module__}.{error_class.__name__}"
+
+        def rebuild(_classname: str, data: dict[str, Any], cls: type = error_class) -> Any:
+            return SerializerBase.make_exception(cls, data)
+
+        SerializerBase.register_dict_to_class(name, rebuild)
+
+
+_register_with_pyro()

@@ -1,0 +1,225 @@
+"""A whole store as supervised child processes: what ``pyrostore up``, demo.py and tests run.
+
+A :class:`Cluster` starts an embedded name server when none answers, then the catalog, order
+and frontend replicas, each as ``python -m pyrostore <role> --id N`` with its output in
+``<data>/logs/<role>-<id>.log``, and waits until each is registered. It restarts nothing by
+itself: a child that dies is reported by :meth:`Cluster.reap`. :meth:`Cluster.stop` ends every
+child it started, by PID, in reverse order, and children die with their supervisor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import functools
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from pyrostore.config import Settings
+from pyrostore.discovery import find, name_server_answers, service_name
+from pyrostore.errors import PyrostoreError, Unavailable
+
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclasses.dataclass
+class Child:
+    """One process the cluster started."""
+
+    role: str
+    replica_id: int
+    argv: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    reported: bool = False
+
+    @property
+    def name(self) -> str:
+        """The Pyro5 name the child registers (the name server's own for role nameserver)."""
+        return service_name(self.role, self.replica_id)
+
+    @property
+    def pid(self) -> int | None:
+        """The child's PID, or None before it starts."""
+        return None if self.process is None else self.process.pid
+
+    def alive(self) -> bool:
+        """Whether the child is running."""
+        return self.process is not None and self.process.poll() is None
+
+    def command(self) -> str:
+        """The shell command that starts this child by hand (``pyrostore catalog --id 1 …``)."""
+        return " ".join(["pyrostore", *self.argv])
+
+    def log_tail(self, lines: int = 5) -> str:
+        """The last lines the child wrote."""
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+class Cluster:
+    """The processes of one store on one machine."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        catalogs: int = 1,
+        orders: int = 1,
+        frontends: int = 1,
+        extra_args: dict[str, list[str]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.counts = {"catalog": catalogs, "order": orders, "frontend": frontends}
+        self.extra_args = extra_args or {}
+        self.children: list[Child] = []
+        self.log_dir = settings.data_dir / "logs"
+
+    def child_argv(self, role: str, replica_id: int) -> list[str]:
+        """The arguments of ``pyrostore`` that start replica ``replica_id`` of ``role``."""
+        s = self.settings
+        argv = [role, "--ns-host", s.ns_host, "--ns-port", str(s.ns_port)]
+        if role != "nameserver":
+            argv += ["--id", str(replica_id), "--data", str(s.data_dir), "--host", s.host]
+        return argv + self.extra_args.get(role, [])
+
+    def start(
+        self, *, timeout: float = 30.0, progress: Callable[[str], None] | None = None
+    ) -> None:
+        """Start everything and wait until each service is registered, or raise."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if not name_server_answers(self.settings):
+            ns = self.spawn("nameserver", 0)
+            self._wait(lambda: name_server_answers(self.settings), timeout, [ns], "the name server")
+            _say(progress, f"name server on {self.settings.ns_host}:{self.settings.ns_port}")
+        for role in ("catalog", "order", "frontend"):
+            started = [self.spawn(role, i) for i in range(1, self.counts[role] + 1)]
+            self._wait(
+                functools.partial(self._registered, {child.name for child in started}),
+                timeout,
+                started,
+                f"the {role} replicas",
+            )
+            _say(progress, f"{len(started)} {role} replica(s) registered")
+
+    def _registered(self, names: set[str]) -> bool:
+        return names <= set(find(self.settings))
+
+    def spawn(self, role: str, replica_id: int) -> Child:
+        """Start (or restart) one child; its output goes to its log file."""
+        child = self.child(role, replica_id)
+        if child is None:
+            child = Child(
+                role,
+                replica_id,
+                self.child_argv(role, replica_id),
+                self.log_dir / f"{role}-{replica_id}.log",
+            )
+            self.children.append(child)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(child.log_path, "ab") as log_file:
+            child.process = _popen([sys.executable, "-m", "pyrostore", *child.argv], log_file)
+        child.reported = False
+        return child
+
+    def child(self, role: str, replica_id: int) -> Child | None:
+        """The child of that role and id, if this cluster started it."""
+        return next(
+            (c for c in self.children if c.role == role and c.replica_id == replica_id), None
+        )
+
+    def wait_registered(self, role: str, replica_id: int, *, timeout: float = 30.0) -> None:
+        """Wait until the child is registered (after :meth:`spawn` on a restart)."""
+        child = self.child(role, replica_id)
+        if child is None:
+            raise PyrostoreError(f"{role} {replica_id} was not started by this cluster")
+        self._wait(lambda: child.name in find(self.settings), timeout, [child], child.name)
+
+    def kill(self, role: str, replica_id: int, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to one child (tests and the demo kill replicas on purpose)."""
+        child = self.child(role, replica_id)
+        if child is None or not child.alive() or child.process is None:
+            raise PyrostoreError(f"{role} {replica_id} is not running")
+        child.process.send_signal(sig)
+        if sig == signal.SIGKILL:
+            child.process.wait()
+            child.reported = True
+
+    def reap(self) -> list[Child]:
+        """Children that died since the last call (each reported once)."""
+        dead = [
+            c
+            for c in self.children
+            if not c.reported and c.process is not None and c.process.poll() is not None
+        ]
+        for child in dead:
+            child.reported = True
+        return dead
+
+    def stop(self, *, grace: float = 5.0) -> None:
+        """Stop every child, newest first: SIGTERM, then SIGKILL after ``grace`` seconds."""
+        for child in reversed(self.children):
+            if child.alive() and child.process is not None:
+                child.process.send_signal(signal.SIGTERM)
+                try:
+                    child.process.wait(grace)
+                except subprocess.TimeoutExpired:
+                    child.process.kill()
+                    child.process.wait()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def _wait(
+        self, ready: Callable[[], bool], timeout: float, watched: list[Child], what: str
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            for child in watched:
+                if not child.alive():
+                    raise PyrostoreError(
+                        f"{child.name} exited while starting "
+                        f"(see {child.log_path}):\n{child.log_tail()}"
+                    )
+            with contextlib.suppress(Unavailable):
+                if ready():
+                    return
+            if time.monotonic() > deadline:
+                raise Unavailable(
+                    f"{what} did not come up within {timeout:.0f} s (logs in {self.log_dir})"
+                )
+            time.sleep(delay)  # polling a condition with a deadline; nothing to wait on
+            delay = min(delay * 2, 0.25)
+
+
+def _popen(argv: list[str], log_file: IO[bytes]) -> subprocess.Popen[bytes]:
+    """Start a child in its own session (Ctrl-C reaches only us) that dies if we die."""
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=log_file,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _say(progress: Callable[[str], None] | None, text: str) -> None:
+    if progress is not None:
+        progress(text)

@@ -1,0 +1,144 @@
+"""Book and Order, their plain-dict wire form, and the checks every input passes first.
+
+Only plain values cross the wire (STYLE.md, habit 4): services convert with ``to_wire`` /
+``from_wire`` at the edge. The ``check_*`` functions turn anything a caller might send (wrong
+types, negative or huge numbers, empty strings) into an :class:`InvalidRequest` before any
+state is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import uuid
+from typing import Any
+
+from pyrostore.errors import InvalidRequest
+
+MAX_QUANTITY = 1_000_000
+"""Largest quantity one buy or one stock change may name."""
+MAX_STOCK = 1_000_000_000
+"""Largest stock a book may hold."""
+MAX_COST = 1_000_000.0
+"""Largest price of one copy."""
+MAX_TEXT = 200
+"""Longest title or topic, in characters."""
+MAX_PAGE = 1000
+"""Largest page a search returns."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Book:
+    """One title in the catalog. ``version`` is the sequence number of its last change."""
+
+    item: int
+    title: str
+    topic: str
+    stock: int
+    cost: float
+    version: int = 0
+
+    def to_wire(self) -> dict[str, Any]:
+        """The plain dict that crosses Pyro5."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Book:
+        """Rebuild a Book from :meth:`to_wire`'s dict."""
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+@dataclasses.dataclass(frozen=True)
+class Order:
+    """One acknowledged purchase, as the order log keeps it."""
+
+    order_id: int
+    item: int
+    title: str
+    qty: int
+    unit_cost: float
+    total: float
+    request_id: str
+    created_at: float
+
+    def to_wire(self) -> dict[str, Any]:
+        """The plain dict that crosses Pyro5."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Order:
+        """Rebuild an Order from :meth:`to_wire`'s dict."""
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+
+def check_int(value: Any, name: str, *, low: int, high: int) -> int:
+    """``value`` as an int in ``[low, high]``; bools and floats are refused."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(f"{name} must be an integer, not {type(value).__name__}", field=name)
+    if not low <= value <= high:
+        raise InvalidRequest(f"{name} must be between {low} and {high}, not {value}", field=name)
+    return value
+
+
+def check_item(value: Any) -> int:
+    """A book's item number: a positive integer."""
+    return check_int(value, "item", low=1, high=2**62)
+
+
+def check_quantity(value: Any) -> int:
+    """How many copies one buy takes: 1..MAX_QUANTITY."""
+    return check_int(value, "qty", low=1, high=MAX_QUANTITY)
+
+
+def check_stock_delta(value: Any) -> int:
+    """A stock change: a non-zero integer, at most MAX_QUANTITY either way."""
+    delta = check_int(value, "stock_delta", low=-MAX_QUANTITY, high=MAX_QUANTITY)
+    if delta == 0:
+        raise InvalidRequest("stock_delta must not be 0", field="stock_delta")
+    return delta
+
+
+def check_stock(value: Any) -> int:
+    """A book's whole stock: 0..MAX_STOCK."""
+    return check_int(value, "stock", low=0, high=MAX_STOCK)
+
+
+def check_cost(value: Any) -> float:
+    """A price: a finite number in [0, MAX_COST], kept to the cent."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequest(f"cost must be a number, not {type(value).__name__}", field="cost")
+    if not math.isfinite(value) or not 0 <= value <= MAX_COST:
+        raise InvalidRequest(f"cost must be between 0 and {MAX_COST:g}, not {value}", field="cost")
+    return round(float(value), 2)
+
+
+def check_text(value: Any, name: str) -> str:
+    """A title or topic: a non-empty string of at most MAX_TEXT characters, trimmed."""
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{name} must be a string, not {type(value).__name__}", field=name)
+    text = value.strip()
+    if not text or len(text) > MAX_TEXT:
+        raise InvalidRequest(f"{name} must have 1 to {MAX_TEXT} characters", field=name)
+    return text
+
+
+def check_request_id(value: Any) -> str:
+    """A client-made request id (a UUID in practice): 1..64 printable characters."""
+    if not isinstance(value, str) or not 0 < len(value) <= 64 or not value.isprintable():
+        raise InvalidRequest(
+            "request_id must be a string of 1 to 64 printable characters", field="request_id"
+        )
+    return value
+
+
+def request_id_or_new(value: Any) -> str:
+    """The caller's request id, checked, or a fresh UUID for a caller that gave none."""
+    return uuid.uuid4().hex if value is None else check_request_id(value)
+
+
+def check_page(limit: Any, offset: Any) -> tuple[int, int]:
+    """A search page: ``limit`` in 1..MAX_PAGE, ``offset`` >= 0."""
+    return (
+        check_int(limit, "limit", low=1, high=MAX_PAGE),
+        check_int(offset, "offset", low=0, high=2**62),
+    )

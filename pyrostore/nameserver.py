@@ -1,0 +1,41 @@
+"""Pyro5's own name server, run in the foreground (what ``pyrostore up`` embeds).
+
+It binds to ``settings.ns_host:ns_port`` with broadcast off: the store always finds it by
+explicit address. Registrations live in memory; every service re-registers itself if a
+restarted name server has forgotten it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from Pyro5 import nameserver
+
+from pyrostore.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def run_name_server(settings: Settings) -> None:
+    """Serve the name server until SIGTERM or SIGINT."""
+    uri, daemon, _ = nameserver.start_ns(
+        host=settings.ns_host, port=settings.ns_port, enableBroadcast=False
+    )
+    stopping = threading.Event()
+
+    def request_stop(*_: object) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            threading.Thread(target=daemon.shutdown, name="shutdown", daemon=True).start()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+    log.info("name server at %s", uri)
+    try:
+        daemon.requestLoop(loopCondition=lambda: not stopping.is_set())
+    finally:
+        daemon.close()
+        log.info("name server stopped")

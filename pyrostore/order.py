@@ -1,0 +1,104 @@
+"""The order service: buy (take stock at the catalog, then record the order) and the order log.
+
+A buy carries a request id from end to end. The catalog takes the stock at most once per id
+and remembers its answer; the order log records at most one order per id. So a buy retried
+after any failure, even one that took the stock and then lost the order, ends with exactly
+one decrement and one order.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from typing import Any
+
+import Pyro5.api
+
+from pyrostore.config import Settings
+from pyrostore.discovery import ReplicaSet
+from pyrostore.errors import InvalidRequest
+from pyrostore.metrics import timed_methods
+from pyrostore.models import check_int, check_item, check_page, check_quantity, check_request_id
+from pyrostore.serving import Service
+from pyrostore.store import OrderStore
+
+
+class OrderMachine:
+    """Applies order operations to an :class:`OrderStore`; results are plain dicts."""
+
+    def __init__(self, store: OrderStore) -> None:
+        self.store = store
+
+    def apply(
+        self, op: dict[str, Any], request_id: str, conn: sqlite3.Connection, seq: int
+    ) -> dict[str, Any]:
+        """Apply ``op`` as write number ``seq`` inside the open transaction ``conn``."""
+        if op["op"] != "record":
+            raise InvalidRequest(f"unknown order operation {op['op']!r}")
+        order = self.store.record(
+            conn,
+            seq,
+            item=op["item"],
+            title=op["title"],
+            qty=op["qty"],
+            unit_cost=op["unit_cost"],
+            request_id=request_id,
+            created_at=op["created_at"],
+        )
+        return order.to_wire()
+
+
+@timed_methods
+class OrderReplica(Service):
+    """One order replica as a Pyro5 object: ``pyrostore.order.<id>``."""
+
+    role = "order"
+
+    def __init__(self, settings: Settings, replica_id: int) -> None:
+        super().__init__(settings, replica_id)
+        self.store = OrderStore(settings.database_path(self.role, replica_id))
+        self.machine = OrderMachine(self.store)
+        self.catalog = ReplicaSet(settings, "catalog")
+
+    @Pyro5.api.expose
+    def buy(self, item: int, qty: int = 1, request_id: str | None = None) -> dict[str, Any]:
+        """Buy ``qty`` copies of ``item``: the order, or OutOfStock with nothing changed."""
+        item, qty = check_item(item), check_quantity(qty)
+        if request_id is None:
+            raise InvalidRequest("buy needs a request_id (the frontend or client makes one)")
+        request_id = check_request_id(request_id)
+        taken = self.catalog.call("take", item, qty, request_id)
+        op = {
+            "op": "record",
+            "item": item,
+            "qty": qty,
+            "title": taken["title"],
+            "unit_cost": taken["unit_cost"],
+            "created_at": taken["taken_at"],
+        }
+        return self._write(op, request_id)
+
+    @Pyro5.api.expose
+    def order(self, order_id: int) -> dict[str, Any]:
+        """One order by its id."""
+        return self.store.order(check_int(order_id, "order_id", low=1, high=2**62)).to_wire()
+
+    @Pyro5.api.expose
+    def orders(self, limit: int = 20, offset: int = 0) -> list[dict[str, Any]]:
+        """The order log, newest first, one page at a time."""
+        limit, offset = check_page(limit, offset)
+        return [order.to_wire() for order in self.store.orders(limit, offset)]
+
+    def _write(self, op: dict[str, Any], request_id: str) -> dict[str, Any]:
+        """The one path of every write: applied once per request id, durably."""
+        result: dict[str, Any] = self.store.execute(
+            op, request_id, functools.partial(self.machine.apply, op, request_id)
+        )
+        return result
+
+    def details(self) -> dict[str, Any]:
+        return {"applied": self.store.applied(), "orders": self.store.order_count()}
+
+    def close(self) -> None:
+        self.catalog.close()
+        self.store.close()

@@ -1,0 +1,126 @@
+"""A service's life in a Pyro5 daemon: start, register, stay registered, stop cleanly.
+
+Every remote object of the store is a :class:`Service`: it knows its role and replica id,
+times its exposed methods, and answers ``stats()`` and ``info()``. :func:`serve` runs one in
+a daemon bound to a free port, registers it in the name server under its name and tags,
+re-registers it if the name server forgets it (a restarted name server), and on SIGTERM or
+SIGINT withdraws the registration and shuts down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import Pyro5.api
+import Pyro5.errors
+
+from pyrostore.config import Settings
+from pyrostore.discovery import announce, is_registered, service_name, withdraw
+from pyrostore.errors import PyrostoreError
+from pyrostore.metrics import MethodStats
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """Base of every remote object: identity, timings, ``stats()`` and ``info()``."""
+
+    role: ClassVar[str] = "service"
+
+    def __init__(self, settings: Settings, replica_id: int) -> None:
+        self.settings = settings
+        self.replica_id = replica_id
+        self.metrics = MethodStats()
+        self.uri = ""
+        self.started_at = time.time()
+
+    @property
+    def name(self) -> str:
+        """The name this service registers under."""
+        return service_name(self.role, self.replica_id)
+
+    @Pyro5.api.expose
+    def stats(self) -> dict[str, Any]:
+        """``{role, id, methods: {name: {count, mean_ms, p50_ms, p99_ms}}}``."""
+        return {"role": self.role, "id": self.replica_id, "methods": self.metrics.snapshot()}
+
+    @Pyro5.api.expose
+    def reset_stats(self) -> None:
+        """Forget the timings so far (benchmarks call this between experiments)."""
+        self.metrics.reset()
+
+    @Pyro5.api.expose
+    def info(self) -> dict[str, Any]:
+        """Who and where this service is and how it is doing (what ``status`` shows)."""
+        return {
+            "role": self.role,
+            "id": self.replica_id,
+            "pid": os.getpid(),
+            "uri": self.uri,
+            "state": "serving",
+            "epoch": None,
+            "applied": None,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            **self.details(),
+        }
+
+    def details(self) -> dict[str, Any]:
+        """Role-specific figures added to ``info()``; overridden by subclasses."""
+        return {}
+
+    def start(self) -> None:
+        """Called once the service is registered; start background work here."""
+
+    def close(self) -> None:
+        """Called once the daemon has stopped; release resources here."""
+
+
+def serve(service: Service, *, on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve ``service`` until SIGTERM/SIGINT (or :func:`stop`), then clean up."""
+    settings = service.settings
+    daemon = Pyro5.api.Daemon(host=settings.host, port=0)
+    service.uri = str(daemon.register(service, objectId=service.name))
+    stopping = threading.Event()
+
+    def request_stop(*_: object) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            threading.Thread(target=daemon.shutdown, name="shutdown", daemon=True).start()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+    try:
+        announce(settings, service.role, service.replica_id, service.uri)
+        threading.Thread(
+            target=_stay_registered, args=(service, stopping), name="registration", daemon=True
+        ).start()
+        service.start()
+        log.info("%s serving at %s (pid %d)", service.name, service.uri, os.getpid())
+        if on_ready is not None:
+            on_ready(service.uri)
+        daemon.requestLoop(loopCondition=lambda: not stopping.is_set())
+    finally:
+        stopping.set()
+        withdraw(settings, service.role, service.replica_id, service.uri)
+        daemon.close()
+        service.close()
+        log.info("%s stopped", service.name)
+
+
+def _stay_registered(service: Service, stopping: threading.Event) -> None:
+    """Re-register if the name server lost our entry (it was restarted without storage)."""
+    settings = service.settings
+    while not stopping.wait(settings.refresh_interval):
+        try:
+            if not is_registered(settings, service.role, service.replica_id, service.uri):
+                log.warning("%s missing from the name server; registering again", service.name)
+                announce(settings, service.role, service.replica_id, service.uri)
+        except (PyrostoreError, Pyro5.errors.PyroError) as exc:
+            log.debug("name server check failed: %s", exc)

@@ -1,0 +1,374 @@
+"""SQLite storage for one replica: schema, inventory.csv loading, transactions, snapshots.
+
+Each replica owns one file, in WAL mode with ``synchronous=FULL``: a write that returned is on
+disk. Every write goes through :meth:`Database.execute`, which in one transaction applies the
+operation, stores ``request_id -> result`` (so a retried request is answered, not re-applied)
+and advances the replica's applied position. Reads use per-thread connections and so see only
+committed state, even while a write's transaction is open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pyrostore.errors import (
+    ConfigError,
+    ConflictingRequest,
+    InvalidRequest,
+    NotFound,
+    OutOfStock,
+)
+from pyrostore.models import Book, Order, check_cost, check_item, check_stock, check_text
+
+Apply = Callable[[sqlite3.Connection, int], Any]
+"""Applies one operation inside the open transaction, given its sequence number."""
+BeforeCommit = Callable[[int, Any], None]
+"""Called with (seq, result) after the operation applied and before it commits."""
+
+_COMMON_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS requests (
+    request_id  TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    result      TEXT NOT NULL,
+    seq         INTEGER NOT NULL
+);
+"""
+
+
+def fingerprint(op: dict[str, Any]) -> str:
+    """A canonical text of an operation, to tell a retry from a different request."""
+    return json.dumps(op, sort_keys=True, separators=(",", ":"))
+
+
+class Database:
+    """One replica's SQLite file: a writer connection, per-thread readers, a write lock."""
+
+    schema = ""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_lock = threading.RLock()
+        self._writer = self._connect()
+        self._writer.executescript(_COMMON_SCHEMA + self.schema)
+        self._readers = threading.local()
+        self._all_readers: list[sqlite3.Connection] = []
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        return conn
+
+    @property
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read connection (sees committed state only)."""
+        conn = getattr(self._readers, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._readers.conn = conn
+            with self._write_lock:
+                self._all_readers.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every connection of this database."""
+        with self._write_lock:
+            for conn in [*self._all_readers, self._writer]:
+                conn.close()
+            self._all_readers.clear()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """An immediate (write-locked) transaction on the writer connection."""
+        with self._write_lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._writer
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+            self._writer.execute("COMMIT")
+
+    def execute(
+        self,
+        op: dict[str, Any],
+        request_id: str,
+        apply: Apply,
+        *,
+        before_commit: BeforeCommit | None = None,
+    ) -> Any:
+        """Apply ``op`` once for ``request_id`` and return its result.
+
+        A request id seen before with the same ``op`` returns the stored result without
+        applying anything; with a different ``op`` it raises :class:`ConflictingRequest`.
+        Otherwise the op gets the next sequence number and ``apply`` runs in a transaction
+        that also stores the result and the new applied position. ``before_commit`` is the
+        seam where replication forwards the op before it commits here.
+        """
+        op_print = fingerprint(op)
+        with self.transaction() as conn:
+            stored = conn.execute(
+                "SELECT fingerprint, result FROM requests WHERE request_id=?", (request_id,)
+            ).fetchone()
+            if stored is not None:
+                if stored["fingerprint"] != op_print:
+                    raise ConflictingRequest(
+                        f"request id {request_id} was already used for another request",
+                        request_id=request_id,
+                    )
+                return json.loads(stored["result"])
+            seq = self._meta(conn, "applied") + 1
+            result = apply(conn, seq)
+            conn.execute(
+                "INSERT INTO requests VALUES (?, ?, ?, ?)",
+                (request_id, op_print, json.dumps(result), seq),
+            )
+            self._set_meta(conn, "applied", seq)
+            if before_commit is not None:
+                before_commit(seq, result)
+            return result
+
+    def applied(self) -> int:
+        """The sequence number of the last operation this replica committed."""
+        return self._meta(self.reader, "applied")
+
+    def request_count(self) -> int:
+        """How many request ids this replica remembers."""
+        return int(self.reader.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
+
+    @staticmethod
+    def _meta(conn: sqlite3.Connection, key: str) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    @staticmethod
+    def _set_meta(conn: sqlite3.Connection, key: str, value: int) -> None:
+        conn.execute(
+            "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=?",
+            (key, value, value),
+        )
+
+
+class CatalogStore(Database):
+    """The books of one catalog replica."""
+
+    schema = """
+    CREATE TABLE IF NOT EXISTS books (
+        item      INTEGER PRIMARY KEY,
+        title     TEXT NOT NULL,
+        topic     TEXT NOT NULL,
+        topic_key TEXT NOT NULL,
+        stock     INTEGER NOT NULL CHECK (stock >= 0),
+        cost      REAL NOT NULL CHECK (cost >= 0),
+        version   INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX IF NOT EXISTS books_by_topic ON books (topic_key, item);
+    """
+
+    def seed(self, inventory: Path) -> int:
+        """Load ``inventory`` if this database has never been seeded; return books loaded."""
+        with self.transaction() as conn:
+            if self._meta(conn, "seeded"):
+                return 0
+            books = load_inventory(inventory)
+            conn.executemany(
+                "INSERT INTO books VALUES (?, ?, ?, ?, ?, ?, 0)",
+                [(b.item, b.title, b.topic, b.topic.lower(), b.stock, b.cost) for b in books],
+            )
+            self._set_meta(conn, "seeded", 1)
+            return len(books)
+
+    def book(self, item: int, conn: sqlite3.Connection | None = None) -> Book:
+        """The book ``item``, or :class:`NotFound`."""
+        row = (
+            (conn or self.reader)
+            .execute(
+                "SELECT item, title, topic, stock, cost, version FROM books WHERE item=?", (item,)
+            )
+            .fetchone()
+        )
+        if row is None:
+            raise NotFound(f"no book with item number {item}", item=item)
+        return Book(**dict(row))
+
+    def search(self, topic: str, limit: int, offset: int) -> list[dict[str, Any]]:
+        """``[{item, title}]`` of the books in ``topic`` (any case), by item number."""
+        rows = self.reader.execute(
+            "SELECT item, title FROM books WHERE topic_key=? ORDER BY item LIMIT ? OFFSET ?",
+            (topic.lower(), limit, offset),
+        ).fetchall()
+        return [dict(row) for row in rows]
+
+    def topics(self) -> list[str]:
+        """Every topic, sorted."""
+        rows = self.reader.execute("SELECT DISTINCT topic FROM books ORDER BY topic_key")
+        return [row[0] for row in rows]
+
+    def book_count(self) -> int:
+        """How many books the catalog holds."""
+        return int(self.reader.execute("SELECT COUNT(*) FROM books").fetchone()[0])
+
+    # The primitives below run inside Database.execute's transaction.
+
+    def take(self, conn: sqlite3.Connection, seq: int, item: int, qty: int) -> Book:
+        """Take ``qty`` copies of ``item`` if that many are in stock; the book as it was."""
+        book = self.book(item, conn)
+        if book.stock < qty:
+            raise OutOfStock(
+                f"only {book.stock} of item {item} in stock, {qty} asked for",
+                item=item,
+                stock=book.stock,
+                qty=qty,
+            )
+        conn.execute("UPDATE books SET stock=stock-?, version=? WHERE item=?", (qty, seq, item))
+        return book
+
+    def change(
+        self,
+        conn: sqlite3.Connection,
+        seq: int,
+        item: int,
+        cost: float | None,
+        stock_delta: int | None,
+    ) -> Book:
+        """Reprice and/or restock ``item``; refuses a stock below zero. The book after."""
+        book = self.book(item, conn)
+        stock = book.stock + (stock_delta or 0)
+        if stock < 0:
+            raise OutOfStock(
+                f"cannot take {-(stock_delta or 0)} of item {item}: only {book.stock} in stock",
+                item=item,
+                stock=book.stock,
+            )
+        new_cost = book.cost if cost is None else cost
+        conn.execute(
+            "UPDATE books SET stock=?, cost=?, version=? WHERE item=?", (stock, new_cost, seq, item)
+        )
+        return self.book(item, conn)
+
+    def add(
+        self, conn: sqlite3.Connection, seq: int, title: str, topic: str, stock: int, cost: float
+    ) -> Book:
+        """Add a new book with the next free item number."""
+        item = int(conn.execute("SELECT COALESCE(MAX(item), 0) + 1 FROM books").fetchone()[0])
+        conn.execute(
+            "INSERT INTO books VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (item, title, topic, topic.lower(), stock, cost, seq),
+        )
+        return self.book(item, conn)
+
+
+class OrderStore(Database):
+    """The order log of one order replica."""
+
+    schema = """
+    CREATE TABLE IF NOT EXISTS orders (
+        order_id   INTEGER PRIMARY KEY,
+        item       INTEGER NOT NULL,
+        title      TEXT NOT NULL,
+        qty        INTEGER NOT NULL CHECK (qty > 0),
+        unit_cost  REAL NOT NULL,
+        total      REAL NOT NULL,
+        request_id TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL
+    );
+    """
+
+    def order(self, order_id: int) -> Order:
+        """The order ``order_id``, or :class:`NotFound`."""
+        row = self.reader.execute("SELECT * FROM orders WHERE order_id=?", (order_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no order with id {order_id}", order_id=order_id)
+        return Order(**dict(row))
+
+    def orders(self, limit: int, offset: int = 0) -> list[Order]:
+        """The newest ``limit`` orders after skipping ``offset``, newest first."""
+        rows = self.reader.execute(
+            "SELECT * FROM orders ORDER BY order_id DESC LIMIT ? OFFSET ?", (limit, offset)
+        )
+        return [Order(**dict(row)) for row in rows]
+
+    def order_count(self) -> int:
+        """How many orders the log holds."""
+        return int(self.reader.execute("SELECT COUNT(*) FROM orders").fetchone()[0])
+
+    def record(
+        self,
+        conn: sqlite3.Connection,
+        seq: int,
+        *,
+        item: int,
+        title: str,
+        qty: int,
+        unit_cost: float,
+        request_id: str,
+        created_at: float | None = None,
+    ) -> Order:
+        """Append an order; its id is the next in the log."""
+        order_id = int(
+            conn.execute("SELECT COALESCE(MAX(order_id), 0) + 1 FROM orders").fetchone()[0]
+        )
+        order = Order(
+            order_id=order_id,
+            item=item,
+            title=title,
+            qty=qty,
+            unit_cost=unit_cost,
+            total=round(unit_cost * qty, 2),
+            request_id=request_id,
+            created_at=time.time() if created_at is None else created_at,
+        )
+        conn.execute(
+            "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                order.order_id,
+                order.item,
+                order.title,
+                order.qty,
+                order.unit_cost,
+                order.total,
+                order.request_id,
+                order.created_at,
+            ),
+        )
+        return order
+
+
+def load_inventory(path: Path) -> list[Book]:
+    """The books of an inventory CSV (item,title,topic,stock,cost), checked row by row."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as exc:
+        raise ConfigError(f"cannot read inventory {path}: {exc.strerror}") from exc
+    books: list[Book] = []
+    seen: set[int] = set()
+    for line, row in enumerate(rows, start=2):
+        try:
+            book = Book(
+                item=check_item(int(row["item"])),
+                title=check_text(row["title"], "title"),
+                topic=check_text(row["topic"], "topic"),
+                stock=check_stock(int(row["stock"])),
+                cost=check_cost(float(row["cost"])),
+            )
+        except (KeyError, TypeError, ValueError, InvalidRequest) as exc:
+            raise ConfigError(f"{path}:{line}: bad inventory row ({exc})") from exc
+        if book.item in seen:
+            raise ConfigError(f"{path}:{line}: item {book.item} appears twice")
+        seen.add(book.item)
+        books.append(book)
+    return books
