@@ -53,7 +53,8 @@ def order_table(orders: Iterable[Mapping[str, Any]], *, title: str | None = None
     """Orders as rows: id, when, item, title, qty, unit cost, total."""
     table = Table(title=title, header_style="bold")
     for name in ("order", "when", "item", "title", "qty", "unit", "total"):
-        table.add_column(name, justify="left" if name in ("when", "title") else "right")
+        table.add_column(name, justify="left" if name in ("when", "title") else "right",
+                         no_wrap=name == "when")
     for order in orders:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(order["created_at"]))
         table.add_row(

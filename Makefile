@@ -1,0 +1,29 @@
+# One command from a fresh clone: `make demo` or `make test`. Both create .venv when needed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) demo.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check pyrostore tests demo.py
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: lint
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) pyrostore-data .pytest_cache .mypy_cache .ruff_cache

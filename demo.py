@@ -1,0 +1,112 @@
+"""A walk through pyrostore: bring a store up, shop in it, stop what was started.
+
+    python demo.py                  # uses a name server at 127.0.0.1:9090 if one answers
+    python demo.py --ns-port 9999   # or starts an embedded one there
+
+If the name server already knows a running store (``pyrostore up`` in another shell), the demo
+shops in that one and starts nothing; otherwise it starts one with its own data in a temporary
+directory and stops exactly the processes it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.rule import Rule
+
+from pyrostore import Client, OutOfStock, PyrostoreError
+from pyrostore.client.views import book_table, order_table, status_table
+from pyrostore.config import Settings
+from pyrostore.discovery import find, name_server_answers
+from pyrostore.launcher import Cluster
+
+BOOK = 2  # "RPCs for Dummies": 4 in stock at the start, so running out is quick
+
+
+def walk_through(store: Client, console: Console) -> None:
+    """The steps of the demo, each printed as it happens."""
+    step(console, "Topics", "client.topics()")
+    console.print(", ".join(store.topics()))
+
+    step(console, "Search a topic (any case)", 'client.search("Distributed Systems")')
+    console.print(book_table(store.search("Distributed Systems")))
+
+    step(console, "Look up one book", f"client.lookup({BOOK})")
+    book = store.lookup(BOOK)
+    console.print(book_table([book]))
+
+    step(console, "Buy a copy", f"client.buy({BOOK})")
+    console.print(order_table([store.buy(BOOK)]))
+    console.print(f"stock now: [bold]{store.lookup(BOOK)['stock']}[/bold] "
+                  f"(was {book['stock']})")
+
+    too_many = store.lookup(BOOK)["stock"] + 1
+    step(console, "Buy more than the stock", f"client.buy({BOOK}, {too_many})")
+    try:
+        store.buy(BOOK, too_many)
+        console.print("[red]the store sold more than it had[/red]")
+        raise SystemExit(1)
+    except OutOfStock as exc:
+        console.print(f"[red]OutOfStock:[/red] {exc}; stock still "
+                      f"{store.lookup(BOOK)['stock']}, nothing was changed")
+
+    step(console, "Restock it (admin)", f"client.update({BOOK}, stock_delta=10)")
+    console.print(book_table([store.update(BOOK, stock_delta=10)]))
+
+    step(console, "Now the big order goes through", f"client.buy({BOOK}, {too_many})")
+    console.print(order_table([store.buy(BOOK, too_many)]))
+
+    step(console, "The order log", "client.orders(limit=5)")
+    console.print(order_table(store.orders(limit=5)))
+
+    step(console, "The cluster", "pyrostore status")
+    console.print(status_table(store.status()))
+
+
+def step(console: Console, title: str, code: str) -> None:
+    """Print a step's heading and the call it makes."""
+    console.print(Rule(f"[bold]{title}[/bold]", align="left"))
+    console.print(f"[dim]>>> {code}[/dim]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo; the exit code is 0 when every step did what it should."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ns-host", help="name server host (127.0.0.1)")
+    parser.add_argument("--ns-port", type=int, help="name server port (9090)")
+    args = parser.parse_args(argv)
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="pyrostore-demo-") as data:
+        settings = Settings.from_env(ns_host=args.ns_host, ns_port=args.ns_port,
+                                     data_dir=Path(data))
+        try:
+            run(settings, console)
+        except PyrostoreError as exc:
+            console.print(f"[red]demo failed:[/red] {exc}")
+            return 1
+    return 0
+
+
+def run(settings: Settings, console: Console) -> None:
+    """Use the store already registered at the name server, or start (and stop) one."""
+    if name_server_answers(settings) and find(settings, "frontend"):
+        console.print(f"using the store already running at {settings.ns_host}:{settings.ns_port}")
+        with Client(settings=settings) as store:
+            walk_through(store, console)
+        return
+    with Cluster(settings) as cluster:
+        with console.status("starting a store…"):
+            cluster.start(progress=lambda text: console.print(f"[green]✓[/green] {text}"))
+        with Client(settings=settings) as store:
+            walk_through(store, console)
+        console.print(Rule())
+        console.print(f"stopping the {len(cluster.children)} processes the demo started")
+    console.print("[green]done[/green]")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Fixtures: real stores (name server + replicas as processes) on free ports of 127.0.0.1.
+
+Every store a fixture starts is stopped by PID when the fixture ends, passed or failed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pyrostore.client import Client
+from pyrostore.config import Settings
+from pyrostore.launcher import Cluster
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], object], *, timeout: float = 20.0,
+               what: str = "condition") -> object:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+def make_settings(data_dir: Path) -> Settings:
+    """Settings for a test store: a fresh port, its own data, no PYROSTORE_* from the shell."""
+    return Settings.from_env(environ={}, ns_port=free_port(), data_dir=data_dir,
+                             call_timeout=5.0, refresh_interval=1.0)
+
+
+def start_cluster(data_dir: Path, **counts: int) -> Cluster:
+    """A started store; the caller stops it."""
+    cluster = Cluster(make_settings(data_dir), **counts)
+    try:
+        cluster.start(timeout=30)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One store shared by a test module (tests that need fresh stock make their own)."""
+    cluster = start_cluster(tmp_path_factory.mktemp("store"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def fresh_store(tmp_path: Path) -> Iterator[Cluster]:
+    """A store of its own for one test."""
+    cluster = start_cluster(tmp_path / "store")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def client(store: Cluster) -> Iterator[Client]:
+    """A client of the module's store."""
+    with Client(settings=store.settings) as connected:
+        yield connected
+
+
+def run_cli(settings: Settings, *args: str, timeout: float = 60.0
+            ) -> subprocess.CompletedProcess[str]:
+    """``python -m pyrostore ARGS`` against the store of ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYROSTORE_")}
+    env.update(PYROSTORE_NS_PORT=str(settings.ns_port), PYROSTORE_DATA_DIR=str(settings.data_dir),
+               COLUMNS="200", NO_COLOR="1")
+    return subprocess.run([sys.executable, "-m", "pyrostore", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout, cwd=ROOT)

@@ -1,0 +1,179 @@
+"""The ``pyrostore`` command, demo.py and nameserver.sh, run as a user would run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from pyrostore.config import Settings
+from pyrostore.discovery import name_server_answers
+from pyrostore.launcher import Cluster
+from tests.conftest import ROOT, free_port, make_settings, run_cli, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def cli_json(settings: Settings, *args: str) -> object:
+    done = run_cli(settings, *args, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_lookup_buy_lookup(store: Cluster) -> None:
+    before = cli_json(store.settings, "lookup", "1")["stock"]
+    order = cli_json(store.settings, "buy", "1")
+    assert (order["item"], order["qty"]) == (1, 1)
+    assert cli_json(store.settings, "lookup", "1")["stock"] == before - 1
+    shown = run_cli(store.settings, "lookup", "1")
+    assert "How to get a good grade" in shown.stdout and str(before - 1) in shown.stdout
+
+
+def test_unknown_item_is_one_clear_line(store: Cluster) -> None:
+    done = run_cli(store.settings, "lookup", "99")
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: no book with item number 99"
+
+
+def test_out_of_stock_exits_1_and_changes_nothing(store: Cluster) -> None:
+    stock = cli_json(store.settings, "lookup", "3")["stock"]
+    done = run_cli(store.settings, "buy", "3", "--qty", str(stock + 1))
+    assert done.returncode == 1 and "in stock" in done.stderr
+    assert cli_json(store.settings, "lookup", "3")["stock"] == stock
+
+
+def test_bad_quantity_is_refused(store: Cluster) -> None:
+    done = run_cli(store.settings, "buy", "1", "--qty", "-2")
+    assert done.returncode == 1 and "qty must be between 1" in done.stderr
+
+
+def test_admin_commands(store: Cluster) -> None:
+    book = cli_json(store.settings, "add-book", "Raft in Practice", "consensus",
+                    "--stock", "2", "--cost", "9.5")
+    updated = cli_json(store.settings, "update", str(book["item"]), "--stock-delta", "3",
+                       "--cost", "11")
+    assert (updated["stock"], updated["cost"]) == (5, 11.0)
+    assert {"item": book["item"], "title": "Raft in Practice"} in cli_json(
+        store.settings, "search", "Consensus")
+    assert "consensus" in cli_json(store.settings, "topics")
+
+
+def test_orders(store: Cluster) -> None:
+    order = cli_json(store.settings, "buy", "5", "--qty", "2")
+    assert cli_json(store.settings, "orders", "--limit", "1") == [order]
+    assert cli_json(store.settings, "orders", "--id", str(order["order_id"])) == order
+
+
+def test_status_json_finds_every_process(store: Cluster) -> None:
+    rows = cli_json(store.settings, "status")
+    assert {(r["role"], r["id"]) for r in rows} == {("catalog", 1), ("order", 1),
+                                                    ("frontend", 1)}
+    for row in rows:
+        assert row["pid"] == store.child(row["role"], row["id"]).pid
+        assert row["state"] == "serving" and row["uri"].startswith("PYRO:")
+
+
+def test_config_shows_flags_and_environment(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    values = cli_json(settings, "config", "--ns-host", "127.0.0.2")
+    assert values["PYROSTORE_NS_HOST"] == "127.0.0.2"
+    assert values["PYROSTORE_NS_PORT"] == str(settings.ns_port)
+
+
+def test_bad_settings_exit_2(tmp_path: Path) -> None:
+    done = run_cli(make_settings(tmp_path), "lookup", "1", "--serializer", "pickle")
+    assert done.returncode == 2 and done.stderr.startswith("error: serializer must be")
+
+
+def test_no_store_exits_3(tmp_path: Path) -> None:
+    done = run_cli(make_settings(tmp_path), "lookup", "1")
+    assert done.returncode == 3 and "no name server answers" in done.stderr
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYROSTORE_")}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "pyrostore", "up", "--ns-port", str(settings.ns_port),
+         "--data", str(tmp_path)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    try:
+        rows = wait_until(lambda: _services(settings), timeout=40, what="pyrostore up")
+        pids = [row["pid"] for row in rows]
+        assert cli_json(settings, "lookup", "1")["stock"] == 10
+        up.send_signal(signal.SIGINT)
+        output, _ = up.communicate(timeout=30)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert up.returncode == 0, output
+    assert "stopped every process of the store" in output
+    assert not [pid for pid in pids if _alive(pid)]
+    assert not name_server_answers(settings)
+
+
+def _services(settings: Settings) -> list[dict[str, object]] | None:
+    done = run_cli(settings, "status", "--json")
+    rows = json.loads(done.stdout) if done.returncode == 0 else []
+    return rows if len(rows) == 3 and all(r["state"] == "serving" for r in rows) else None
+
+
+def test_up_reports_a_child_that_dies(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYROSTORE_")}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "pyrostore", "up", "--ns-port", str(settings.ns_port),
+         "--data", str(tmp_path)], cwd=ROOT, env={**env, "COLUMNS": "300"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(up.stdout or []), daemon=True)
+    reader.start()
+    try:
+        rows = wait_until(lambda: _services(settings), timeout=40, what="pyrostore up")
+        catalog = next(r for r in rows if r["role"] == "catalog")
+        os.kill(catalog["pid"], signal.SIGKILL)
+        report = wait_until(lambda: next((x for x in lines if "restart it with" in x), None),
+                            what="up to report the dead catalog")
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(30)
+        reader.join(10)
+    assert "pyrostore.catalog.1" in report and f"pid {catalog['pid']}" in report
+    assert "pyrostore catalog --ns-host 127.0.0.1" in report
+
+
+def test_demo_runs_to_the_end() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYROSTORE_")}
+    done = subprocess.run([sys.executable, "demo.py", "--ns-port", str(free_port())],
+                          cwd=ROOT, env={**env, "COLUMNS": "120"}, capture_output=True,
+                          text=True, timeout=90)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for text in ("Topics", "Buy more than the stock", "OutOfStock", "Restock", "done"):
+        assert text in done.stdout
+
+
+def test_nameserver_sh_serves_on_the_given_port(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    env = {**os.environ, "PYROSTORE_NS_PORT": str(settings.ns_port)}
+    ns = subprocess.Popen([str(ROOT / "nameserver.sh")], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: name_server_answers(settings), what="nameserver.sh")
+    finally:
+        ns.terminate()
+        ns.wait(10)

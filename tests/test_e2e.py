@@ -1,0 +1,214 @@
+"""Every operation and every error, through real processes: client → frontend → order/catalog."""
+
+from __future__ import annotations
+
+import math
+import signal
+import socket
+import uuid
+
+import Pyro5.api
+import pytest
+
+from pyrostore.client import Client
+from pyrostore.discovery import find, make_proxy, name_server
+from pyrostore.errors import (
+    ConflictingRequest,
+    InvalidRequest,
+    NotFound,
+    OutOfStock,
+    Unavailable,
+)
+from pyrostore.launcher import Cluster
+from tests.conftest import free_port, make_settings, start_cluster
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def replica(store: Cluster, role: str, replica_id: int = 1) -> Pyro5.api.Proxy:
+    """A proxy straight to one replica (bypassing the frontend)."""
+    return make_proxy(find(store.settings, role)[f"pyrostore.{role}.{replica_id}"],
+                      store.settings)
+
+
+def applied(store: Cluster, role: str) -> int:
+    with replica(store, role) as proxy:
+        return int(proxy.info()["applied"])
+
+
+def test_topics_and_search(client: Client) -> None:
+    assert client.topics() == ["distributed systems", "graduate school"]
+    books = client.search("Distributed Systems")
+    assert [b["item"] for b in books] == [1, 2, 5]
+    assert books[1] == {"item": 2, "title": "RPCs for Dummies"}
+    assert [b["item"] for b in client.search("graduate school", limit=2, offset=1)] == [4, 6]
+    assert client.search("no such topic") == []
+
+
+def test_lookup(client: Client) -> None:
+    book = client.lookup(3)
+    assert (book["title"], book["topic"], book["cost"]) == (
+        "Xen and the Art of Surviving Graduate School", "graduate school", 75.0)
+    assert book["stock"] >= 0
+
+
+def test_buy_takes_stock_and_records_the_order(client: Client) -> None:
+    before = client.lookup(5)["stock"]
+    order = client.buy(5, 2)
+    assert (order["item"], order["qty"], order["unit_cost"], order["total"]) == (5, 2, 45.0, 90.0)
+    assert order["title"] == "How to finish Project 3 on time"
+    assert client.lookup(5)["stock"] == before - 2
+    assert client.order(order["order_id"]) == order
+    assert client.orders(limit=1) == [order]
+
+
+def test_a_repeated_request_id_buys_once(client: Client) -> None:
+    request_id = uuid.uuid4().hex
+    before = client.lookup(6)["stock"]
+    first = client.buy(6, 1, request_id=request_id)
+    again = client.buy(6, 1, request_id=request_id)
+    assert again == first
+    assert client.lookup(6)["stock"] == before - 1
+    assert sum(o["request_id"] == request_id for o in client.orders(limit=1000)) == 1
+    with pytest.raises(ConflictingRequest):
+        client.buy(6, 2, request_id=request_id)
+    assert client.lookup(6)["stock"] == before - 1
+
+
+def test_out_of_stock_changes_nothing(store: Cluster, client: Client) -> None:
+    stock = client.lookup(4)["stock"]
+    orders, position = len(client.orders(limit=1000)), applied(store, "catalog")
+    with pytest.raises(OutOfStock, match="in stock") as caught:
+        client.buy(4, stock + 1)
+    assert caught.value.details["stock"] == stock
+    assert client.lookup(4)["stock"] == stock
+    assert len(client.orders(limit=1000)) == orders
+    assert applied(store, "catalog") == position
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: c.lookup("1"),
+    lambda c: c.lookup(0),
+    lambda c: c.lookup(True),
+    lambda c: c.lookup(1.5),
+    lambda c: c.buy(1, 0),
+    lambda c: c.buy(1, -3),
+    lambda c: c.buy(1, 10**12),
+    lambda c: c.buy(1, "2"),
+    lambda c: c.buy(1, 1, request_id=""),
+    lambda c: c.update(1),
+    lambda c: c.update(1, cost=-1),
+    lambda c: c.update(1, cost=math.nan),
+    lambda c: c.update(1, stock_delta=0),
+    lambda c: c.add_book("", "x", stock=1, cost=1),
+    lambda c: c.add_book("t", "x", stock=-1, cost=1),
+    lambda c: c.search(123),
+    lambda c: c.search("x", limit=0),
+    lambda c: c.orders(limit=-1),
+], ids=lambda _: "")
+def test_bad_input_is_refused_and_changes_nothing(store: Cluster, client: Client, call) -> None:
+    positions = applied(store, "catalog"), applied(store, "order")
+    with pytest.raises(InvalidRequest):
+        call(client)
+    assert (applied(store, "catalog"), applied(store, "order")) == positions
+
+
+def test_unknown_things_are_not_found(client: Client) -> None:
+    with pytest.raises(NotFound, match="no book with item number 99"):
+        client.lookup(99)
+    with pytest.raises(NotFound):
+        client.buy(99)
+    with pytest.raises(NotFound):
+        client.update(99, cost=1)
+    with pytest.raises(NotFound):
+        client.order(10**9)
+
+
+def test_restock_reprice_and_take_off(client: Client) -> None:
+    stock = client.lookup(7)["stock"]
+    book = client.update(7, stock_delta=5, cost=16.5)
+    assert (book["stock"], book["cost"]) == (stock + 5, 16.5)
+    assert client.update(7, stock_delta=-2)["stock"] == stock + 3
+    with pytest.raises(OutOfStock):
+        client.update(7, stock_delta=-(stock + 4))
+    assert client.lookup(7)["stock"] == stock + 3
+
+
+def test_add_book(client: Client) -> None:
+    book = client.add_book("Paxos Made Simple", "Consensus", stock=3, cost=12)
+    assert book["item"] >= 8
+    assert client.lookup(book["item"])["title"] == "Paxos Made Simple"
+    assert {"item": book["item"], "title": "Paxos Made Simple"} in client.search("consensus")
+    assert "Consensus" in client.topics()
+
+
+def test_names_and_tags_in_the_name_server(store: Cluster) -> None:
+    with name_server(store.settings) as ns:
+        entries = ns.list(prefix="pyrostore.", return_metadata=True)
+    for role in ("catalog", "order", "frontend"):
+        _, tags = entries[f"pyrostore.{role}.1"]
+        assert set(tags) == {"pyrostore", f"role:{role}", "replica:1"}
+
+
+def test_a_user_can_use_pyroname_from_any_shell(store: Cluster) -> None:
+    uri = f"PYRONAME:pyrostore.frontend.1@127.0.0.1:{store.settings.ns_port}"
+    with Pyro5.api.Proxy(uri) as frontend:
+        assert frontend.lookup(1)["item"] == 1
+
+
+def test_every_service_times_its_methods(store: Cluster, client: Client) -> None:
+    client.lookup(2)
+    client.buy(2, 1)
+    with replica(store, "frontend") as frontend:
+        methods = frontend.stats()["methods"]
+    assert methods["lookup"]["count"] >= 1 and methods["buy"]["count"] >= 1
+    assert 0 < methods["lookup"]["p50_ms"] <= methods["lookup"]["p99_ms"]
+    with replica(store, "catalog") as catalog:
+        assert set(catalog.stats()["methods"]) >= {"lookup", "take"}
+    with replica(store, "order") as order:
+        assert order.stats()["methods"]["buy"]["count"] >= 1
+
+
+def test_status_lists_every_service(client: Client, store: Cluster) -> None:
+    rows = {row["name"]: row for row in client.status()}
+    assert set(rows) == {"pyrostore.catalog.1", "pyrostore.order.1", "pyrostore.frontend.1"}
+    for name, row in rows.items():
+        assert row["state"] == "serving"
+        assert row["pid"] == store.child(row["role"], row["id"]).pid, name
+
+
+def test_garbage_on_a_port_does_not_hurt(store: Cluster, client: Client) -> None:
+    uri = Pyro5.api.URI(find(store.settings, "frontend")["pyrostore.frontend.1"])
+    for garbage in (b"GET / HTTP/1.0\r\n\r\n", b"\x00" * 4096, b"PYRO" + b"\xff" * 100):
+        with socket.create_connection((uri.host, uri.port), timeout=5) as sock:
+            sock.sendall(garbage)
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(4096):
+                pass
+    assert client.lookup(1)["item"] == 1
+
+
+def test_no_name_server_is_unavailable(tmp_path) -> None:
+    settings = make_settings(tmp_path).replace(ns_port=free_port())
+    with Client(settings=settings) as nobody, pytest.raises(Unavailable, match="no name server"):
+        nobody.lookup(1)
+
+
+def test_orders_and_stock_survive_a_restart(fresh_store: Cluster) -> None:
+    with Client(settings=fresh_store.settings) as client:
+        order = client.buy(1, 3)
+    fresh_store.stop()
+    with start_cluster(fresh_store.settings.data_dir) as again, \
+            Client(settings=again.settings) as client:
+        assert client.lookup(1)["stock"] == 7
+        assert client.order(order["order_id"]) == order
+
+
+def test_client_fails_over_between_frontends(tmp_path) -> None:
+    with start_cluster(tmp_path, frontends=2) as cluster, \
+            Client(settings=cluster.settings) as client:
+        assert client.lookup(1)["stock"] == 10
+        cluster.kill("frontend", 1, signal.SIGKILL)
+        for _ in range(4):  # round robin would hit the dead one without failover
+            assert client.lookup(1)["stock"] == 10
+        assert client.buy(1)["qty"] == 1
