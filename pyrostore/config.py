@@ -48,8 +48,9 @@ class Settings:
     """Logging level of the ``pyrostore`` command: DEBUG, INFO, WARNING or ERROR."""
 
     def __post_init__(self) -> None:
-        for name in ("data_dir", "inventory"):
-            object.__setattr__(self, name, Path(getattr(self, name)))
+        for field in dataclasses.fields(self):
+            object.__setattr__(self, field.name, _typed(field.name, field.type,
+                                                        getattr(self, field.name)))
         self._validate()
 
     @classmethod
@@ -114,6 +115,21 @@ def _parse(name: str, type_name: Any, raw: str) -> Any:
     if kind == "Path":
         return Path(raw)
     return raw.upper() if name == "log_level" else raw
+
+
+def _typed(name: str, type_name: Any, value: Any) -> Any:
+    """``value`` as the field's type; a value of the wrong type is a ConfigError."""
+    kind = str(type_name)
+    if kind == "Path" and isinstance(value, str | Path):
+        return Path(value)
+    if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind == "str" and isinstance(value, str):
+        return value
+    raise ConfigError(f"{name} must be {'a' if kind != 'int' else 'an'} {kind}, "
+                      f"not {type(value).__name__} {value!r}")
 
 
 def _check_address(name: str, value: str) -> None:

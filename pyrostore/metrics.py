@@ -21,7 +21,7 @@ class MethodStats:
 
     def __init__(self, *, window: int = 10_000, clock: Callable[[], float] = time.perf_counter):
         self._window = window
-        self._clock = clock
+        self.clock = clock
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self._totals: dict[str, float] = {}
@@ -36,7 +36,7 @@ class MethodStats:
 
     def timed(self, method: str, func: Callable[..., Any]) -> Callable[..., Any]:
         """``func`` wrapped so every call, raising or not, is recorded under ``method``."""
-        clock = self._clock
+        clock = self.clock
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -99,10 +99,11 @@ def timed_methods(cls: type) -> type:
 def _timed_method(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
+        metrics: MethodStats = self.metrics
+        start = metrics.clock()
         try:
             return func(self, *args, **kwargs)
         finally:
-            self.metrics.record(name, time.perf_counter() - start)
+            metrics.record(name, metrics.clock() - start)
 
     return wrapper

@@ -107,7 +107,7 @@ def check_cost(value: Any) -> float:
     """A price: a finite number in [0, MAX_COST], kept to the cent."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidRequest(f"cost must be a number, not {type(value).__name__}", field="cost")
-    if not math.isfinite(value) or not 0 <= value <= MAX_COST:
+    if not 0 <= value <= MAX_COST or not math.isfinite(value):
         raise InvalidRequest(f"cost must be between 0 and {MAX_COST:g}, not {value}", field="cost")
     return round(float(value), 2)
 

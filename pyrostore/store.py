@@ -61,6 +61,7 @@ class Database:
         self._writer = self._connect()
         self._writer.executescript(_COMMON_SCHEMA + self.schema)
         self._readers = threading.local()
+        self._readers_lock = threading.Lock()  # not the write lock: a read never waits on a write
         self._all_readers: list[sqlite3.Connection] = []
 
     def _connect(self) -> sqlite3.Connection:
@@ -79,13 +80,13 @@ class Database:
         if conn is None:
             conn = self._connect()
             self._readers.conn = conn
-            with self._write_lock:
+            with self._readers_lock:
                 self._all_readers.append(conn)
         return conn
 
     def close(self) -> None:
         """Close every connection of this database."""
-        with self._write_lock:
+        with self._write_lock, self._readers_lock:
             for conn in [*self._all_readers, self._writer]:
                 conn.close()
             self._all_readers.clear()
@@ -213,8 +214,10 @@ class CatalogStore(Database):
         return [dict(row) for row in rows]
 
     def topics(self) -> list[str]:
-        """Every topic, sorted."""
-        rows = self.reader.execute("SELECT DISTINCT topic FROM books ORDER BY topic_key")
+        """Every topic (once, in any case: the first spelling by item), sorted."""
+        rows = self.reader.execute(
+            "SELECT topic FROM books WHERE item IN (SELECT MIN(item) FROM books GROUP BY topic_key)"
+            " ORDER BY topic_key")
         return [row[0] for row in rows]
 
     def book_count(self) -> int:

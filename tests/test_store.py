@@ -1,0 +1,449 @@
+"""SQLite stores on real files: seeding, durability pragmas, execute-once, books, orders."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyrostore.errors import ConfigError, ConflictingRequest, NotFound, OutOfStock
+from pyrostore.store import BeforeCommit, CatalogStore, OrderStore, load_inventory
+
+INVENTORY = Path(__file__).resolve().parent.parent / "inventory.csv"
+HEADER = "item,title,topic,stock,cost\n"
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Iterator[CatalogStore]:
+    store = CatalogStore(tmp_path / "catalog-1.sqlite3")
+    assert store.seed(INVENTORY) == 7
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def orders(tmp_path: Path) -> Iterator[OrderStore]:
+    store = OrderStore(tmp_path / "order-1.sqlite3")
+    yield store
+    store.close()
+
+
+def take(
+    store: CatalogStore,
+    item: int,
+    qty: int,
+    request_id: str,
+    *,
+    before_commit: BeforeCommit | None = None,
+    calls: list[int] | None = None,
+) -> Any:
+    """Buy ``qty`` of ``item`` through execute, as the catalog's state machine does."""
+
+    def apply(conn: sqlite3.Connection, seq: int) -> dict[str, Any]:
+        if calls is not None:
+            calls.append(seq)
+        return store.take(conn, seq, item, qty).to_wire()
+
+    op = {"op": "take", "item": item, "qty": qty}
+    return store.execute(op, request_id, apply, before_commit=before_commit)
+
+
+def change(store: CatalogStore, item: int, request_id: str, *,
+           cost: float | None = None, stock_delta: int | None = None) -> Any:
+    op = {"op": "change", "item": item, "cost": cost, "stock_delta": stock_delta}
+    return store.execute(
+        op, request_id, lambda conn, seq: store.change(conn, seq, item, cost, stock_delta).to_wire()
+    )
+
+
+def record(store: OrderStore, request_id: str, *, item: int = 2, qty: int = 1,
+           unit_cost: float = 40.0, created_at: float = 1_700_000_000.0) -> Any:
+    op = {"op": "buy", "item": item, "qty": qty}
+
+    def apply(conn: sqlite3.Connection, seq: int) -> dict[str, Any]:
+        return store.record(conn, seq, item=item, title=f"book {item}", qty=qty,
+                            unit_cost=unit_cost, request_id=request_id,
+                            created_at=created_at).to_wire()
+
+    return store.execute(op, request_id, apply)
+
+
+def stocks(store: CatalogStore) -> dict[int, int]:
+    return {item: store.book(item).stock for item in range(1, store.book_count() + 1)}
+
+
+# --- seeding and pragmas ------------------------------------------------------------------
+
+
+def test_seed_loads_the_inventory_once_and_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "catalog-1.sqlite3"
+    store = CatalogStore(path)
+    assert store.seed(INVENTORY) == 7
+    assert store.book_count() == 7
+    first = store.book(1)
+    assert first.title == "How to get a good grade in 677 in 20 minutes a day"
+    assert (first.topic, first.stock, first.cost, first.version) == (
+        "distributed systems", 10, 30.0, 0)
+    assert store.book(4).cost == 150.0
+    assert store.book(7).title == "Spring in the Pioneer Valley"
+    assert store.seed(INVENTORY) == 0
+    assert store.book_count() == 7
+    store.close()
+
+    reopened = CatalogStore(path)
+    try:
+        assert reopened.book_count() == 7
+        assert reopened.seed(INVENTORY) == 0
+        assert reopened.book_count() == 7
+        assert reopened.book(2).title == "RPCs for Dummies"
+    finally:
+        reopened.close()
+
+
+def test_writer_uses_wal_and_synchronous_full(catalog: CatalogStore) -> None:
+    with catalog.transaction() as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert catalog.reader.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+def test_a_fresh_store_has_applied_nothing(catalog: CatalogStore) -> None:
+    assert catalog.applied() == 0
+    assert catalog.request_count() == 0
+
+
+# --- execute: once per request id ---------------------------------------------------------
+
+
+def test_take_decrements_stock_and_sets_version_to_seq(catalog: CatalogStore) -> None:
+    result = take(catalog, 1, 3, "r1")
+    assert result["item"] == 1 and result["stock"] == 10  # the book as it was
+    assert catalog.book(1).stock == 7
+    assert catalog.book(1).version == 1
+    assert catalog.applied() == 1
+
+    take(catalog, 5, 2, "r2")
+    assert catalog.book(5).stock == 18
+    assert catalog.book(5).version == 2
+    assert catalog.book(1).version == 1
+    assert catalog.applied() == 2
+    assert catalog.request_count() == 2
+
+
+def test_same_request_id_same_op_returns_stored_result_without_applying(
+    catalog: CatalogStore,
+) -> None:
+    calls: list[int] = []
+    first = take(catalog, 1, 3, "r1", calls=calls)
+    again = take(catalog, 1, 3, "r1", calls=calls)
+    assert again == first
+    assert calls == [1]
+    assert catalog.book(1).stock == 7
+    assert catalog.applied() == 1
+    assert catalog.request_count() == 1
+
+
+def test_same_request_id_other_op_conflicts_and_changes_nothing(catalog: CatalogStore) -> None:
+    take(catalog, 1, 3, "r1")
+    before = stocks(catalog)
+    with pytest.raises(ConflictingRequest, match="request id r1 was already used") as caught:
+        take(catalog, 1, 4, "r1")
+    assert caught.value.details == {"request_id": "r1"}
+    with pytest.raises(ConflictingRequest):
+        take(catalog, 2, 3, "r1")
+    assert stocks(catalog) == before
+    assert catalog.applied() == 1
+    assert catalog.request_count() == 1
+
+
+def test_take_more_than_stock_raises_and_changes_nothing(catalog: CatalogStore) -> None:
+    take(catalog, 1, 1, "r1")
+    before = stocks(catalog)
+    with pytest.raises(OutOfStock, match="only 4 of item 2 in stock, 5 asked for") as caught:
+        take(catalog, 2, 5, "r2")
+    assert caught.value.details == {"item": 2, "stock": 4, "qty": 5}
+    assert stocks(catalog) == before
+    assert catalog.book(2).version == 0
+    assert catalog.applied() == 1
+    assert catalog.request_count() == 1
+
+
+def test_take_the_whole_stock_leaves_zero(catalog: CatalogStore) -> None:
+    take(catalog, 2, 4, "r1")
+    assert catalog.book(2).stock == 0
+    with pytest.raises(OutOfStock):
+        take(catalog, 2, 1, "r2")
+
+
+def test_take_of_unknown_item_is_not_found(catalog: CatalogStore) -> None:
+    with pytest.raises(NotFound, match="no book with item number 99"):
+        take(catalog, 99, 1, "r1")
+    assert catalog.applied() == 0
+    assert catalog.request_count() == 0
+
+
+def test_change_restocks_and_reprices(catalog: CatalogStore) -> None:
+    restocked = change(catalog, 2, "r1", stock_delta=6)
+    assert restocked["stock"] == 10
+    assert restocked["version"] == 1
+    repriced = change(catalog, 2, "r2", cost=33.5)
+    assert (repriced["cost"], repriced["stock"], repriced["version"]) == (33.5, 10, 2)
+    both = change(catalog, 3, "r3", cost=1.0, stock_delta=-10)
+    assert (both["cost"], both["stock"]) == (1.0, 0)
+    book = catalog.book(2)
+    assert (book.stock, book.cost, book.version) == (10, 33.5, 2)
+    assert catalog.applied() == 3
+
+
+def test_change_below_zero_is_refused(catalog: CatalogStore) -> None:
+    with pytest.raises(OutOfStock, match="only 4 in stock") as caught:
+        change(catalog, 2, "r1", stock_delta=-5, cost=1.0)
+    assert caught.value.details == {"item": 2, "stock": 4}
+    book = catalog.book(2)
+    assert (book.stock, book.cost, book.version) == (4, 40.0, 0)
+    assert catalog.applied() == 0
+
+
+def test_add_assigns_the_next_item_number(catalog: CatalogStore) -> None:
+    op = {"op": "add", "title": "Paxos Made Simple", "topic": "Distributed Systems"}
+    added = catalog.execute(
+        op, "r1",
+        lambda conn, seq: catalog.add(conn, seq, "Paxos Made Simple", "Distributed Systems",
+                                      3, 12.5).to_wire(),
+    )
+    assert added == {"item": 8, "title": "Paxos Made Simple", "topic": "Distributed Systems",
+                     "stock": 3, "cost": 12.5, "version": 1}
+    assert catalog.book(8).title == "Paxos Made Simple"
+    assert catalog.book_count() == 8
+    assert [row["item"] for row in catalog.search("distributed systems", 100, 0)] == [1, 2, 5, 8]
+
+    second = catalog.execute(
+        {"op": "add", "title": "B"}, "r2",
+        lambda conn, seq: catalog.add(conn, seq, "B", "misc", 0, 0.0).to_wire(),
+    )
+    assert second["item"] == 9
+
+
+# --- reads --------------------------------------------------------------------------------
+
+
+def test_search_is_case_insensitive_paged_and_ordered(catalog: CatalogStore) -> None:
+    everything = catalog.search("DISTRIBUTED Systems", 100, 0)
+    assert everything == [
+        {"item": 1, "title": "How to get a good grade in 677 in 20 minutes a day"},
+        {"item": 2, "title": "RPCs for Dummies"},
+        {"item": 5, "title": "How to finish Project 3 on time"},
+    ]
+    assert [row["item"] for row in catalog.search("graduate school", 100, 0)] == [3, 4, 6, 7]
+    assert [row["item"] for row in catalog.search("graduate school", 2, 0)] == [3, 4]
+    assert [row["item"] for row in catalog.search("graduate school", 2, 2)] == [6, 7]
+    assert [row["item"] for row in catalog.search("graduate school", 2, 3)] == [7]
+    assert catalog.search("graduate school", 10, 4) == []
+    assert catalog.search("cooking", 10, 0) == []
+
+
+def test_topics(catalog: CatalogStore) -> None:
+    assert catalog.topics() == ["distributed systems", "graduate school"]
+
+
+def test_topics_are_not_repeated_in_another_case(catalog: CatalogStore) -> None:
+    catalog.execute({"op": "add"}, "r1",
+                    lambda conn, seq: catalog.add(conn, seq, "T", "Graduate School", 1, 1.0)
+                    .to_wire())
+    topics = catalog.topics()
+    assert len({topic.lower() for topic in topics}) == len(topics)
+
+
+def test_book_not_found(catalog: CatalogStore) -> None:
+    with pytest.raises(NotFound) as caught:
+        catalog.book(99)
+    assert caught.value.details == {"item": 99}
+
+
+# --- orders -------------------------------------------------------------------------------
+
+
+def test_order_log_records_lists_newest_first_and_finds(orders: OrderStore) -> None:
+    first = record(orders, "a", item=2, qty=2, unit_cost=40.0)
+    assert first["order_id"] == 1 and first["total"] == 80.0
+    record(orders, "b", item=1, qty=3, unit_cost=0.1, created_at=1_700_000_001.0)
+    record(orders, "c", item=7, qty=1, unit_cost=15.0)
+    assert orders.order_count() == 3
+    assert orders.applied() == 3
+
+    second = orders.order(2)
+    assert (second.item, second.qty, second.unit_cost, second.request_id) == (1, 3, 0.1, "b")
+    assert second.total == 0.3
+    assert second.created_at == 1_700_000_001.0
+    assert second.title == "book 1"
+
+    assert [o.order_id for o in orders.orders(10)] == [3, 2, 1]
+    assert [o.order_id for o in orders.orders(2)] == [3, 2]
+    assert [o.order_id for o in orders.orders(2, offset=1)] == [2, 1]
+    assert orders.orders(5, offset=3) == []
+
+
+def test_order_retry_returns_the_same_order(orders: OrderStore) -> None:
+    first = record(orders, "a")
+    assert record(orders, "a") == first
+    assert orders.order_count() == 1
+    with pytest.raises(ConflictingRequest):
+        record(orders, "a", qty=5)
+    assert orders.order_count() == 1
+    assert orders.applied() == 1
+
+
+def test_order_not_found(orders: OrderStore) -> None:
+    with pytest.raises(NotFound, match="no order with id 4") as caught:
+        orders.order(4)
+    assert caught.value.details == {"order_id": 4}
+
+
+# --- inventory loading --------------------------------------------------------------------
+
+
+def test_load_inventory_reads_the_seven_books() -> None:
+    books = load_inventory(INVENTORY)
+    assert [b.item for b in books] == [1, 2, 3, 4, 5, 6, 7]
+    assert books[2].title == "Xen and the Art of Surviving Graduate School"
+    assert books[2].cost == 75.0
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("item,title,topic,stock\n1,A,t,3\n", 2, "bad inventory row"),
+        (HEADER + "1,A,t,1,1\n2,B,t,1,1\n1,C,t,1,1\n", 4, "item 1 appears twice"),
+        (HEADER + "1,A,t,1,1\n2,B,t,-1,1\n", 3, "stock must be between 0"),
+        (HEADER + "1,A,t,1,cheap\n", 2, "bad inventory row"),
+        (HEADER + "1,A,t,1,1\n2,B,t,many,1\n", 3, "bad inventory row"),
+        (HEADER + "x,A,t,1,1\n", 2, "bad inventory row"),
+        (HEADER + "1,A,t,1\n", 2, "bad inventory row"),
+        (HEADER + "1,,t,1,1\n", 2, "title must have"),
+        (HEADER + "1,A,t,1,-5\n", 2, "cost must be between"),
+    ],
+    ids=["missing-column", "duplicate-item", "negative-stock", "non-numeric-cost",
+         "non-numeric-stock", "non-numeric-item", "short-row", "empty-title", "negative-cost"],
+)
+def test_load_inventory_rejects_bad_rows(
+    tmp_path: Path, text: str, line: int, words: str
+) -> None:
+    path = tmp_path / "inventory.csv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_inventory(path)
+    assert f"{path}:{line}:" in str(caught.value)
+    assert words in str(caught.value)
+
+
+def test_load_inventory_of_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read inventory"):
+        load_inventory(tmp_path / "nope.csv")
+
+
+def test_a_failed_seed_leaves_the_database_unseeded(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(HEADER + "1,A,t,1,1\n1,A,t,1,1\n", encoding="utf-8")
+    store = CatalogStore(tmp_path / "catalog-1.sqlite3")
+    try:
+        with pytest.raises(ConfigError):
+            store.seed(bad)
+        assert store.book_count() == 0
+        assert store.seed(INVENTORY) == 7
+    finally:
+        store.close()
+
+
+# --- before_commit and isolation ----------------------------------------------------------
+
+
+def test_before_commit_gets_seq_and_result(catalog: CatalogStore) -> None:
+    take(catalog, 1, 1, "r0")
+    seen: list[tuple[int, Any]] = []
+    result = take(catalog, 2, 1, "r1", before_commit=lambda seq, res: seen.append((seq, res)))
+    assert seen == [(2, result)]
+    assert result["item"] == 2
+
+
+def test_before_commit_is_not_called_for_a_retry(catalog: CatalogStore) -> None:
+    take(catalog, 2, 1, "r1")
+    seen: list[int] = []
+    take(catalog, 2, 1, "r1", before_commit=lambda seq, res: seen.append(seq))
+    assert seen == []
+
+
+def test_exception_in_before_commit_rolls_the_write_back(catalog: CatalogStore) -> None:
+    def refuse(seq: int, result: Any) -> None:
+        raise RuntimeError("backup did not ack")
+
+    before = stocks(catalog)
+    with pytest.raises(RuntimeError, match="backup did not ack"):
+        take(catalog, 1, 2, "r1", before_commit=refuse)
+    assert stocks(catalog) == before
+    assert catalog.book(1).version == 0
+    assert catalog.applied() == 0
+    assert catalog.request_count() == 0
+    # The request id was not remembered: the same request may run now.
+    take(catalog, 1, 2, "r1")
+    assert catalog.book(1).stock == 8
+    assert catalog.applied() == 1
+
+
+class HeldWrite:
+    """A take on another thread whose before_commit waits until released."""
+
+    def __init__(self, store: CatalogStore) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.outcome: dict[str, Any] = {}
+        self.thread = threading.Thread(target=self._run, args=(store,), daemon=True)
+
+    def _hold(self, seq: int, result: Any) -> None:
+        self.entered.set()
+        if not self.release.wait(10):
+            raise RuntimeError("never released")
+
+    def _run(self, store: CatalogStore) -> None:
+        try:
+            self.outcome["result"] = take(store, 1, 4, "held", before_commit=self._hold)
+        except BaseException as exc:
+            self.outcome["error"] = exc
+
+    def __enter__(self) -> HeldWrite:
+        self.thread.start()
+        assert self.entered.wait(10), "the write never reached before_commit"
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release.set()
+        self.thread.join(10)
+
+
+def test_readers_do_not_see_an_uncommitted_write(catalog: CatalogStore) -> None:
+    assert catalog.book(1).stock == 10  # this thread's reader connection exists from here
+    with HeldWrite(catalog) as held:
+        assert catalog.book(1).stock == 10
+        assert catalog.book(1).version == 0
+        assert catalog.applied() == 0
+        assert catalog.request_count() == 0
+    assert "error" not in held.outcome
+    assert held.outcome["result"]["stock"] == 10
+    assert catalog.book(1).stock == 6
+    assert catalog.applied() == 1
+
+
+def test_first_read_on_a_new_thread_does_not_wait_for_an_open_write(
+    catalog: CatalogStore,
+) -> None:
+    seen: list[int] = []
+    reader = threading.Thread(target=lambda: seen.append(catalog.book(1).stock), daemon=True)
+    with HeldWrite(catalog):
+        reader.start()
+        reader.join(1.0)
+        answered_during_write = list(seen)
+    reader.join(10)
+    assert answered_during_write == [10]

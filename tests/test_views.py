@@ -1,0 +1,124 @@
+"""The rich tables render what the store returns: titles, prices, states, settings."""
+
+from __future__ import annotations
+
+import io
+import time
+
+from rich.console import Console, RenderableType
+
+from pyrostore.client.views import (
+    book_table,
+    money,
+    order_table,
+    settings_table,
+    status_table,
+)
+from pyrostore.config import Settings
+
+BOOKS = [
+    {"item": 1, "title": "How to get a good grade in 677 in 20 minutes a day",
+     "topic": "distributed systems", "stock": 10, "cost": 30.0},
+    {"item": 4, "title": "Cooking for the Impatient Graduate Student",
+     "topic": "graduate school", "stock": 0, "cost": 150},
+]
+
+
+def render(renderable: RenderableType) -> str:
+    console = Console(file=io.StringIO(), width=120, color_system=None)
+    console.print(renderable)
+    output = console.file.getvalue()
+    assert isinstance(output, str)
+    return output
+
+
+def header(text: str, first_column: str) -> str:
+    """The table's header line: the first line naming its first column."""
+    return next(line for line in text.splitlines() if first_column in line)
+
+
+def test_money() -> None:
+    assert money(30) == "$30.00"
+    assert money(0.5) == "$0.50"
+    assert money(1234.5) == "$1,234.50"
+
+
+def test_book_table_shows_every_column_and_price() -> None:
+    text = render(book_table(BOOKS, title="Catalog"))
+    assert "Catalog" in text
+    for column in ("item", "title", "topic", "stock", "cost"):
+        assert column in header(text, "item")
+    assert "How to get a good grade in 677 in 20 minutes a day" in text
+    assert "Cooking for the Impatient Graduate Student" in text
+    assert "distributed systems" in text
+    assert "$30.00" in text
+    assert "$150.00" in text
+
+
+def test_book_table_of_search_rows_has_only_item_and_title() -> None:
+    rows = [{"item": 2, "title": "RPCs for Dummies"}, {"item": 5,
+            "title": "How to finish Project 3 on time"}]
+    text = render(book_table(rows))
+    assert "title" in header(text, "item")
+    assert "stock" not in text
+    assert "topic" not in text
+    assert "cost" not in text
+    assert "RPCs for Dummies" in text
+    assert "How to finish Project 3 on time" in text
+
+
+def test_book_table_of_nothing_still_has_a_header() -> None:
+    text = render(book_table([]))
+    assert "item" in text and "title" in text
+    assert "stock" not in text
+
+
+def test_order_table() -> None:
+    created = time.mktime((2024, 1, 2, 3, 4, 5, 0, 0, -1))
+    orders = [{"order_id": 12, "item": 2, "title": "RPCs for Dummies", "qty": 2,
+               "unit_cost": 40.0, "total": 80.0, "request_id": "r", "created_at": created}]
+    text = render(order_table(orders, title="Orders"))
+    assert "Orders" in text
+    for column in ("order", "when", "qty", "unit", "total"):
+        assert column in header(text, "order")
+    assert "RPCs for Dummies" in text
+    assert "2024-01-02 03:04:05" in text
+    assert "$40.00" in text
+    assert "$80.00" in text
+    assert "12" in text
+
+
+def test_status_table_shows_states_and_dashes_for_unknowns() -> None:
+    services = [
+        {"role": "catalog", "id": 1, "state": "primary", "epoch": 3, "applied": 41,
+         "pid": 4242, "uri": "PYRO:pyrostore.catalog.1@127.0.0.1:40001"},
+        {"role": "catalog", "id": 2, "state": "down", "epoch": None, "applied": None,
+         "pid": None, "uri": ""},
+        {"role": "frontend", "id": 1, "state": "serving", "epoch": None, "applied": None,
+         "pid": 4343, "uri": "PYRO:pyrostore.frontend.1@127.0.0.1:40003"},
+    ]
+    text = render(status_table(services, title="Cluster"))
+    assert "Cluster" in text
+    for column in ("role", "state", "epoch", "applied", "pid", "uri"):
+        assert column in header(text, "role")
+    assert "primary" in text
+    assert "down" in text
+    assert "serving" in text
+    assert "4242" in text
+    assert "PYRO:pyrostore.catalog.1@127.0.0.1:40001" in text
+    down_line = next(line for line in text.splitlines() if "down" in line)
+    assert down_line.count("-") >= 3
+
+
+def test_status_table_without_a_state_shows_a_question_mark() -> None:
+    text = render(status_table([{"role": "order", "id": 1}]))
+    assert "?" in text
+
+
+def test_settings_table_lists_the_dump() -> None:
+    text = render(settings_table(Settings().dump()))
+    assert "setting" in text and "value" in text
+    assert "PYROSTORE_NS_PORT" in text
+    assert "9090" in text
+    assert "PYROSTORE_SERIALIZER" in text
+    assert "serpent" in text
