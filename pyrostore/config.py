@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from Pyro5 import serializers
+
 from pyrostore.errors import ConfigError
 
 ENV_PREFIX = "PYROSTORE_"
@@ -93,6 +95,9 @@ class Settings:
             raise ConfigError(f"ns_port must be 1..65535, not {self.ns_port}")
         if self.serializer not in SERIALIZERS:
             raise ConfigError(f"serializer must be one of {', '.join(SERIALIZERS)}")
+        if self.serializer not in serializers.serializers:
+            raise ConfigError(f"serializer {self.serializer} is not installed "
+                              f"(pip install {self.serializer})")
         for name in ("call_timeout", "refresh_interval"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0 seconds, not {getattr(self, name)}")

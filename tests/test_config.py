@@ -39,7 +39,7 @@ def test_environment_values_are_parsed_to_the_field_types() -> None:
             "PYROSTORE_HOST": "::1",
             "PYROSTORE_DATA_DIR": "/srv/store",
             "PYROSTORE_INVENTORY": "books.csv",
-            "PYROSTORE_SERIALIZER": "msgpack",
+            "PYROSTORE_SERIALIZER": "json",
             "PYROSTORE_CALL_TIMEOUT": "0.25",
             "PYROSTORE_REFRESH_INTERVAL": "7",
             "PYROSTORE_RETRIES": "0",
@@ -51,7 +51,7 @@ def test_environment_values_are_parsed_to_the_field_types() -> None:
     assert settings.host == "::1"
     assert settings.data_dir == Path("/srv/store")
     assert settings.inventory == Path("books.csv")
-    assert settings.serializer == "msgpack"
+    assert settings.serializer == "json"
     assert settings.call_timeout == 0.25 and type(settings.call_timeout) is float
     assert settings.refresh_interval == 7.0 and type(settings.refresh_interval) is float
     assert settings.retries == 0 and type(settings.retries) is int

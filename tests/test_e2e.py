@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import socket
@@ -180,7 +181,9 @@ def test_status_lists_every_service(client: Client, store: Cluster) -> None:
 def test_garbage_on_a_port_does_not_hurt(store: Cluster, client: Client) -> None:
     uri = Pyro5.api.URI(find(store.settings, "frontend")["pyrostore.frontend.1"])
     for garbage in (b"GET / HTTP/1.0\r\n\r\n", b"\x00" * 4096, b"PYRO" + b"\xff" * 100):
-        with socket.create_connection((uri.host, uri.port), timeout=5) as sock:
+        # The daemon may hang up at any point of this; all that matters is that it lives on.
+        with socket.create_connection((uri.host, uri.port), timeout=5) as sock, \
+                contextlib.suppress(OSError):
             sock.sendall(garbage)
             sock.shutdown(socket.SHUT_WR)
             while sock.recv(4096):
