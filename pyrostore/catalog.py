@@ -1,14 +1,12 @@
 """The catalog: its state machine (take, update, add) and the remote object of one replica.
 
-Queries (``topics``, ``search``, ``lookup``) read the replica's committed state. Every write
-is an operation (a plain dict) that goes through :meth:`CatalogReplica._write` alone, with a
-request id, so that it is applied at most once and so that a replication layer can wrap that
-one function.
+Queries (``topics``, ``search``, ``lookup``) read the replica's committed state, on any
+replica that may serve. Every write is an operation (a plain dict) with a request id that
+goes through the replication layer's one write path (``_write``) at the primary.
 """
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 import time
 from typing import Any
@@ -29,7 +27,7 @@ from pyrostore.models import (
     check_text,
     request_id_or_new,
 )
-from pyrostore.serving import Service
+from pyrostore.replication import ReplicatedService
 from pyrostore.store import CatalogStore
 
 
@@ -61,83 +59,90 @@ class CatalogMachine:
             ).to_wire()
         raise InvalidRequest(f"unknown catalog operation {kind!r}")
 
+    @staticmethod
+    def keys(op: dict[str, Any], result: dict[str, Any]) -> list[str]:
+        """The read keys a write changes: its item; for a new book also its topic's list."""
+        if op["op"] == "add":
+            return [f"item:{result['item']}", topic_key(result["topic"]), "topics"]
+        return [f"item:{op['item']}"]
+
+
+def topic_key(topic: str) -> str:
+    """The read key of a topic's search (topics match in any case)."""
+    return f"topic:{topic.lower()}"
+
 
 @timed_methods
-class CatalogReplica(Service):
+class CatalogReplica(ReplicatedService):
     """One catalog replica as a Pyro5 object: ``pyrostore.catalog.<id>``."""
 
     role = "catalog"
 
     def __init__(self, settings: Settings, replica_id: int) -> None:
-        super().__init__(settings, replica_id)
         self.store = CatalogStore(settings.database_path(self.role, replica_id))
         self.store.seed(settings.inventory)
         self.machine = CatalogMachine(self.store)
+        super().__init__(settings, replica_id, self.store)
 
     @Pyro5.api.expose
     def topics(self) -> list[str]:
         """Every topic in the catalog."""
-        return self.store.topics()
+        return self._read(["topics"], self.store.topics, "topics")
 
     @Pyro5.api.expose
     def search(self, topic: str, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         """``[{item, title}]`` of the books in ``topic`` (any case), one page at a time."""
         limit, offset = check_page(limit, offset)
-        return self.store.search(check_text(topic, "topic"), limit, offset)
+        topic = check_text(topic, "topic")
+        return self._read([topic_key(topic)], lambda: self.store.search(topic, limit, offset),
+                          "search", topic, limit, offset)
 
     @Pyro5.api.expose
     def lookup(self, item: int) -> dict[str, Any]:
         """``{item, title, topic, stock, cost, version}`` of one book."""
-        return self.store.book(check_item(item)).to_wire()
+        item = check_item(item)
+        return self._read([f"item:{item}"], lambda: self.store.book(item).to_wire(),
+                          "lookup", item)
 
     @Pyro5.api.expose
     def take(self, item: int, qty: int, request_id: str) -> dict[str, Any]:
         """Take ``qty`` copies of ``item`` for a buy, or raise OutOfStock; at most once per id."""
         op = {"op": "take", "item": check_item(item), "qty": check_quantity(qty)}
-        return self._write(op, check_request_id(request_id))
+        result: dict[str, Any] = self._write(op, check_request_id(request_id))
+        return result
 
     @Pyro5.api.expose
-    def update(
-        self,
-        item: int,
-        cost: float | None = None,
-        stock_delta: int | None = None,
-        request_id: str | None = None,
-    ) -> dict[str, Any]:
+    def update(self, item: int, cost: float | None = None, stock_delta: int | None = None,
+               request_id: str | None = None) -> dict[str, Any]:
         """Reprice and/or restock (or take stock off) a book; the book as it is after."""
         if cost is None and stock_delta is None:
             raise InvalidRequest("update needs a cost, a stock_delta or both")
-        op = {
-            "op": "update",
-            "item": check_item(item),
-            "cost": None if cost is None else check_cost(cost),
-            "stock_delta": None if stock_delta is None else check_stock_delta(stock_delta),
-        }
-        return self._write(op, request_id_or_new(request_id))
-
-    @Pyro5.api.expose
-    def add_book(
-        self, title: str, topic: str, stock: int, cost: float, request_id: str | None = None
-    ) -> dict[str, Any]:
-        """Add a new book; the book with its new item number."""
-        op = {
-            "op": "add",
-            "title": check_text(title, "title"),
-            "topic": check_text(topic, "topic"),
-            "stock": check_stock(stock),
-            "cost": check_cost(cost),
-        }
-        return self._write(op, request_id_or_new(request_id))
-
-    def _write(self, op: dict[str, Any], request_id: str) -> dict[str, Any]:
-        """The one path of every write: applied once per request id, durably."""
-        result: dict[str, Any] = self.store.execute(
-            op, request_id, functools.partial(self.machine.apply, op)
-        )
+        op = {"op": "update", "item": check_item(item),
+              "cost": None if cost is None else check_cost(cost),
+              "stock_delta": None if stock_delta is None else check_stock_delta(stock_delta)}
+        result: dict[str, Any] = self._write(op, request_id_or_new(request_id))
         return result
 
+    @Pyro5.api.expose
+    def add_book(self, title: str, topic: str, stock: int, cost: float,
+                 request_id: str | None = None) -> dict[str, Any]:
+        """Add a new book; the book with its new item number."""
+        op = {"op": "add", "title": check_text(title, "title"),
+              "topic": check_text(topic, "topic"), "stock": check_stock(stock),
+              "cost": check_cost(cost)}
+        result: dict[str, Any] = self._write(op, request_id_or_new(request_id))
+        return result
+
+    def _apply(self, op: dict[str, Any], request_id: str, conn: sqlite3.Connection,
+               seq: int) -> dict[str, Any]:
+        return self.machine.apply(op, conn, seq)
+
+    def _keys(self, op: dict[str, Any], result: Any) -> list[str]:
+        return self.machine.keys(op, result)
+
     def details(self) -> dict[str, Any]:
-        return {"applied": self.store.applied(), "books": self.store.book_count()}
+        return {**super().details(), "books": self.store.book_count()}
 
     def close(self) -> None:
+        super().close()
         self.store.close()

@@ -19,12 +19,19 @@ from typing import Any
 
 import Pyro5.errors
 from Pyro5 import config as pyro_config
-from rich.console import Console
+from rich.console import Console, Group
 
 from pyrostore.catalog import CatalogReplica
 from pyrostore.client import Client
-from pyrostore.client.views import book_table, order_table, settings_table, status_table
+from pyrostore.client.views import (
+    book_table,
+    group_table,
+    order_table,
+    settings_table,
+    status_table,
+)
 from pyrostore.config import Settings
+from pyrostore.coordinator import Coordinator
 from pyrostore.discovery import survey
 from pyrostore.errors import (
     ConfigError,
@@ -40,6 +47,7 @@ from pyrostore.serving import Service, serve
 
 log = logging.getLogger("pyrostore")
 SERVICES: dict[str, type[Service]] = {
+    "coordinator": Coordinator,
     "catalog": CatalogReplica,
     "order": OrderReplica,
     "frontend": Frontend,
@@ -109,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     up = add("up", cmd_up, "start the whole store in the foreground (Ctrl-C stops it)")
-    for role, default in (("catalogs", 1), ("orders", 1), ("frontends", 1)):
+    for role, default in (("catalogs", 2), ("orders", 2), ("frontends", 1)):
         up.add_argument(
             f"--{role}",
             type=int,
@@ -119,8 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
         )
     add("nameserver", cmd_nameserver, "run a Pyro5 name server in the foreground")
     for role in SERVICES:
-        service = add(role, cmd_service, f"run one {role} replica in the foreground")
-        service.add_argument("--id", type=int, default=1, help="replica id (1)")
+        what = "the coordinator" if role == "coordinator" else f"one {role} replica"
+        service = add(role, cmd_service, f"run {what} in the foreground")
+        if role != "coordinator":
+            service.add_argument("--id", type=int, default=1, help="replica id (1)")
         service.set_defaults(role=role)
     add("status", cmd_status, "every service of the store and its state", json_flag=True)
     add("config", cmd_config, "print the settings in force", json_flag=True)
@@ -184,16 +194,20 @@ def cmd_nameserver(args: argparse.Namespace, settings: Settings, console: Consol
 
 def cmd_service(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     """Run one replica until SIGTERM/SIGINT."""
-    if not 1 <= args.id <= 9999:
+    replica_id = getattr(args, "id", 1)
+    if not 1 <= replica_id <= 9999:
         raise ConfigError("--id must be 1..9999")
-    serve(SERVICES[args.role](settings, args.id))
+    serve(SERVICES[args.role](settings, replica_id))
     return 0
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     """Every registered service and its state, asked of each service directly."""
     rows = survey(settings)
-    return _show(console, args, rows, lambda: status_table(rows, title="pyrostore"))
+    groups: dict[str, Any] = next(
+        (row.get("groups", {}) for row in rows if row["role"] == "coordinator"), {})
+    return _show(console, args, rows, lambda: Group(status_table(rows, title="services"),
+                                                    group_table(groups, title="groups")))
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings, console: Console) -> int:

@@ -44,8 +44,16 @@ class Settings:
     """Seconds a remote call may take before it fails with a timeout (> 0)."""
     refresh_interval: float = 3.0
     """Seconds between refreshes of a cached replica list from the name server (> 0)."""
-    retries: int = 3
-    """Further attempts after a transport failure before a call gives up with ``Unavailable``."""
+    failover_timeout: float = 10.0
+    """Seconds a call keeps trying other replicas (riding out a failover) before it gives up
+    with ``Unavailable`` or ``OutcomeUnknown``; more than ``lease``."""
+    heartbeat_interval: float = 0.1
+    """Seconds between a replica's heartbeats to the coordinator."""
+    lease: float = 1.0
+    """Seconds a replica may serve after sending a heartbeat the coordinator answered; at least
+    3 x ``heartbeat_interval``. A dead primary is replaced about one lease after it died."""
+    test_hooks: bool = False
+    """Expose ``set_hook`` on the services so tests can hold a request at a chosen point."""
     log_level: str = "INFO"
     """Logging level of the ``pyrostore`` command: DEBUG, INFO, WARNING or ERROR."""
 
@@ -98,11 +106,15 @@ class Settings:
         if self.serializer not in serializers.serializers:
             raise ConfigError(f"serializer {self.serializer} is not installed "
                               f"(pip install {self.serializer})")
-        for name in ("call_timeout", "refresh_interval"):
+        for name in ("call_timeout", "refresh_interval", "heartbeat_interval"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0 seconds, not {getattr(self, name)}")
-        if not 0 <= self.retries <= 100:
-            raise ConfigError(f"retries must be 0..100, not {self.retries}")
+        if not self.lease >= 3 * self.heartbeat_interval:
+            raise ConfigError(f"lease ({self.lease} s) must be at least 3 x heartbeat_interval "
+                              f"({self.heartbeat_interval} s)")
+        if not self.failover_timeout > self.lease:
+            raise ConfigError(f"failover_timeout ({self.failover_timeout} s) must be more than "
+                              f"the lease ({self.lease} s)")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 
@@ -119,6 +131,10 @@ def _parse(name: str, type_name: Any, raw: str) -> Any:
         raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None
     if kind == "Path":
         return Path(raw)
+    if kind == "bool":
+        if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not 1/0/true/false")
+        return raw.lower() in ("1", "true", "yes")
     return raw.upper() if name == "log_level" else raw
 
 
@@ -132,6 +148,8 @@ def _typed(name: str, type_name: Any, value: Any) -> Any:
     if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
         return value
     if kind == "str" and isinstance(value, str):
+        return value
+    if kind == "bool" and isinstance(value, bool):
         return value
     raise ConfigError(f"{name} must be {'a' if kind != 'int' else 'an'} {kind}, "
                       f"not {type(value).__name__} {value!r}")

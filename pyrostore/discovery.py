@@ -21,7 +21,7 @@ import Pyro5.api
 import Pyro5.errors
 
 from pyrostore.config import Settings
-from pyrostore.errors import OutcomeUnknown, PyrostoreError, Unavailable
+from pyrostore.errors import NotServing, OutcomeUnknown, PyrostoreError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,9 @@ MAX_IDLE_CONNECTIONS = 16
 
 
 def service_name(role: str, replica_id: int) -> str:
-    """The name a service registers under: ``pyrostore.<role>.<id>``."""
-    return f"{PREFIX}{role}.{replica_id}"
+    """The name a service registers under: ``pyrostore.<role>.<id>``, or the one coordinator's
+    ``pyrostore.coordinator``."""
+    return f"{PREFIX}{role}" if role == "coordinator" else f"{PREFIX}{role}.{replica_id}"
 
 
 def service_tags(role: str, replica_id: int) -> set[str]:
@@ -109,83 +110,30 @@ def find(settings: Settings, role: str | None = None) -> dict[str, str]:
 
 
 def parse_name(name: str) -> tuple[str, int]:
-    """``("catalog", 1)`` from ``"pyrostore.catalog.1"``."""
-    _, role, replica_id = name.split(".", 2)
-    return role, int(replica_id)
+    """``("catalog", 1)`` from ``"pyrostore.catalog.1"``; the coordinator is ``1``."""
+    _, role, *replica_id = name.split(".", 2)
+    return role, int(replica_id[0]) if replica_id else 1
 
 
-class ReplicaSet:
-    """The live replicas of one role, with round-robin calls and failover.
+class ProxyPool:
+    """Connected proxies by URI, shared by threads: each call borrows one and gives it back.
 
-    Every call the store makes through a ReplicaSet is safe to repeat (a read, or a write that
-    carries a request id), so any transport failure is retried on the next replica, up to
-    ``settings.retries`` times, refreshing the list from the name server on the way. When every
-    attempt fails it raises :class:`Unavailable` if no attempt can have reached a replica, and
-    :class:`OutcomeUnknown` if one may have run.
+    A Pyro5 proxy belongs to one thread at a time; the pool hands it over with
+    ``_pyroClaimOwnership``. A call whose connection cannot even be made raises
+    :class:`NotSent`: the request never left this process.
     """
 
-    def __init__(
-        self, settings: Settings, role: str, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, settings: Settings, *, timeout: float | None = None) -> None:
         self.settings = settings
-        self.role = role
-        self._clock = clock
+        self.timeout = timeout
         self._lock = threading.Lock()
-        self._uris: list[str] = []
-        self._refreshed_at = float("-inf")
-        self._turn = itertools.count()
         self._idle: dict[str, list[Pyro5.api.Proxy]] = {}
 
-    def uris(self, *, refresh: bool = False) -> list[str]:
-        """The known replicas' URIs, refreshed if stale or if asked to."""
-        with self._lock:
-            stale = self._clock() - self._refreshed_at > self.settings.refresh_interval
-            known = list(self._uris)
-        if refresh or stale or not known:
-            try:
-                known = sorted(find(self.settings, self.role).values())
-            except Unavailable:
-                if not known:
-                    raise
-                log.warning(
-                    "name server unreachable; keeping %d known %s replicas", len(known), self.role
-                )
-            with self._lock:
-                self._uris, self._refreshed_at = known, self._clock()
-        return known
-
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call ``method`` on one replica, failing over to the others on transport errors."""
-        may_have_run = False
-        last_error: Exception | None = None
-        for attempt in range(self.settings.retries + 1):
-            uris = self.uris(refresh=attempt > 0)
-            if not uris:
-                break
-            uri = uris[next(self._turn) % len(uris)]
-            try:
-                return self._call_at(uri, method, args, kwargs)
-            except _NotSent as exc:
-                last_error = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
-            except Pyro5.errors.CommunicationError as exc:
-                may_have_run, last_error = True, exc
-            log.info("%s.%s failed at %s (%s); trying again", self.role, method, uri, last_error)
-        if may_have_run:
-            raise OutcomeUnknown(
-                f"{self.role} replicas failed mid-call ({last_error}); "
-                "retry with the same request id",
-                role=self.role,
-            )
-        raise Unavailable(
-            f"no {self.role} replica could take the request"
-            + (f" ({last_error})" if last_error else ""),
-            role=self.role,
-        )
-
-    def _call_at(self, uri: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def call(self, uri: str, method: str, *args: Any) -> Any:
+        """``method(*args)`` on the object at ``uri``."""
         proxy = self._borrow(uri)
         try:
-            result = getattr(proxy, method)(*args, **kwargs)
+            result = getattr(proxy, method)(*args)
         except Pyro5.errors.CommunicationError:
             proxy._pyroRelease()
             raise
@@ -202,11 +150,11 @@ class ReplicaSet:
         if proxy is not None:
             proxy._pyroClaimOwnership()
             return proxy
-        proxy = make_proxy(uri, self.settings)
+        proxy = make_proxy(uri, self.settings, timeout=self.timeout)
         try:
             proxy._pyroBind()
         except Pyro5.errors.CommunicationError as exc:
-            raise _NotSent() from exc
+            raise NotSent(str(exc)) from exc
         return proxy
 
     def _give_back(self, uri: str, proxy: Pyro5.api.Proxy) -> None:
@@ -226,8 +174,116 @@ class ReplicaSet:
             proxy._pyroRelease()
 
 
-class _NotSent(Exception):
+class NotSent(Exception):
     """A connection could not be made: the request never left this process."""
+
+
+class ReplicaSet:
+    """The live replicas of one role, with calls spread over them and failover.
+
+    Every call the store makes through a ReplicaSet is safe to repeat (a read, or a write that
+    carries a request id), so a transport failure, or a replica that says it may not serve
+    (:class:`NotServing`), is retried on the next replica, or on the primary once it is known
+    again, for up to ``patience`` seconds (``settings.failover_timeout`` by default): long
+    enough to ride out a failover. Then it raises :class:`Unavailable` if no attempt can have
+    run, and :class:`OutcomeUnknown` if one may have.
+
+    With ``primary=True`` calls go to the group's primary, as the coordinator's view names it
+    (or as a replica that refused the call pointed to it).
+    """
+
+    def __init__(self, settings: Settings, role: str, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.role = role
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._uris: list[str] = []
+        self._refreshed_at = float("-inf")
+        self._primary: str | None = None
+        self._turn = itertools.count()
+        self._pool = ProxyPool(settings)
+        self._coordinator: ReplicaSet | None = None
+
+    def uris(self, *, refresh: bool = False) -> list[str]:
+        """The known replicas' URIs, refreshed if stale or if asked to."""
+        with self._lock:
+            stale = self._clock() - self._refreshed_at > self.settings.refresh_interval
+            known = list(self._uris)
+        if refresh or stale or not known:
+            try:
+                known = sorted(find(self.settings, self.role).values())
+            except Unavailable:
+                if not known:
+                    raise
+                log.warning("name server unreachable; keeping %d known %s replicas",
+                            len(known), self.role)
+            with self._lock:
+                self._uris, self._refreshed_at = known, self._clock()
+        return known
+
+    def primary(self, *, refresh: bool = False) -> str | None:
+        """The URI of the group's primary, as the coordinator last said."""
+        with self._lock:
+            known = self._primary
+        if known is None or refresh:
+            if self._coordinator is None:
+                self._coordinator = ReplicaSet(self.settings, "coordinator")
+            view = self._coordinator.call("view", self.role, patience=0)
+            known = view.get("uris", {}).get(str(view["primary"]))
+            with self._lock:
+                self._primary = known
+        return known
+
+    def call(self, method: str, *args: Any, primary: bool = False,
+             patience: float | None = None) -> Any:
+        """``method(*args)`` on one replica (the primary if asked), with failover."""
+        patience = self.settings.failover_timeout if patience is None else patience
+        deadline = self._clock() + patience
+        may_have_run, last_error = False, "no replica is registered"
+        delay, refresh = 0.01, False
+        while True:
+            try:
+                uri = self._pick(primary, refresh=refresh)
+                if uri is not None:
+                    return self._pool.call(uri, method, *args)
+                refresh = True
+            except NotServing as exc:  # it did not run; it may name the primary it knows of
+                last_error = str(exc)
+                refresh = primary and not self._hint(exc.details.get("primary"))
+            except (NotSent, Unavailable) as exc:
+                last_error, refresh = str(exc), True
+            except (Pyro5.errors.CommunicationError, OutcomeUnknown) as exc:
+                may_have_run, last_error, refresh = True, str(exc), True
+            if self._clock() + delay > deadline:
+                break
+            log.debug("%s.%s: %s; trying again", self.role, method, last_error)
+            time.sleep(delay)  # back off before the next try; there is no event to wait on
+            delay = min(delay * 2, 0.2)
+        if may_have_run:
+            raise OutcomeUnknown(f"{self.role}.{method} may or may not have run ({last_error}); "
+                                 "retry with the same request id", role=self.role)
+        raise Unavailable(f"no {self.role} replica could take {method} ({last_error})",
+                          role=self.role)
+
+    def _pick(self, primary: bool, *, refresh: bool) -> str | None:
+        if primary:
+            return self.primary(refresh=refresh)
+        uris = self.uris(refresh=refresh)
+        return uris[next(self._turn) % len(uris)] if uris else None
+
+    def _hint(self, primary_uri: Any) -> bool:
+        if not (isinstance(primary_uri, str) and primary_uri):
+            return False
+        with self._lock:
+            self._primary = primary_uri
+        return True
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._pool.close()
+        if self._coordinator is not None:
+            self._coordinator.close()
 
 
 def survey(settings: Settings, *, timeout: float = 1.0) -> list[dict[str, Any]]:

@@ -6,7 +6,9 @@
     ├── NotFound                   no such book or order
     ├── OutOfStock                 a buy asked for more than the stock; nothing was changed
     ├── Unavailable                the store could not run the request *and did not run it*
+    │   └── NotServing             this replica may not serve it now (not primary, no lease)
     ├── OutcomeUnknown             a call failed mid-way: it may have run; retry its request id
+    ├── StaleEpoch                 replication: a message from a deposed primary (fencing)
     └── ConfigError                a setting (flag or PYROSTORE_* variable) is invalid
 
 Each class is registered with Pyro5's serializers, so a remote call that raises one re-raises
@@ -62,6 +64,18 @@ class Unavailable(PyrostoreError):
     """
 
 
+class NotServing(Unavailable):
+    """Raised by a replica that may not serve the request now; it did *not* run it.
+
+    It is outside the current view (joining), its lease has run out, or a write reached a
+    backup. ``details`` may name the ``primary`` URI it knows of. Send the request elsewhere.
+    """
+
+
+class StaleEpoch(PyrostoreError):
+    """Raised by a replica to a primary of an older epoch than its own: that primary is deposed."""
+
+
 class OutcomeUnknown(PyrostoreError):
     """Raised when a call failed after it was sent (connection closed, timeout): it may have run.
 
@@ -81,6 +95,8 @@ ALL_ERRORS: tuple[type[PyrostoreError], ...] = (
     NotFound,
     OutOfStock,
     Unavailable,
+    NotServing,
+    StaleEpoch,
     OutcomeUnknown,
     ConfigError,
 )

@@ -1,8 +1,9 @@
 """The frontend: the store's one client-facing API, ``pyrostore.frontend.<id>``.
 
 It holds nothing durable. It finds the catalog and order replicas through the name server,
-spreads calls over them and fails over (see :class:`ReplicaSet`), and makes the request id of
-a buy or an admin write when the caller gave none, so that its own retries apply it once.
+spreads reads over them, sends writes to each group's primary, fails over (see
+:class:`ReplicaSet`), and makes the request id of a buy or an admin write when the caller gave
+none, so that its own retries apply it once.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class Frontend(Service):
     @Pyro5.api.expose
     def buy(self, item: int, qty: int = 1, request_id: str | None = None) -> dict[str, Any]:
         """Buy ``qty`` copies of ``item``; the order. A repeated ``request_id`` buys once."""
-        order: dict[str, Any] = self.order_log.call("buy", item, qty, request_id_or_new(request_id))
+        order: dict[str, Any] = self.order_log.call(
+            "buy", item, qty, request_id_or_new(request_id), primary=True)
         return order
 
     @Pyro5.api.expose
@@ -63,8 +65,7 @@ class Frontend(Service):
     ) -> dict[str, Any]:
         """Reprice and/or restock a book (admin); the book as it is after."""
         book: dict[str, Any] = self.catalog.call(
-            "update", item, cost, stock_delta, request_id_or_new(request_id)
-        )
+            "update", item, cost, stock_delta, request_id_or_new(request_id), primary=True)
         return book
 
     @Pyro5.api.expose
@@ -73,8 +74,7 @@ class Frontend(Service):
     ) -> dict[str, Any]:
         """Add a new book (admin); the book with its item number."""
         book: dict[str, Any] = self.catalog.call(
-            "add_book", title, topic, stock, cost, request_id_or_new(request_id)
-        )
+            "add_book", title, topic, stock, cost, request_id_or_new(request_id), primary=True)
         return book
 
     @Pyro5.api.expose

@@ -1,8 +1,10 @@
 """A whole store as supervised child processes: what ``pyrostore up``, demo.py and tests run.
 
-A :class:`Cluster` starts an embedded name server when none answers, then the catalog, order
-and frontend replicas, each as ``python -m pyrostore <role> --id N`` with its output in
-``<data>/logs/<role>-<id>.log``, and waits until each is registered. It restarts nothing by
+A :class:`Cluster` starts an embedded name server when none answers, then the coordinator,
+the catalog, order and frontend replicas, each as ``python -m pyrostore <role> --id N`` with
+the cluster's settings in its ``PYROSTORE_*`` environment and its output in
+``<data>/logs/<role>-<id>.log``, and waits until each is registered and, for a replica of a
+group, serving. It restarts nothing by
 itself: a child that dies is reported by :meth:`Cluster.reap`. :meth:`Cluster.stop` ends every
 child it started, by PID, in reverse order, and children die with their supervisor.
 """
@@ -13,6 +15,7 @@ import contextlib
 import ctypes
 import dataclasses
 import functools
+import os
 import signal
 import subprocess
 import sys
@@ -21,8 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+import Pyro5.errors
+
 from pyrostore.config import Settings
-from pyrostore.discovery import find, name_server_answers, service_name
+from pyrostore.discovery import find, make_proxy, name_server_answers, service_name
 from pyrostore.errors import PyrostoreError, Unavailable
 
 _PR_SET_PDEATHSIG = 1
@@ -71,13 +76,14 @@ class Cluster:
         self,
         settings: Settings,
         *,
-        catalogs: int = 1,
-        orders: int = 1,
+        catalogs: int = 2,
+        orders: int = 2,
         frontends: int = 1,
         extra_args: dict[str, list[str]] | None = None,
     ) -> None:
         self.settings = settings
-        self.counts = {"catalog": catalogs, "order": orders, "frontend": frontends}
+        self.counts = {"coordinator": 1, "catalog": catalogs, "order": orders,
+                       "frontend": frontends}
         self.extra_args = extra_args or {}
         self.children: list[Child] = []
         self.log_dir = settings.data_dir / "logs"
@@ -87,7 +93,9 @@ class Cluster:
         s = self.settings
         argv = [role, "--ns-host", s.ns_host, "--ns-port", str(s.ns_port)]
         if role != "nameserver":
-            argv += ["--id", str(replica_id), "--data", str(s.data_dir), "--host", s.host]
+            argv += ["--data", str(s.data_dir), "--host", s.host]
+        if role not in ("nameserver", "coordinator"):
+            argv += ["--id", str(replica_id)]
         return argv + self.extra_args.get(role, [])
 
     def start(
@@ -99,18 +107,28 @@ class Cluster:
             ns = self.spawn("nameserver", 0)
             self._wait(lambda: name_server_answers(self.settings), timeout, [ns], "the name server")
             _say(progress, f"name server on {self.settings.ns_host}:{self.settings.ns_port}")
-        for role in ("catalog", "order", "frontend"):
-            started = [self.spawn(role, i) for i in range(1, self.counts[role] + 1)]
-            self._wait(
-                functools.partial(self._registered, {child.name for child in started}),
-                timeout,
-                started,
-                f"the {role} replicas",
-            )
-            _say(progress, f"{len(started)} {role} replica(s) registered")
+        for role, count in self.counts.items():
+            started = [self.spawn(role, i) for i in range(1, count + 1)]
+            self._wait(functools.partial(self._all_ready, started), timeout, started,
+                       f"the {role} service(s)")
+            _say(progress, f"{count} {role} service(s) ready" if role != "coordinator"
+                 else "coordinator ready")
 
-    def _registered(self, names: set[str]) -> bool:
-        return names <= set(find(self.settings))
+    def _all_ready(self, children: list[Child]) -> bool:
+        registered = find(self.settings)
+        return all(self._ready(child, registered.get(child.name)) for child in children)
+
+    def _ready(self, child: Child, uri: str | None) -> bool:
+        """Registered, and for a replica of a group: in the view and serving."""
+        if uri is None:
+            return False
+        if child.role not in ("catalog", "order"):
+            return True
+        try:
+            with make_proxy(uri, self.settings, timeout=1.0) as proxy:
+                return bool(proxy.info().get("serving"))
+        except Pyro5.errors.CommunicationError:
+            return False
 
     def spawn(self, role: str, replica_id: int) -> Child:
         """Start (or restart) one child; its output goes to its log file."""
@@ -125,7 +143,8 @@ class Cluster:
             self.children.append(child)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(child.log_path, "ab") as log_file:
-            child.process = _popen([sys.executable, "-m", "pyrostore", *child.argv], log_file)
+            child.process = _popen([sys.executable, "-m", "pyrostore", *child.argv], log_file,
+                                   {**os.environ, **self.settings.dump()})
         child.reported = False
         return child
 
@@ -135,12 +154,12 @@ class Cluster:
             (c for c in self.children if c.role == role and c.replica_id == replica_id), None
         )
 
-    def wait_registered(self, role: str, replica_id: int, *, timeout: float = 30.0) -> None:
-        """Wait until the child is registered (after :meth:`spawn` on a restart)."""
+    def wait_ready(self, role: str, replica_id: int, *, timeout: float = 30.0) -> None:
+        """Wait until the child is registered and, for a replica, serving (after a restart)."""
         child = self.child(role, replica_id)
         if child is None:
             raise PyrostoreError(f"{role} {replica_id} was not started by this cluster")
-        self._wait(lambda: child.name in find(self.settings), timeout, [child], child.name)
+        self._wait(functools.partial(self._all_ready, [child]), timeout, [child], child.name)
 
     def kill(self, role: str, replica_id: int, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to one child (tests and the demo kill replicas on purpose)."""
@@ -203,10 +222,12 @@ class Cluster:
             delay = min(delay * 2, 0.25)
 
 
-def _popen(argv: list[str], log_file: IO[bytes]) -> subprocess.Popen[bytes]:
+def _popen(argv: list[str], log_file: IO[bytes], env: dict[str, str]
+           ) -> subprocess.Popen[bytes]:
     """Start a child in its own session (Ctrl-C reaches only us) that dies if we die."""
     return subprocess.Popen(
         argv,
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=log_file,
         stderr=log_file,

@@ -71,6 +71,44 @@ class Order:
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
 
 
+@dataclasses.dataclass(frozen=True)
+class View:
+    """Who serves a replica group: decided by the coordinator alone, one epoch at a time."""
+
+    epoch: int = 0
+    primary: int | None = None
+    backups: tuple[int, ...] = ()
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        """The primary (if any) and the backups."""
+        return self.backups if self.primary is None else (self.primary, *self.backups)
+
+    def role_of(self, replica_id: int) -> str:
+        """``primary``, ``backup`` or ``joining`` (outside the view)."""
+        if replica_id == self.primary:
+            return "primary"
+        return "backup" if replica_id in self.backups else "joining"
+
+    def to_wire(self, uris: dict[int, str] | None = None) -> dict[str, Any]:
+        """The plain dict that crosses Pyro5, with the members' URIs if known."""
+        wire: dict[str, Any] = {"epoch": self.epoch, "primary": self.primary,
+                                "backups": list(self.backups)}
+        if uris is not None:
+            wire["uris"] = {str(i): uris[i] for i in self.members if i in uris}
+        return wire
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> View:
+        """Rebuild a View from :meth:`to_wire`'s dict (URIs are read with :func:`view_uris`)."""
+        return cls(int(data["epoch"]), data["primary"], tuple(data["backups"]))
+
+
+def view_uris(data: dict[str, Any]) -> dict[int, str]:
+    """``{replica id: uri}`` of a wire view."""
+    return {int(i): uri for i, uri in data.get("uris", {}).items()}
+
+
 def check_int(value: Any, name: str, *, low: int, high: int) -> int:
     """``value`` as an int in ``[low, high]``; bools and floats are refused."""
     if isinstance(value, bool) or not isinstance(value, int):

@@ -8,7 +8,6 @@ one decrement and one order.
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 from typing import Any
 
@@ -19,7 +18,7 @@ from pyrostore.discovery import ReplicaSet
 from pyrostore.errors import InvalidRequest
 from pyrostore.metrics import timed_methods
 from pyrostore.models import check_int, check_item, check_page, check_quantity, check_request_id
-from pyrostore.serving import Service
+from pyrostore.replication import ReplicatedService
 from pyrostore.store import OrderStore
 
 
@@ -47,18 +46,23 @@ class OrderMachine:
         )
         return order.to_wire()
 
+    @staticmethod
+    def keys(result: dict[str, Any]) -> list[str]:
+        """The read keys a new order changes: itself and the log."""
+        return [f"order:{result['order_id']}", "orders"]
+
 
 @timed_methods
-class OrderReplica(Service):
+class OrderReplica(ReplicatedService):
     """One order replica as a Pyro5 object: ``pyrostore.order.<id>``."""
 
     role = "order"
 
     def __init__(self, settings: Settings, replica_id: int) -> None:
-        super().__init__(settings, replica_id)
         self.store = OrderStore(settings.database_path(self.role, replica_id))
         self.machine = OrderMachine(self.store)
         self.catalog = ReplicaSet(settings, "catalog")
+        super().__init__(settings, replica_id, self.store)
 
     @Pyro5.api.expose
     def buy(self, item: int, qty: int = 1, request_id: str | None = None) -> dict[str, Any]:
@@ -67,38 +71,39 @@ class OrderReplica(Service):
         if request_id is None:
             raise InvalidRequest("buy needs a request_id (the frontend or client makes one)")
         request_id = check_request_id(request_id)
-        taken = self.catalog.call("take", item, qty, request_id)
-        op = {
-            "op": "record",
-            "item": item,
-            "qty": qty,
-            "title": taken["title"],
-            "unit_cost": taken["unit_cost"],
-            "created_at": taken["taken_at"],
-        }
-        return self._write(op, request_id)
+        self._await_ready_primary()  # before taking stock that only the primary may record
+        taken = self.catalog.call("take", item, qty, request_id, primary=True)
+        op = {"op": "record", "item": item, "qty": qty, "title": taken["title"],
+              "unit_cost": taken["unit_cost"], "created_at": taken["taken_at"]}
+        result: dict[str, Any] = self._write(op, request_id)
+        return result
 
     @Pyro5.api.expose
     def order(self, order_id: int) -> dict[str, Any]:
         """One order by its id."""
-        return self.store.order(check_int(order_id, "order_id", low=1, high=2**62)).to_wire()
+        order_id = check_int(order_id, "order_id", low=1, high=2**62)
+        return self._read([f"order:{order_id}"],
+                          lambda: self.store.order(order_id).to_wire(), "order", order_id)
 
     @Pyro5.api.expose
     def orders(self, limit: int = 20, offset: int = 0) -> list[dict[str, Any]]:
         """The order log, newest first, one page at a time."""
         limit, offset = check_page(limit, offset)
-        return [order.to_wire() for order in self.store.orders(limit, offset)]
+        return self._read(["orders"], lambda: [o.to_wire() for o in
+                                               self.store.orders(limit, offset)],
+                          "orders", limit, offset)
 
-    def _write(self, op: dict[str, Any], request_id: str) -> dict[str, Any]:
-        """The one path of every write: applied once per request id, durably."""
-        result: dict[str, Any] = self.store.execute(
-            op, request_id, functools.partial(self.machine.apply, op, request_id)
-        )
-        return result
+    def _apply(self, op: dict[str, Any], request_id: str, conn: sqlite3.Connection,
+               seq: int) -> dict[str, Any]:
+        return self.machine.apply(op, request_id, conn, seq)
+
+    def _keys(self, op: dict[str, Any], result: Any) -> list[str]:
+        return self.machine.keys(result)
 
     def details(self) -> dict[str, Any]:
-        return {"applied": self.store.applied(), "orders": self.store.order_count()}
+        return {**super().details(), "orders": self.store.order_count()}
 
     def close(self) -> None:
+        super().close()
         self.catalog.close()
         self.store.close()

@@ -26,7 +26,7 @@ from pyrostore.errors import (
     NotFound,
     OutOfStock,
 )
-from pyrostore.models import Book, Order, check_cost, check_item, check_stock, check_text
+from pyrostore.models import Book, Order, View, check_cost, check_item, check_stock, check_text
 
 Apply = Callable[[sqlite3.Connection, int], Any]
 """Applies one operation inside the open transaction, given its sequence number."""
@@ -53,6 +53,8 @@ class Database:
     """One replica's SQLite file: a writer connection, per-thread readers, a write lock."""
 
     schema = ""
+    state_tables: tuple[str, ...] = ()
+    """The tables a snapshot carries besides the request ids."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -133,14 +135,55 @@ class Database:
                 return json.loads(stored["result"])
             seq = self._meta(conn, "applied") + 1
             result = apply(conn, seq)
-            conn.execute(
-                "INSERT INTO requests VALUES (?, ?, ?, ?)",
-                (request_id, op_print, json.dumps(result), seq),
-            )
-            self._set_meta(conn, "applied", seq)
+            self._remember(conn, seq, request_id, op_print, result)
             if before_commit is not None:
                 before_commit(seq, result)
             return result
+
+    def apply_replicated(self, seq: int, op: dict[str, Any], request_id: str, result: Any,
+                         apply: Apply) -> None:
+        """Apply a primary's write number ``seq`` here, storing the primary's ``result``.
+
+        The state machines are deterministic, so ``apply`` changes this replica's state as it
+        changed the primary's; the stored answer is the primary's, so a retry gets the same.
+        """
+        with self.transaction() as conn:
+            expected = self._meta(conn, "applied") + 1
+            if seq != expected:
+                raise ValueError(f"write {seq} arrived where {expected} was expected")
+            apply(conn, seq)
+            self._remember(conn, seq, request_id, fingerprint(op), result)
+
+    def _remember(self, conn: sqlite3.Connection, seq: int, request_id: str, op_print: str,
+                  result: Any) -> None:
+        conn.execute("INSERT INTO requests VALUES (?, ?, ?, ?)",
+                     (request_id, op_print, json.dumps(result), seq))
+        self._set_meta(conn, "applied", seq)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the write lock: no write starts or commits meanwhile."""
+        with self._write_lock:
+            yield
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole replicated state: every table's rows and the applied position."""
+        with self.transaction() as conn:
+            tables = {name: [list(row) for row in conn.execute(f"SELECT * FROM {name}")]
+                      for name in ("requests", *self.state_tables)}
+            return {"applied": self._meta(conn, "applied"), "tables": tables}
+
+    def install(self, snapshot: dict[str, Any]) -> None:
+        """Replace the whole replicated state by ``snapshot``, in one transaction."""
+        with self.transaction() as conn:
+            for name in ("requests", *self.state_tables):
+                conn.execute(f"DELETE FROM {name}")
+                rows = snapshot["tables"][name]
+                if rows:
+                    marks = ", ".join("?" * len(rows[0]))
+                    conn.executemany(f"INSERT INTO {name} VALUES ({marks})", rows)
+            self._set_meta(conn, "applied", int(snapshot["applied"]))
+            self._set_meta(conn, "seeded", 1)
 
     def applied(self) -> int:
         """The sequence number of the last operation this replica committed."""
@@ -166,6 +209,7 @@ class Database:
 class CatalogStore(Database):
     """The books of one catalog replica."""
 
+    state_tables = ("books",)
     schema = """
     CREATE TABLE IF NOT EXISTS books (
         item      INTEGER PRIMARY KEY,
@@ -277,6 +321,7 @@ class CatalogStore(Database):
 class OrderStore(Database):
     """The order log of one order replica."""
 
+    state_tables = ("orders",)
     schema = """
     CREATE TABLE IF NOT EXISTS orders (
         order_id   INTEGER PRIMARY KEY,
@@ -375,3 +420,36 @@ def load_inventory(path: Path) -> list[Book]:
         seen.add(book.item)
         books.append(book)
     return books
+
+
+class ViewStore:
+    """The coordinator's durable views: one row per group (epoch, primary, backups)."""
+
+    def __init__(self, path: Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("CREATE TABLE IF NOT EXISTS views (grp TEXT PRIMARY KEY, "
+                           "epoch INTEGER NOT NULL, primary_id INTEGER, backups TEXT NOT NULL)")
+        self._lock = threading.Lock()
+
+    def load(self) -> dict[str, View]:
+        """Every group's last saved view."""
+        with self._lock:
+            rows = self._conn.execute("SELECT grp, epoch, primary_id, backups FROM views")
+            return {grp: View(epoch, primary, tuple(json.loads(backups)))
+                    for grp, epoch, primary, backups in rows}
+
+    def save(self, group: str, view: View) -> None:
+        """Make ``view`` the group's view, durably, before anyone is told of it."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO views VALUES (?, ?, ?, ?) ON CONFLICT(grp) DO UPDATE SET "
+                "epoch=excluded.epoch, primary_id=excluded.primary_id, backups=excluded.backups",
+                (group, view.epoch, view.primary, json.dumps(list(view.backups))))
+
+    def close(self) -> None:
+        """Close the file."""
+        with self._lock:
+            self._conn.close()

@@ -47,7 +47,7 @@ def wait_until(condition: Callable[[], object], *, timeout: float = 20.0,
 def make_settings(data_dir: Path) -> Settings:
     """Settings for a test store: a fresh port, its own data, no PYROSTORE_* from the shell."""
     return Settings.from_env(environ={}, ns_port=free_port(), data_dir=data_dir,
-                             call_timeout=5.0, refresh_interval=1.0)
+                             call_timeout=2.0, refresh_interval=1.0, test_hooks=True)
 
 
 def start_cluster(data_dir: Path, **counts: int) -> Cluster:

@@ -72,11 +72,15 @@ def test_orders(store: Cluster) -> None:
 
 def test_status_json_finds_every_process(store: Cluster) -> None:
     rows = cli_json(store.settings, "status")
-    assert {(r["role"], r["id"]) for r in rows} == {("catalog", 1), ("order", 1),
-                                                    ("frontend", 1)}
+    assert {(r["role"], r["id"]) for r in rows} == {
+        ("coordinator", 1), ("frontend", 1),
+        *((g, i) for g in ("catalog", "order") for i in (1, 2))}
     for row in rows:
         assert row["pid"] == store.child(row["role"], row["id"]).pid
-        assert row["state"] == "serving" and row["uri"].startswith("PYRO:")
+        assert row["uri"].startswith("PYRO:")
+        assert row["state"] in (("primary", "backup") if row["role"] in ("catalog", "order")
+                                else ("serving",))
+        assert {"epoch", "applied"} <= set(row)
 
 
 def test_config_shows_flags_and_environment(tmp_path: Path) -> None:
@@ -130,7 +134,8 @@ def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
 def _services(settings: Settings) -> list[dict[str, object]] | None:
     done = run_cli(settings, "status", "--json")
     rows = json.loads(done.stdout) if done.returncode == 0 else []
-    return rows if len(rows) == 3 and all(r["state"] == "serving" for r in rows) else None
+    ready = len(rows) == 6 and all(r["state"] in ("serving", "primary", "backup") for r in rows)
+    return rows if ready else None
 
 
 def test_up_reports_a_child_that_dies(tmp_path: Path) -> None:

@@ -23,7 +23,9 @@ def test_defaults() -> None:
     assert settings.serializer == "serpent"
     assert settings.call_timeout == 5.0
     assert settings.refresh_interval == 3.0
-    assert settings.retries == 3
+    assert settings.failover_timeout == 10.0
+    assert (settings.heartbeat_interval, settings.lease) == (0.1, 1.0)
+    assert settings.test_hooks is False
     assert settings.log_level == "INFO"
 
 
@@ -42,7 +44,8 @@ def test_environment_values_are_parsed_to_the_field_types() -> None:
             "PYROSTORE_SERIALIZER": "json",
             "PYROSTORE_CALL_TIMEOUT": "0.25",
             "PYROSTORE_REFRESH_INTERVAL": "7",
-            "PYROSTORE_RETRIES": "0",
+            "PYROSTORE_LEASE": "2",
+            "PYROSTORE_TEST_HOOKS": "yes",
             "PYROSTORE_LOG_LEVEL": "debug",
         }
     )
@@ -54,7 +57,8 @@ def test_environment_values_are_parsed_to_the_field_types() -> None:
     assert settings.serializer == "json"
     assert settings.call_timeout == 0.25 and type(settings.call_timeout) is float
     assert settings.refresh_interval == 7.0 and type(settings.refresh_interval) is float
-    assert settings.retries == 0 and type(settings.retries) is int
+    assert settings.lease == 2.0 and type(settings.lease) is float
+    assert settings.test_hooks is True
     assert settings.log_level == "DEBUG"
 
 
@@ -102,8 +106,9 @@ def test_settings_are_frozen() -> None:
         ({"call_timeout": -1.0}, "call_timeout must be > 0 seconds, not -1.0"),
         ({"call_timeout": 0.0}, "call_timeout must be > 0 seconds"),
         ({"refresh_interval": -0.5}, "refresh_interval must be > 0 seconds"),
-        ({"retries": -1}, "retries must be 0..100, not -1"),
-        ({"retries": 101}, "retries must be 0..100, not 101"),
+        ({"lease": 0.2}, "lease (0.2 s) must be at least 3 x heartbeat_interval"),
+        ({"failover_timeout": 1.0}, "failover_timeout (1.0 s) must be more than the lease"),
+        ({"heartbeat_interval": 0.0}, "heartbeat_interval must be > 0 seconds"),
         ({"log_level": "TRACE"}, "log_level must be one of DEBUG, INFO, WARNING, ERROR"),
         ({"host": "example.com"}, "host must be an IP address or 'localhost', not 'example.com'"),
         ({"ns_host": "300.1.1.1"}, "ns_host must be an IP address or 'localhost'"),
@@ -121,7 +126,8 @@ def test_invalid_overrides_raise_config_error(overrides: dict[str, Any], message
     [
         ("PYROSTORE_NS_PORT", "abc", "PYROSTORE_NS_PORT='abc' is not a valid int"),
         ("PYROSTORE_NS_PORT", "90.5", "PYROSTORE_NS_PORT='90.5' is not a valid int"),
-        ("PYROSTORE_RETRIES", "", "PYROSTORE_RETRIES='' is not a valid int"),
+        ("PYROSTORE_NS_PORT", "", "PYROSTORE_NS_PORT='' is not a valid int"),
+        ("PYROSTORE_TEST_HOOKS", "maybe", "is not 1/0/true/false"),
         ("PYROSTORE_CALL_TIMEOUT", "fast", "PYROSTORE_CALL_TIMEOUT='fast' is not a valid float"),
         ("PYROSTORE_CALL_TIMEOUT", "-2", "call_timeout must be > 0 seconds, not -2.0"),
         ("PYROSTORE_CALL_TIMEOUT", "nan", "call_timeout must be > 0 seconds"),
@@ -179,7 +185,8 @@ def test_dump_round_trips_through_from_env(tmp_path: Path) -> None:
         serializer="json",
         call_timeout=0.125,
         refresh_interval=2.5,
-        retries=7,
+        lease=0.5,
+        test_hooks=True,
         log_level="WARNING",
     )
     assert Settings.from_env(environ=settings.dump()) == settings
@@ -198,7 +205,8 @@ def test_database_path(tmp_path: Path) -> None:
     [
         ("ns_port", "9090", int),
         ("call_timeout", "5", float),
-        ("retries", 2.5, int),
+        ("ns_port", 2.5, int),
+        ("test_hooks", "yes", bool),
     ],
 )
 def test_wrongly_typed_values_are_refused_or_converted(

@@ -11,15 +11,11 @@ connection lost mid-call) is sent again and applied at most once.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from pyrostore.config import Settings
 from pyrostore.discovery import ReplicaSet
-from pyrostore.errors import OutcomeUnknown
 from pyrostore.models import request_id_or_new
-
-log = logging.getLogger(__name__)
 
 
 class Client:
@@ -104,15 +100,6 @@ class Client:
         return result
 
     def _write(self, method: str, *args: Any, request_id: str | None) -> dict[str, Any]:
-        """Call a write with one request id, resending it while its outcome is unknown."""
-        request_id = request_id_or_new(request_id)
-        retries_left = self.settings.retries
-        while True:
-            try:
-                result: dict[str, Any] = self.frontends.call(method, *args, request_id)
-                return result
-            except OutcomeUnknown:
-                if retries_left == 0:
-                    raise
-                retries_left -= 1
-                log.info("%s %s: outcome unknown, sending it again", method, request_id)
+        """Call a write with one request id; every retry (through a failover) reuses it."""
+        result: dict[str, Any] = self.frontends.call(method, *args, request_id_or_new(request_id))
+        return result

@@ -90,6 +90,33 @@ def status_table(services: Iterable[Mapping[str, Any]], *, title: str | None = N
     return table
 
 
+def group_table(groups: Mapping[str, Mapping[str, Any]], *, title: str | None = None) -> Table:
+    """Replica groups as the coordinator sees them: epoch, and each replica's part in it."""
+    table = Table(title=title, header_style="bold")
+    for name in ("group", "epoch", "replica", "part", "applied", "lease left"):
+        table.add_column(name, justify="left" if name in ("group", "part") else "right")
+    for group, view in groups.items():
+        replicas = view.get("replicas", {})
+        for replica_id, replica in sorted(replicas.items(), key=lambda kv: int(kv[0])):
+            part = _part(view, int(replica_id), replica)
+            table.add_row(group, str(view["epoch"]), replica_id,
+                          Text(part, style=STATE_STYLES.get(part.split()[0], "")),
+                          str(replica["applied"]), f"{replica['lease_left']:.2f} s")
+        if not replicas:
+            table.add_row(group, str(view["epoch"]), "-", "no replica yet", "-", "-")
+    return table
+
+
+def _part(view: Mapping[str, Any], replica_id: int, replica: Mapping[str, Any]) -> str:
+    if replica_id == view.get("primary"):
+        part = "primary"
+    elif replica_id in view.get("backups", []):
+        part = "backup"
+    else:
+        part = "joining" if replica["lease_left"] > 0 else "down"
+    return part + (" (reported)" if replica.get("suspended") else "")
+
+
 def settings_table(values: Mapping[str, str]) -> Table:
     """``PYROSTORE_*`` settings as rows."""
     table = Table(header_style="bold")
