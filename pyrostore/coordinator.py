@@ -82,12 +82,18 @@ class Coordinator(Service):
         with self._lock:
             members = self._group_members(group)
             member = members.setdefault(replica_id, Member(uri))
+            restarted = member.incarnation not in ("", incarnation)
             member.uri, member.incarnation = uri, incarnation
             member.applied, member.epoch, member.state = applied, epoch, state
             if not member.suspended:
                 member.granted_at = now
-            if self._views[group].primary == replica_id and not self._leads(group, member):
+            view = self._views[group]
+            if view.primary == replica_id and not self._leads(group, member):
                 self._replace_primary(group, now)
+            elif restarted and replica_id in view.backups:  # its old process is gone
+                backups = tuple(b for b in view.backups if b != replica_id)
+                self._install(group, View(view.epoch + 1, view.primary, backups),
+                              f"backup {replica_id} restarted; it must join again")
             lease = 0.0 if member.suspended else self.settings.lease
             return {"view": self._wire(group), "lease": lease}
 

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 ROLES = ("coordinator", "catalog", "order", "frontend")
 PREFIX = "pyrostore."
 TAG = "pyrostore"
+HOPS_BELOW = {"frontend": 2, "order": 1, "catalog": 0, "coordinator": 0}
+"""Remote hops a call to a role may wait on: its timeout is call_timeout x (1 + this), so a
+caller never gives up on a frontend while the frontend still waits on a replica."""
 MAX_IDLE_CONNECTIONS = 16
 """Connections kept open per replica for reuse (each holds a worker thread at the replica)."""
 
@@ -202,8 +205,9 @@ class ReplicaSet:
         self._refreshed_at = float("-inf")
         self._primary: str | None = None
         self._turn = itertools.count()
-        self._pool = ProxyPool(settings)
+        self._pool = ProxyPool(settings, timeout=settings.call_timeout * (1 + HOPS_BELOW[role]))
         self._coordinator: ReplicaSet | None = None
+        self._avoid: dict[str, float] = {}  # uri -> until when reads skip it
 
     def uris(self, *, refresh: bool = False) -> list[str]:
         """The known replicas' URIs, refreshed if stale or if asked to."""
@@ -243,6 +247,7 @@ class ReplicaSet:
         may_have_run, last_error = False, "no replica is registered"
         delay, refresh = 0.01, False
         while True:
+            uri = None
             try:
                 uri = self._pick(primary, refresh=refresh)
                 if uri is not None:
@@ -251,10 +256,13 @@ class ReplicaSet:
             except NotServing as exc:  # it did not run; it may name the primary it knows of
                 last_error = str(exc)
                 refresh = primary and not self._hint(exc.details.get("primary"))
+                self._shun(uri)
             except (NotSent, Unavailable) as exc:
                 last_error, refresh = str(exc), True
+                self._shun(uri)
             except (Pyro5.errors.CommunicationError, OutcomeUnknown) as exc:
                 may_have_run, last_error, refresh = True, str(exc), True
+                self._shun(uri)
             if self._clock() + delay > deadline:
                 break
             log.debug("%s.%s: %s; trying again", self.role, method, last_error)
@@ -270,7 +278,16 @@ class ReplicaSet:
         if primary:
             return self.primary(refresh=refresh)
         uris = self.uris(refresh=refresh)
-        return uris[next(self._turn) % len(uris)] if uris else None
+        now = self._clock()
+        with self._lock:
+            healthy = [uri for uri in uris if self._avoid.get(uri, 0.0) <= now] or uris
+        return healthy[next(self._turn) % len(healthy)] if healthy else None
+
+    def _shun(self, uri: str | None) -> None:
+        """Skip ``uri`` for reads for a while: it failed or refused."""
+        if uri is not None:
+            with self._lock:
+                self._avoid[uri] = self._clock() + self.settings.refresh_interval
 
     def _hint(self, primary_uri: Any) -> bool:
         if not (isinstance(primary_uri, str) and primary_uri):

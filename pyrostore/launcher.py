@@ -119,16 +119,17 @@ class Cluster:
         return all(self._ready(child, registered.get(child.name)) for child in children)
 
     def _ready(self, child: Child, uri: str | None) -> bool:
-        """Registered, and for a replica of a group: in the view and serving."""
+        """Registered by this child's process and, for a replica of a group, serving."""
         if uri is None:
             return False
-        if child.role not in ("catalog", "order"):
-            return True
         try:
             with make_proxy(uri, self.settings, timeout=1.0) as proxy:
-                return bool(proxy.info().get("serving"))
+                info = proxy.info()
         except Pyro5.errors.CommunicationError:
+            return False  # not up yet, or the entry of a process that died
+        if info.get("pid") != child.pid:
             return False
+        return child.role not in ("catalog", "order") or bool(info.get("serving"))
 
     def spawn(self, role: str, replica_id: int) -> Child:
         """Start (or restart) one child; its output goes to its log file."""

@@ -27,8 +27,9 @@ def test_tree_shape() -> None:
     assert not issubclass(errors.OutOfStock, errors.InvalidRequest)
     assert {cls.__name__ for cls in ALL_ERRORS} == {
         "PyrostoreError", "InvalidRequest", "ConflictingRequest", "NotFound", "OutOfStock",
-        "Unavailable", "OutcomeUnknown", "ConfigError",
+        "Unavailable", "NotServing", "StaleEpoch", "OutcomeUnknown", "ConfigError",
     }
+    assert issubclass(errors.NotServing, errors.Unavailable)
 
 
 def test_message_and_details() -> None:

@@ -1,0 +1,197 @@
+"""Replication under crashes: real processes, ``kill -9``, SIGSTOP, restarts, on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import Pyro5.api
+import pytest
+
+from pyrostore.client import Client
+from pyrostore.discovery import find, make_proxy
+from pyrostore.errors import NotServing, PyrostoreError, StaleEpoch
+from pyrostore.launcher import Cluster
+from tests.conftest import start_cluster, wait_until
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A 2+2 store of its own."""
+    started = start_cluster(tmp_path / "store")
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def proxy(cluster: Cluster, role: str, replica_id: int) -> Pyro5.api.Proxy:
+    return make_proxy(find(cluster.settings, role)[f"pyrostore.{role}.{replica_id}"],
+                      cluster.settings)
+
+
+def info(cluster: Cluster, role: str, replica_id: int) -> dict[str, Any]:
+    with proxy(cluster, role, replica_id) as replica:
+        return dict(replica.info())
+
+
+def view(cluster: Cluster, group: str) -> dict[str, Any]:
+    with make_proxy(find(cluster.settings, "coordinator")["pyrostore.coordinator"],
+                    cluster.settings) as coordinator:
+        return dict(coordinator.view(group))
+
+
+def primary(cluster: Cluster, group: str) -> int:
+    return int(view(cluster, group)["primary"])
+
+
+def restart(cluster: Cluster, role: str, replica_id: int) -> None:
+    cluster.spawn(role, replica_id)
+    cluster.wait_ready(role, replica_id)
+
+
+def orders_on(cluster: Cluster, replica_id: int) -> list[dict[str, Any]]:
+    """The whole order log of one order replica, newest first, page by page."""
+    orders: list[dict[str, Any]] = []
+    with proxy(cluster, "order", replica_id) as replica:
+        while page := replica.orders(1000, len(orders)):
+            orders += page
+    return orders
+
+
+def level(cluster: Cluster, group: str) -> bool:
+    """Both replicas serving, at the same applied position."""
+    rows = [info(cluster, group, i) for i in (1, 2)]
+    return all(r["serving"] for r in rows) and rows[0]["applied"] == rows[1]["applied"]
+
+
+@pytest.mark.parametrize("group", ["catalog", "order"])
+def test_the_original_crash_experiment(cluster: Cluster, group: str) -> None:
+    """The seed report's experiment: 9 buys of book 1 while replicas 1 then 2 die and return."""
+    with Client(settings=cluster.settings) as client:
+        assert client.lookup(1)["stock"] == 10
+        orders = []
+        for n in range(1, 10):
+            orders.append(client.buy(1))
+            if n == 4:
+                cluster.kill(group, 1)
+            if n == 6:
+                restart(cluster, group, 1)
+                cluster.kill(group, 2)
+        restart(cluster, group, 2)
+    wait_until(lambda: level(cluster, "catalog") and level(cluster, "order"), what="level")
+    for replica_id in (1, 2):
+        with proxy(cluster, "catalog", replica_id) as catalog:
+            assert catalog.lookup(1)["stock"] == 1
+        assert orders_on(cluster, replica_id) == orders[::-1]
+
+
+@pytest.mark.parametrize("group", ["catalog", "order"])
+def test_primary_killed_in_the_middle_of_a_buy(cluster: Cluster, group: str) -> None:
+    leader = primary(cluster, group)
+    backup = 3 - leader
+    with proxy(cluster, group, leader) as replica:
+        replica.set_hook("hold_before_commit", 30)
+    request_id = uuid.uuid4().hex
+    outcome: dict[str, Any] = {}
+
+    def buy() -> None:
+        with Client(settings=cluster.settings) as client:
+            try:
+                outcome["order"] = client.buy(5, 2, request_id=request_id)
+            except PyrostoreError as exc:
+                outcome["error"] = exc
+
+    buyer = threading.Thread(target=buy)
+    buyer.start()
+    # the backup has applied the write; the primary holds it uncommitted: now it dies
+    before = info(cluster, group, leader)["applied"]
+    wait_until(lambda: info(cluster, group, backup)["applied"] > before,
+               what="the backup to apply the held write")
+    cluster.kill(group, leader)
+    buyer.join(60)
+    assert "order" in outcome, outcome
+    with Client(settings=cluster.settings) as client:
+        assert client.lookup(5)["stock"] == 18
+        log = client.orders(limit=1000)
+        assert [o["request_id"] for o in log].count(request_id) == 1
+        assert client.buy(5, 2, request_id=request_id) == outcome["order"]
+        assert client.lookup(5)["stock"] == 18
+    restart(cluster, group, leader)
+    wait_until(lambda: level(cluster, group), what=f"{group} replicas level")
+
+
+def test_a_retried_buy_after_both_primaries_died_applies_once(cluster: Cluster) -> None:
+    request_id = uuid.uuid4().hex
+    with Client(settings=cluster.settings) as client:
+        order = client.buy(3, 1, request_id=request_id)
+        cluster.kill("order", primary(cluster, "order"))
+        cluster.kill("catalog", primary(cluster, "catalog"))
+        assert client.buy(3, 1, request_id=request_id) == order
+        assert client.lookup(3)["stock"] == 9
+        assert [o["request_id"] for o in client.orders(limit=1000)] == [request_id]
+
+
+def test_a_paused_primary_serves_nothing_stale(cluster: Cluster) -> None:
+    old = primary(cluster, "catalog")
+    cluster.kill("catalog", old, signal.SIGSTOP)
+    try:
+        wait_until(lambda: primary(cluster, "catalog") != old, what="a new catalog primary")
+        with Client(settings=cluster.settings) as client:
+            client.buy(1, 3)
+            stock = client.lookup(1)["stock"]
+        assert stock == 7
+    finally:
+        cluster.kill("catalog", old, signal.SIGCONT)
+    with proxy(cluster, "catalog", old) as stale:
+        with pytest.raises((NotServing, StaleEpoch)):
+            stale.take(1, 1, uuid.uuid4().hex)
+        with contextlib.suppress(NotServing):  # if it answers at all, it has caught up
+            assert stale.lookup(1)["stock"] == stock
+    wait_until(lambda: level(cluster, "catalog"), what="the old primary to rejoin")
+    with proxy(cluster, "catalog", old) as rejoined:
+        assert rejoined.lookup(1)["stock"] == stock
+
+
+def test_the_coordinator_restarts_without_losing_a_view(cluster: Cluster) -> None:
+    before = {group: view(cluster, group) for group in ("catalog", "order")}
+    cluster.kill("coordinator", 1)
+    restart(cluster, "coordinator", 1)
+    after = {group: view(cluster, group) for group in ("catalog", "order")}
+    for group in ("catalog", "order"):
+        assert after[group]["epoch"] >= before[group]["epoch"] > 0
+    with Client(settings=cluster.settings) as client:
+        assert client.buy(6)["qty"] == 1
+        assert client.lookup(6)["stock"] == 11
+    wait_until(lambda: level(cluster, "catalog") and level(cluster, "order"), what="level")
+
+
+def test_a_write_sent_to_a_backup_is_refused_with_the_primary_named(cluster: Cluster) -> None:
+    leader = primary(cluster, "catalog")
+    with proxy(cluster, "catalog", 3 - leader) as backup, pytest.raises(NotServing) as refused:
+        backup.update(1, None, 5, uuid.uuid4().hex)
+    assert refused.value.details["primary"] == find(cluster.settings, "catalog")[
+        f"pyrostore.catalog.{leader}"]
+    with proxy(cluster, "catalog", 3 - leader) as backup:
+        assert backup.lookup(1)["stock"] == 10  # reads are served on the backup
+
+
+def test_the_whole_store_restarts_from_its_files(cluster: Cluster) -> None:
+    with Client(settings=cluster.settings) as client:
+        client.buy(7, 2)
+    cluster.stop()
+    again = start_cluster(cluster.settings.data_dir)
+    try:
+        with Client(settings=again.settings) as client:
+            assert client.lookup(7)["stock"] == 6
+            assert len(client.orders()) == 1
+    finally:
+        again.stop()
+
