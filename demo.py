@@ -1,11 +1,12 @@
-"""A walk through pyrostore: bring a store up, shop in it, stop what was started.
+"""A walk through pyrostore: bring a store up, shop in it, kill a replica, stop what was started.
 
     python demo.py                  # uses a name server at 127.0.0.1:9090 if one answers
     python demo.py --ns-port 9999   # or starts an embedded one there
 
 If the name server already knows a running store (``pyrostore up`` in another shell), the demo
 shops in that one and starts nothing; otherwise it starts one with its own data in a temporary
-directory and stops exactly the processes it started.
+directory, kills its catalog primary to show the store selling on and the replica rejoining,
+and stops exactly the processes it started.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -67,6 +69,28 @@ def walk_through(store: Client, console: Console) -> None:
     console.print(status_table(store.status()))
 
 
+def survive_a_crash(cluster: Cluster, store: Client, console: Console) -> None:
+    """Kill the catalog primary with SIGKILL, keep selling, bring it back level."""
+    victim = next(row for row in store.status()
+                  if row["role"] == "catalog" and row["state"] == "primary")
+    step(console, "Kill the catalog primary", f"kill -9 {victim['pid']}")
+    cluster.kill("catalog", victim["id"])
+    console.print(f"catalog replica {victim['id']} is gone; buying goes on (the coordinator "
+                  "promotes the backup once the dead primary's lease is over)…")
+    started = time.monotonic()
+    order = store.buy(BOOK)
+    console.print(order_table([order]))
+    console.print(f"that buy waited {time.monotonic() - started:.1f} s for the failover")
+    console.print(status_table(store.status(), title="the cluster without it"))
+
+    step(console, "Restart it with the same command", cluster.child("catalog",
+                                                                    victim["id"]).command())
+    cluster.spawn("catalog", victim["id"])
+    with console.status("it rejoins: a snapshot from the primary, then it is a backup…"):
+        cluster.wait_ready("catalog", victim["id"])
+    console.print(status_table(store.status(), title="back, and level"))
+
+
 def step(console: Console, title: str, code: str) -> None:
     """Print a step's heading and the call it makes."""
     console.print(Rule(f"[bold]{title}[/bold]", align="left"))
@@ -103,6 +127,7 @@ def run(settings: Settings, console: Console) -> None:
             cluster.start(progress=lambda text: console.print(f"[green]✓[/green] {text}"))
         with Client(settings=settings) as store:
             walk_through(store, console)
+            survive_a_crash(cluster, store, console)
         console.print(Rule())
         console.print(f"stopping the {len(cluster.children)} processes the demo started")
     console.print("[green]done[/green]")

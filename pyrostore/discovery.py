@@ -134,6 +134,8 @@ class ProxyPool:
 
     def call(self, uri: str, method: str, *args: Any) -> Any:
         """``method(*args)`` on the object at ``uri``."""
+        if not uri:
+            raise NotSent(f"no address known for {method}")
         proxy = self._borrow(uri)
         try:
             result = getattr(proxy, method)(*args)

@@ -168,7 +168,8 @@ def test_demo_runs_to_the_end() -> None:
                           cwd=ROOT, env={**env, "COLUMNS": "120"}, capture_output=True,
                           text=True, timeout=90)
     assert done.returncode == 0, done.stdout + done.stderr
-    for text in ("Topics", "Buy more than the stock", "OutOfStock", "Restock", "done"):
+    for text in ("Topics", "Buy more than the stock", "OutOfStock", "Restock",
+                 "Kill the catalog primary", "back, and level", "done"):
         assert text in done.stdout
 
 
