@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import Any
 
 import Pyro5.api
 
 from pyrostore.config import Settings
 from pyrostore.errors import InvalidRequest
+from pyrostore.invalidation import CacheLeases
 from pyrostore.metrics import timed_methods
 from pyrostore.models import (
+    TOPICS_KEY,
     check_cost,
     check_item,
     check_page,
@@ -25,7 +28,9 @@ from pyrostore.models import (
     check_stock,
     check_stock_delta,
     check_text,
+    item_key,
     request_id_or_new,
+    topic_key,
 )
 from pyrostore.replication import ReplicatedService
 from pyrostore.store import CatalogStore
@@ -63,13 +68,9 @@ class CatalogMachine:
     def keys(op: dict[str, Any], result: dict[str, Any]) -> list[str]:
         """The read keys a write changes: its item; for a new book also its topic's list."""
         if op["op"] == "add":
-            return [f"item:{result['item']}", topic_key(result["topic"]), "topics"]
-        return [f"item:{op['item']}"]
+            return [item_key(result['item']), topic_key(result["topic"]), TOPICS_KEY]
+        return [item_key(op['item'])]
 
-
-def topic_key(topic: str) -> str:
-    """The read key of a topic's search (topics match in any case)."""
-    return f"topic:{topic.lower()}"
 
 
 @timed_methods
@@ -83,11 +84,12 @@ class CatalogReplica(ReplicatedService):
         self.store.seed(settings.inventory)
         self.machine = CatalogMachine(self.store)
         super().__init__(settings, replica_id, self.store)
+        self.caches = CacheLeases(settings, self._peers, self._stopping)
 
     @Pyro5.api.expose
     def topics(self) -> list[str]:
         """Every topic in the catalog."""
-        return self._read(["topics"], self.store.topics, "topics")
+        return self._read([TOPICS_KEY], self.store.topics, "topics")
 
     @Pyro5.api.expose
     def search(self, topic: str, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
@@ -101,8 +103,44 @@ class CatalogReplica(ReplicatedService):
     def lookup(self, item: int) -> dict[str, Any]:
         """``{item, title, topic, stock, cost, version}`` of one book."""
         item = check_item(item)
-        return self._read([f"item:{item}"], lambda: self.store.book(item).to_wire(),
+        return self._read([item_key(item)], lambda: self.store.book(item).to_wire(),
                           "lookup", item)
+
+    @Pyro5.api.expose
+    def lookup_at(self, item: int) -> dict[str, Any]:
+        """For caches: ``{value: book, version: [epoch, seq of the book's last change]}``."""
+        item = check_item(item)
+
+        def read() -> dict[str, Any]:
+            epoch = self.view.epoch  # before the read: a version may only err low
+            book = self.store.book(item)
+            return {"value": book.to_wire(), "version": [epoch, book.version]}
+
+        return self._read([item_key(item)], read, "lookup_at", item)
+
+    @Pyro5.api.expose
+    def search_at(self, topic: str, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+        """For caches: ``{value: search(...), version: [epoch, applied position read]}``."""
+        limit, offset = check_page(limit, offset)
+        topic = check_text(topic, "topic")
+        return self._read([topic_key(topic)],
+                          lambda: self._versioned(lambda: self.store.search(topic, limit, offset)),
+                          "search_at", topic, limit, offset)
+
+    @Pyro5.api.expose
+    def topics_at(self) -> dict[str, Any]:
+        """For caches: ``{value: topics(), version: [epoch, applied position read]}``."""
+        return self._read([TOPICS_KEY], lambda: self._versioned(self.store.topics), "topics_at")
+
+    @Pyro5.api.expose
+    def cache_lease(self, frontend_uri: str) -> dict[str, Any]:
+        """A frontend renews its cache lease: ``{epoch, lease}`` (seconds from its sending)."""
+        self._await_ready_primary()
+        with self.db.locked():  # not between a write's invalidations and its commit
+            with self._changed:
+                self._check_serving(("primary",))
+                epoch = self.view.epoch
+            return {"epoch": epoch, "lease": self.caches.grant(frontend_uri)}
 
     @Pyro5.api.expose
     def take(self, item: int, qty: int, request_id: str) -> dict[str, Any]:
@@ -140,8 +178,23 @@ class CatalogReplica(ReplicatedService):
     def _keys(self, op: dict[str, Any], result: Any) -> list[str]:
         return self.machine.keys(op, result)
 
+    def _publish(self, epoch: int, seq: int, keys: list[str]) -> None:
+        self.caches.invalidate(epoch, keys, seq)
+
+    def _on_lead(self, continuing: bool) -> None:
+        if not continuing:
+            self.caches.fence()
+
+    def _versioned(self, read: Callable[[], Any]) -> dict[str, Any]:
+        epoch = self.view.epoch  # before the read: a version may only err low
+        value, applied = self.store.at_position(read)
+        return {"value": value, "version": [epoch, applied]}
+
     def details(self) -> dict[str, Any]:
-        return {**super().details(), "books": self.store.book_count()}
+        details = {**super().details(), "books": self.store.book_count()}
+        if self.state == "primary":
+            details.update(self.caches.frontends())
+        return details
 
     def close(self) -> None:
         super().close()

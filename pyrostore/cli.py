@@ -25,6 +25,7 @@ from pyrostore.catalog import CatalogReplica
 from pyrostore.client import Client
 from pyrostore.client.views import (
     book_table,
+    cache_table,
     group_table,
     order_table,
     settings_table,
@@ -67,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             serializer=args.serializer,
             log_level=args.log_level,
+            cache=False if getattr(args, "no_cache", False) else None,
         )
     except ConfigError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
@@ -125,12 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="N",
             help=f"{role[:-1]} replicas to start ({default})",
         )
+    up.add_argument("--no-cache", action="store_true", help="frontends cache nothing")
     add("nameserver", cmd_nameserver, "run a Pyro5 name server in the foreground")
     for role in SERVICES:
         what = "the coordinator" if role == "coordinator" else f"one {role} replica"
         service = add(role, cmd_service, f"run {what} in the foreground")
         if role != "coordinator":
             service.add_argument("--id", type=int, default=1, help="replica id (1)")
+        if role == "frontend":
+            service.add_argument("--no-cache", action="store_true", help="cache nothing")
         service.set_defaults(role=role)
     add("status", cmd_status, "every service of the store and its state", json_flag=True)
     add("config", cmd_config, "print the settings in force", json_flag=True)
@@ -206,8 +211,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings, console: Console) -
     rows = survey(settings)
     groups: dict[str, Any] = next(
         (row.get("groups", {}) for row in rows if row["role"] == "coordinator"), {})
-    return _show(console, args, rows, lambda: Group(status_table(rows, title="services"),
-                                                    group_table(groups, title="groups")))
+    return _show(console, args, rows, lambda: Group(
+        status_table(rows, title="services"), group_table(groups, title="groups"),
+        cache_table(rows, title="frontend caches")))
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings, console: Console) -> int:

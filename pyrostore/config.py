@@ -52,6 +52,14 @@ class Settings:
     lease: float = 1.0
     """Seconds a replica may serve after sending a heartbeat the coordinator answered; at least
     3 x ``heartbeat_interval``. A dead primary is replaced about one lease after it died."""
+    cache: bool = True
+    """Whether frontends cache lookups and searches (``--no-cache`` turns it off)."""
+    cache_entries: int = 100_000
+    """Most entries a frontend's cache holds (least recently used go first)."""
+    cache_max_age: float = 60.0
+    """Seconds after which a cached entry is a miss anyway (a backstop: invalidation is the
+    mechanism). The cache lease is ``lease``: a frontend serves from its cache only while the
+    catalog primary's lease on it runs, so writes wait at most that long for a mute frontend."""
     test_hooks: bool = False
     """Expose ``set_hook`` on the services so tests can hold a request at a chosen point."""
     log_level: str = "INFO"
@@ -112,6 +120,10 @@ class Settings:
         if not self.lease >= 3 * self.heartbeat_interval:
             raise ConfigError(f"lease ({self.lease} s) must be at least 3 x heartbeat_interval "
                               f"({self.heartbeat_interval} s)")
+        if not 1 <= self.cache_entries <= 10_000_000:
+            raise ConfigError(f"cache_entries must be 1..10000000, not {self.cache_entries}")
+        if not self.cache_max_age > 0:
+            raise ConfigError(f"cache_max_age must be > 0 seconds, not {self.cache_max_age}")
         if not self.failover_timeout > self.lease:
             raise ConfigError(f"failover_timeout ({self.failover_timeout} s) must be more than "
                               f"the lease ({self.lease} s)")

@@ -1,22 +1,107 @@
-"""The frontend: the store's one client-facing API, ``pyrostore.frontend.<id>``.
+"""The frontend: the store's one client-facing API, ``pyrostore.frontend.<id>``, and its cache.
 
 It holds nothing durable. It finds the catalog and order replicas through the name server,
 spreads reads over them, sends writes to each group's primary, fails over (see
 :class:`ReplicaSet`), and makes the request id of a buy or an admin write when the caller gave
 none, so that its own retries apply it once.
+
+:class:`CachedCatalog` answers ``lookup``, ``search`` and ``topics`` from a
+:class:`VersionedCache` while the frontend holds a cache lease from the catalog primary, which
+invalidates entries (``invalidate``) before it commits any write that changes them; see
+:mod:`pyrostore.invalidation` for the primary's side.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import Pyro5.api
 
+from pyrostore.cache import Version, VersionedCache
 from pyrostore.config import Settings
 from pyrostore.discovery import ReplicaSet, survey
+from pyrostore.errors import PyrostoreError
 from pyrostore.metrics import timed_methods
-from pyrostore.models import request_id_or_new
+from pyrostore.models import (
+    TOPICS_KEY,
+    check_item,
+    check_page,
+    check_text,
+    item_key,
+    request_id_or_new,
+    topic_key,
+)
 from pyrostore.serving import Service
+
+log = logging.getLogger(__name__)
+
+
+class CachedCatalog:
+    """Catalog reads through a versioned cache, valid only under a cache lease."""
+
+    def __init__(self, settings: Settings, replicas: ReplicaSet,
+                 before_fill: Callable[[], None]) -> None:
+        self.settings = settings
+        self.replicas = replicas
+        self.cache = VersionedCache(max_entries=settings.cache_entries,
+                                    max_age=settings.cache_max_age)
+        self._before_fill = before_fill
+        self._lock = threading.Lock()
+        self._lease_until = 0.0
+        self._lease_epoch: int | None = None
+        self._stopping = threading.Event()
+
+    def read(self, key: str, variant: Hashable, method: str, *args: Any) -> Any:
+        """The cached answer of catalog ``method(*args)``, or a read through to a replica."""
+        if time.monotonic() >= self._lease_until:  # no lease: no cached answer, no fill
+            return self.replicas.call(method.removesuffix("_at"), *args)
+        return self.cache.load(key, variant, lambda: self._read_versioned(method, *args),
+                               before_fill=self._before_fill)
+
+    def invalidate(self, epoch: int, keys: list[str], version: Version) -> None:
+        """The catalog primary's word, before it commits, that a write changes ``keys``."""
+        if epoch != self._lease_epoch:
+            self.cache.flush()  # a primary of another epoch: whatever we hold is suspect
+        self.cache.invalidate(keys, version)
+
+    def keep_lease(self) -> None:
+        """Renew the cache lease every quarter lease; flush after a lapse or a new epoch."""
+        while not self._stopping.is_set():
+            sent = time.monotonic()
+            try:
+                answer = self.replicas.call("cache_lease", self._uri, primary=True, patience=0)
+            except PyrostoreError as exc:
+                log.debug("cache lease not renewed: %s", exc)
+            else:
+                with self._lock:
+                    if sent >= self._lease_until or answer["epoch"] != self._lease_epoch:
+                        self.cache.flush()  # it may have missed invalidations meanwhile
+                    self._lease_epoch = answer["epoch"]
+                    self._lease_until = sent + answer["lease"]
+            self._stopping.wait(max(0.0, sent + self.settings.lease / 4 - time.monotonic()))
+
+    def start(self, uri: str) -> None:
+        """Start keeping the cache lease for the frontend at ``uri``."""
+        self._uri = uri
+        threading.Thread(target=self.keep_lease, name="cache-lease", daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop renewing: the lease runs out by itself."""
+        self._stopping.set()
+
+    def stats(self) -> dict[str, Any]:
+        """The cache's counters, and the lease."""
+        left = max(0.0, self._lease_until - time.monotonic())
+        return {**self.cache.stats(), "lease_left": round(left, 3),
+                "epoch": self._lease_epoch}
+
+    def _read_versioned(self, method: str, *args: Any) -> tuple[Any, Version]:
+        answer = self.replicas.call(method, *args)
+        return answer["value"], (answer["version"][0], answer["version"][1])
 
 
 @timed_methods
@@ -24,29 +109,47 @@ class Frontend(Service):
     """The client-facing remote object."""
 
     role = "frontend"
+    hook_names = ("hold_before_fill",)
 
     def __init__(self, settings: Settings, replica_id: int) -> None:
         super().__init__(settings, replica_id)
         self.catalog = ReplicaSet(settings, "catalog")
         self.order_log = ReplicaSet(settings, "order")
+        self.cached = (CachedCatalog(settings, self.catalog,
+                                     lambda: self.hooks.point("hold_before_fill"))
+                       if settings.cache else None)
 
     @Pyro5.api.expose
     def topics(self) -> list[str]:
         """Every topic in the catalog."""
-        topics: list[str] = self.catalog.call("topics")
+        topics: list[str] = self._read(TOPICS_KEY, None, "topics_at")
         return topics
 
     @Pyro5.api.expose
     def search(self, topic: str, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         """``[{item, title}]`` of the books in ``topic`` (any case), one page at a time."""
-        books: list[dict[str, Any]] = self.catalog.call("search", topic, limit, offset)
+        topic, (limit, offset) = check_text(topic, "topic"), check_page(limit, offset)
+        books: list[dict[str, Any]] = self._read(topic_key(topic), (limit, offset), "search_at",
+                                                 topic, limit, offset)
         return books
 
     @Pyro5.api.expose
     def lookup(self, item: int) -> dict[str, Any]:
         """``{item, title, topic, stock, cost, version}`` of one book."""
-        book: dict[str, Any] = self.catalog.call("lookup", item)
+        item = check_item(item)
+        book: dict[str, Any] = self._read(item_key(item), None, "lookup_at", item)
         return book
+
+    @Pyro5.api.expose
+    def invalidate(self, epoch: int, keys: list[str], version: list[int]) -> None:
+        """Called by the catalog primary before it commits a write that changes ``keys``."""
+        if self.cached is not None:
+            self.cached.invalidate(epoch, keys, (version[0], version[1]))
+
+    def _read(self, key: str, variant: Hashable, method: str, *args: Any) -> Any:
+        if self.cached is None:
+            return self.catalog.call(method.removesuffix("_at"), *args)
+        return self.cached.read(key, variant, method, *args)
 
     @Pyro5.api.expose
     def buy(self, item: int, qty: int = 1, request_id: str | None = None) -> dict[str, Any]:
@@ -94,6 +197,23 @@ class Frontend(Service):
         """Every registered service of the store and its ``info()`` (``state: down`` if mute)."""
         return survey(self.settings)
 
+    @Pyro5.api.expose
+    def stats(self) -> dict[str, Any]:
+        """Timings per method and, with the cache on, the cache's counters."""
+        stats = super().stats()
+        if self.cached is not None:
+            stats["cache"] = self.cached.stats()
+        return stats
+
+    def details(self) -> dict[str, Any]:
+        return {"cache": self.cached.stats() if self.cached is not None else None}
+
+    def start(self) -> None:
+        if self.cached is not None:
+            self.cached.start(self.uri)
+
     def close(self) -> None:
+        if self.cached is not None:
+            self.cached.stop()
         self.catalog.close()
         self.order_log.close()

@@ -109,6 +109,29 @@ def view_uris(data: dict[str, Any]) -> dict[int, str]:
     return {int(i): uri for i, uri in data.get("uris", {}).items()}
 
 
+TOPICS_KEY = "topics"
+"""The read key of the list of topics."""
+
+
+def item_key(item: int) -> str:
+    """The read key of one book: what a write to it changes and caches invalidate."""
+    return f"item:{item}"
+
+
+def topic_key(topic: str) -> str:
+    """The read key of a topic's search (topics match in any case)."""
+    return f"topic:{topic.lower()}"
+
+
+def order_key(order_id: int) -> str:
+    """The read key of one order."""
+    return f"order:{order_id}"
+
+
+ORDERS_KEY = "orders"
+"""The read key of the order log."""
+
+
 def check_int(value: Any, name: str, *, low: int, high: int) -> int:
     """``value`` as an int in ``[low, high]``; bools and floats are refused."""
     if isinstance(value, bool) or not isinstance(value, int):

@@ -17,7 +17,15 @@ from pyrostore.config import Settings
 from pyrostore.discovery import ReplicaSet
 from pyrostore.errors import InvalidRequest
 from pyrostore.metrics import timed_methods
-from pyrostore.models import check_int, check_item, check_page, check_quantity, check_request_id
+from pyrostore.models import (
+    ORDERS_KEY,
+    check_int,
+    check_item,
+    check_page,
+    check_quantity,
+    check_request_id,
+    order_key,
+)
 from pyrostore.replication import ReplicatedService
 from pyrostore.store import OrderStore
 
@@ -49,7 +57,7 @@ class OrderMachine:
     @staticmethod
     def keys(result: dict[str, Any]) -> list[str]:
         """The read keys a new order changes: itself and the log."""
-        return [f"order:{result['order_id']}", "orders"]
+        return [order_key(result['order_id']), ORDERS_KEY]
 
 
 @timed_methods
@@ -82,14 +90,14 @@ class OrderReplica(ReplicatedService):
     def order(self, order_id: int) -> dict[str, Any]:
         """One order by its id."""
         order_id = check_int(order_id, "order_id", low=1, high=2**62)
-        return self._read([f"order:{order_id}"],
+        return self._read([order_key(order_id)],
                           lambda: self.store.order(order_id).to_wire(), "order", order_id)
 
     @Pyro5.api.expose
     def orders(self, limit: int = 20, offset: int = 0) -> list[dict[str, Any]]:
         """The order log, newest first, one page at a time."""
         limit, offset = check_page(limit, offset)
-        return self._read(["orders"], lambda: [o.to_wire() for o in
+        return self._read([ORDERS_KEY], lambda: [o.to_wire() for o in
                                                self.store.orders(limit, offset)],
                           "orders", limit, offset)
 

@@ -37,7 +37,6 @@ import Pyro5.errors
 from pyrostore.config import Settings
 from pyrostore.discovery import NotSent, ProxyPool, ReplicaSet
 from pyrostore.errors import (
-    InvalidRequest,
     NotServing,
     OutcomeUnknown,
     PyrostoreError,
@@ -51,11 +50,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 PEER_FAILURES = (NotSent, NotServing, Pyro5.errors.CommunicationError)
 """What a backup's failure to take a forwarded message looks like to the primary."""
-HOOKS = ("hold_before_commit",)
 
 
 class ReplicatedService(Service):
     """One replica of a group; subclasses give the state machine (``_apply``, ``_keys``)."""
+
+    hook_names = ("hold_before_commit",)
 
     def __init__(self, settings: Settings, replica_id: int, db: Database) -> None:
         super().__init__(settings, replica_id)
@@ -69,7 +69,6 @@ class ReplicatedService(Service):
         self.confirmed_epoch = 0  # the epoch in which this replica is level with its primary
         self.committed_seq = 0  # every write up to here is known to be committed
         self.dirty: dict[str, int] = {}  # key -> newest write to it not known to be committed
-        self.hooks: dict[str, float] = {}
         self._stopping = threading.Event()
         self._joiner: threading.Thread | None = None
         self._peers = ProxyPool(settings)
@@ -86,6 +85,13 @@ class ReplicatedService(Service):
     def _keys(self, op: dict[str, Any], result: Any) -> list[str]:
         """The read keys a write changes (``item:1``, ``topic:…``): what turns dirty."""
         raise NotImplementedError
+
+    def _publish(self, epoch: int, seq: int, keys: list[str]) -> None:
+        """Called once every backup holds write ``seq``, before it commits (caches hook here)."""
+
+    def _on_lead(self, continuing: bool) -> None:
+        """Called when this replica starts to serve as primary (``continuing``: it already did,
+        in the epoch before)."""
 
     # -- the service's own calls ---------------------------------------------------------
 
@@ -179,13 +185,6 @@ class ReplicatedService(Service):
             self._adopt(View.from_wire(answer), view_uris(answer))
         return answer
 
-    @Pyro5.api.expose
-    def set_hook(self, name: str, seconds: float) -> None:
-        """Test hook: pause ``seconds`` at the point ``name`` (only with test_hooks on)."""
-        if not self.settings.test_hooks or name not in HOOKS:
-            raise InvalidRequest(f"no test hook {name!r} (hooks: PYROSTORE_TEST_HOOKS=1)")
-        self.hooks[name] = float(seconds)
-
     # -- the primary's side of a write ---------------------------------------------------
 
     def _replicate(self, seq: int, op: dict[str, Any], request_id: str, result: Any) -> None:
@@ -193,9 +192,8 @@ class ReplicatedService(Service):
         keys = self._keys(op, result)
         for backup in self._view().backups:
             self._forward(backup, seq, op, request_id, result, keys)
-        pause = self.hooks.get("hold_before_commit")
-        if pause:
-            time.sleep(pause)  # test hook: a primary stopped between forwarding and commit
+        self._publish(self._view().epoch, seq, keys)
+        self.hooks.point("hold_before_commit")  # tests: a primary stopped before it commits
         with self._changed:
             if not self._leads() or time.monotonic() >= self.lease_until:
                 self._step_down("lease lost before commit")
@@ -279,13 +277,14 @@ class ReplicatedService(Service):
             self.uris.update(uris)
             if view.epoch <= self.view.epoch:
                 return
+            continuing = self._leads() and self.confirmed_epoch == self.view.epoch
             self.view = view
             role = view.role_of(self.replica_id)
             log.info("%s: epoch %d, primary %s, backups %s: %s", self.name, view.epoch,
                      view.primary, list(view.backups), role)
             if role == "primary":  # promoted, or leading on in a new epoch: level, then serve
                 self.state = "primary"
-                self._start(self._lead, view)
+                self._start(self._lead, view, continuing)
             elif role == "backup" and self.state != "primary":
                 self.state = "backup"
             else:
@@ -293,7 +292,7 @@ class ReplicatedService(Service):
                                 else f"outside epoch {view.epoch}")
             self._changed.notify_all()
 
-    def _lead(self, view: View) -> None:
+    def _lead(self, view: View, continuing: bool) -> None:
         """Bring every backup level, then serve as the primary of ``view``."""
         with self.db.locked():
             applied, snapshot = self.db.applied(), None
@@ -311,6 +310,7 @@ class ReplicatedService(Service):
                 if self.view.epoch == view.epoch and self.state == "primary":
                     self.confirmed_epoch, self.committed_seq = view.epoch, applied
                     self.dirty.clear()
+                    self._on_lead(continuing)
                     self._changed.notify_all()
                     log.info("%s leads epoch %d at %d", self.name, view.epoch, applied)
 

@@ -23,6 +23,7 @@ import Pyro5.errors
 from pyrostore.config import Settings
 from pyrostore.discovery import announce, is_registered, service_name, withdraw
 from pyrostore.errors import PyrostoreError
+from pyrostore.hooks import Hooks
 from pyrostore.metrics import MethodStats
 
 log = logging.getLogger(__name__)
@@ -32,11 +33,14 @@ class Service:
     """Base of every remote object: identity, timings, ``stats()`` and ``info()``."""
 
     role: ClassVar[str] = "service"
+    hook_names: ClassVar[tuple[str, ...]] = ()
+    """The points where a test may hold a request (see :mod:`pyrostore.hooks`)."""
 
     def __init__(self, settings: Settings, replica_id: int) -> None:
         self.settings = settings
         self.replica_id = replica_id
         self.metrics = MethodStats()
+        self.hooks = Hooks(enabled=settings.test_hooks, names=self.hook_names)
         self.uri = ""
         self.started_at = time.time()
 
@@ -54,6 +58,21 @@ class Service:
     def reset_stats(self) -> None:
         """Forget the timings so far (benchmarks call this between experiments)."""
         self.metrics.reset()
+
+    @Pyro5.api.expose
+    def set_hook(self, name: str, seconds: float) -> None:
+        """Test hook: hold the next request at point ``name`` for up to ``seconds``."""
+        self.hooks.arm(name, seconds)
+
+    @Pyro5.api.expose
+    def release_hook(self, name: str) -> None:
+        """Test hook: let the request held at ``name`` go on."""
+        self.hooks.release(name)
+
+    @Pyro5.api.expose
+    def hook_waiting(self, name: str) -> bool:
+        """Test hook: whether a request is held at ``name``."""
+        return self.hooks.waiting(name)
 
     @Pyro5.api.expose
     def info(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pyrostore.errors import (
     ConfigError,
@@ -28,6 +28,7 @@ from pyrostore.errors import (
 )
 from pyrostore.models import Book, Order, View, check_cost, check_item, check_stock, check_text
 
+T = TypeVar("T")
 Apply = Callable[[sqlite3.Connection, int], Any]
 """Applies one operation inside the open transaction, given its sequence number."""
 BeforeCommit = Callable[[int, Any], None]
@@ -188,6 +189,15 @@ class Database:
     def applied(self) -> int:
         """The sequence number of the last operation this replica committed."""
         return self._meta(self.reader, "applied")
+
+    def at_position(self, read: Callable[[], T]) -> tuple[T, int]:
+        """``read()`` and the applied position of the very state it read (one snapshot)."""
+        conn = self.reader
+        conn.execute("BEGIN")
+        try:
+            return read(), self._meta(conn, "applied")
+        finally:
+            conn.execute("COMMIT")
 
     def request_count(self) -> int:
         """How many request ids this replica remembers."""

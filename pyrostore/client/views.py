@@ -117,6 +117,25 @@ def _part(view: Mapping[str, Any], replica_id: int, replica: Mapping[str, Any]) 
     return part + (" (reported)" if replica.get("suspended") else "")
 
 
+def cache_table(services: Iterable[Mapping[str, Any]], *, title: str | None = None) -> Table:
+    """Each frontend's cache: hits, misses, refused fills, invalidations, entries, lease."""
+    table = Table(title=title, header_style="bold")
+    columns = ("hits", "misses", "fills_refused", "invalidations", "entries")
+    for name in ("frontend", *columns, "lease left"):
+        table.add_column(name.replace("_", " "), justify="right")
+    for row in services:
+        if row.get("role") != "frontend":
+            continue
+        cache = row.get("cache")
+        if not cache:
+            table.add_row(_cell(row.get("id")), *("-" for _ in columns),
+                          "down" if row.get("state") == "down" else "off")
+            continue
+        table.add_row(_cell(row.get("id")), *(str(cache.get(c, 0)) for c in columns),
+                      f"{cache.get('lease_left', 0):.2f} s")
+    return table
+
+
 def settings_table(values: Mapping[str, str]) -> Table:
     """``PYROSTORE_*`` settings as rows."""
     table = Table(header_style="bold")

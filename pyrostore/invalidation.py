@@ -1,0 +1,86 @@
+"""The catalog primary's side of the frontends' caches: cache leases and write-through invalidation.
+
+A frontend may answer reads from its cache only while it holds a *cache lease* from the current
+catalog primary; it renews it every fraction of a lease, and so the primary knows every
+frontend that may be serving cached reads, and where it is. Before the primary commits a write
+it tells each of them which keys the write changed (:meth:`CacheLeases.invalidate`). A frontend
+that cannot be told is waited for until its lease is certainly over (it then serves nothing
+from its cache, and flushes it before it serves again): an unreachable frontend delays writes by
+at most one lease. A primary that has just taken over does not know the leases its predecessor
+granted, so it writes only once those are certainly over (:meth:`CacheLeases.fence`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import Pyro5.errors
+
+from pyrostore.config import Settings
+from pyrostore.discovery import NotSent, ProxyPool
+from pyrostore.errors import PyrostoreError
+
+log = logging.getLogger(__name__)
+CLOCK_MARGIN = 1.1
+"""A lease the frontend counts from sending its renewal is over for the primary after this x."""
+
+
+class CacheLeases:
+    """The cache leases this primary granted, and the invalidations it sends."""
+
+    def __init__(self, settings: Settings, peers: ProxyPool, stopping: threading.Event) -> None:
+        self.lease = settings.lease
+        self._peers = peers
+        self._stopping = stopping
+        self._lock = threading.Lock()
+        self._until: dict[str, float] = {}  # frontend uri -> when its lease is certainly over
+        self._writes_from = 0.0
+        self.counters = {"invalidations_sent": 0, "unreachable": 0, "waited_ms": 0.0}
+
+    def grant(self, frontend_uri: str) -> float:
+        """Renew a frontend's cache lease; the lease in seconds, from its sending time."""
+        with self._lock:
+            self._until[frontend_uri] = time.monotonic() + self.lease * CLOCK_MARGIN
+        return self.lease
+
+    def fence(self) -> None:
+        """A new primary: hold writes until every lease a predecessor granted is over."""
+        with self._lock:
+            self._writes_from = time.monotonic() + self.lease * CLOCK_MARGIN
+
+    def invalidate(self, epoch: int, keys: list[str], seq: int) -> None:
+        """Tell every leased frontend that write ``(epoch, seq)`` changes ``keys``."""
+        self._wait_until(self._writes_from)
+        with self._lock:
+            now = time.monotonic()
+            leased = {uri: until for uri, until in self._until.items() if until > now}
+            self._until = dict(leased)
+        for uri, until in leased.items():
+            try:
+                self._peers.call(uri, "invalidate", epoch, keys, [epoch, seq])
+                self.counters["invalidations_sent"] += 1
+            except (NotSent, Pyro5.errors.CommunicationError, PyrostoreError) as exc:
+                log.warning("frontend %s unreachable (%s); waiting out its cache lease", uri, exc)
+                self.counters["unreachable"] += 1
+                started = time.monotonic()
+                self._wait_until(until)
+                self.counters["waited_ms"] += 1000 * (time.monotonic() - started)
+                with self._lock:
+                    if self._until.get(uri) == until:
+                        del self._until[uri]
+
+    def frontends(self) -> dict[str, Any]:
+        """The leased frontends and the counters (for ``info()``)."""
+        now = time.monotonic()
+        with self._lock:
+            leases = {uri: round(until - now, 3) for uri, until in self._until.items()
+                      if until > now}
+        return {"cache_leases": leases, **self.counters}
+
+    def _wait_until(self, moment: float) -> None:
+        delay = moment - time.monotonic()
+        if delay > 0:
+            self._stopping.wait(delay)
