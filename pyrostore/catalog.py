@@ -84,7 +84,7 @@ class CatalogReplica(ReplicatedService):
         self.store.seed(settings.inventory)
         self.machine = CatalogMachine(self.store)
         super().__init__(settings, replica_id, self.store)
-        self.caches = CacheLeases(settings, self._peers, self._stopping)
+        self.caches = CacheLeases(settings, self._stopping)
 
     @Pyro5.api.expose
     def topics(self) -> list[str]:
@@ -198,4 +198,5 @@ class CatalogReplica(ReplicatedService):
 
     def close(self) -> None:
         super().close()
+        self.caches.close()
         self.store.close()

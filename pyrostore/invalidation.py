@@ -31,9 +31,10 @@ CLOCK_MARGIN = 1.1
 class CacheLeases:
     """The cache leases this primary granted, and the invalidations it sends."""
 
-    def __init__(self, settings: Settings, peers: ProxyPool, stopping: threading.Event) -> None:
+    def __init__(self, settings: Settings, stopping: threading.Event) -> None:
         self.lease = settings.lease
-        self._peers = peers
+        # a mute frontend holds a call for at most a lease: then its lease is over anyway
+        self._peers = ProxyPool(settings, timeout=settings.lease)
         self._stopping = stopping
         self._lock = threading.Lock()
         self._until: dict[str, float] = {}  # frontend uri -> when its lease is certainly over
@@ -79,6 +80,10 @@ class CacheLeases:
             leases = {uri: round(until - now, 3) for uri, until in self._until.items()
                       if until > now}
         return {"cache_leases": leases, **self.counters}
+
+    def close(self) -> None:
+        """Close the connections to the frontends."""
+        self._peers.close()
 
     def _wait_until(self, moment: float) -> None:
         delay = moment - time.monotonic()

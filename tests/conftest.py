@@ -50,9 +50,11 @@ def make_settings(data_dir: Path) -> Settings:
                              call_timeout=2.0, refresh_interval=1.0, test_hooks=True)
 
 
-def start_cluster(data_dir: Path, **counts: int) -> Cluster:
+def start_cluster(data_dir: Path, *, catalogs: int = 2, orders: int = 2, frontends: int = 1,
+                  no_cache: bool = False) -> Cluster:
     """A started store; the caller stops it."""
-    cluster = Cluster(make_settings(data_dir), **counts)
+    settings = make_settings(data_dir).replace(cache=not no_cache)
+    cluster = Cluster(settings, catalogs=catalogs, orders=orders, frontends=frontends)
     try:
         cluster.start(timeout=30)
     except BaseException:
