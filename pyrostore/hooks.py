@@ -31,7 +31,8 @@ class Hooks:
             raise InvalidRequest(f"no test hook {name!r} here (hooks: {sorted(self.names)}; "
                                  "they need PYROSTORE_TEST_HOOKS=1)")
         with self._lock:
-            self._armed[name] = (float(seconds), threading.Event())
+            if name not in self._waiting:  # a held request keeps the arming it waits on
+                self._armed[name] = (float(seconds), threading.Event())
 
     def release(self, name: str) -> None:
         """Let the request held at ``name`` go on (and disarm it)."""

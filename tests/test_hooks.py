@@ -159,9 +159,6 @@ def test_two_points_held_at_once_and_released_separately() -> None:
     assert commit.passed.wait(WAIT)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Hooks.arm while a request is held replaces the armed Event; release() then sets the new "
-    "Event and the held request stays until its own timeout"))
 def test_release_after_rearming_lets_the_held_request_go() -> None:
     hooks = Hooks(enabled=True, names=NAMES)
     hooks.arm("before_commit", 1.0)
