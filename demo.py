@@ -91,6 +91,13 @@ def survive_a_crash(cluster: Cluster, store: Client, console: Console) -> None:
     console.print(status_table(store.status(), title="back, and level"))
 
 
+def open_shell(store: Client) -> None:
+    """The full-screen client on the same store, until q."""
+    from pyrostore.client.tui import StoreApp
+
+    StoreApp(store).run()
+
+
 def step(console: Console, title: str, code: str) -> None:
     """Print a step's heading and the call it makes."""
     console.print(Rule(f"[bold]{title}[/bold]", align="left"))
@@ -102,25 +109,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ns-host", help="name server host (127.0.0.1)")
     parser.add_argument("--ns-port", type=int, help="name server port (9090)")
+    parser.add_argument("--shell", action="store_true",
+                        help="end in the full-screen terminal client (q quits it)")
     args = parser.parse_args(argv)
     console = Console()
     with tempfile.TemporaryDirectory(prefix="pyrostore-demo-") as data:
         settings = Settings.from_env(ns_host=args.ns_host, ns_port=args.ns_port,
                                      data_dir=Path(data))
         try:
-            run(settings, console)
+            run(settings, console, shell=args.shell)
         except PyrostoreError as exc:
             console.print(f"[red]demo failed:[/red] {exc}")
             return 1
     return 0
 
 
-def run(settings: Settings, console: Console) -> None:
+def run(settings: Settings, console: Console, *, shell: bool = False) -> None:
     """Use the store already registered at the name server, or start (and stop) one."""
     if name_server_answers(settings) and find(settings, "frontend"):
         console.print(f"using the store already running at {settings.ns_host}:{settings.ns_port}")
         with Client(settings=settings) as store:
             walk_through(store, console)
+            if shell:
+                open_shell(store)
         return
     with Cluster(settings) as cluster:
         with console.status("starting a store…"):
@@ -128,6 +139,8 @@ def run(settings: Settings, console: Console) -> None:
         with Client(settings=settings) as store:
             walk_through(store, console)
             survive_a_crash(cluster, store, console)
+            if shell:
+                open_shell(store)
         console.print(Rule())
         console.print(f"stopping the {len(cluster.children)} processes the demo started")
     console.print("[green]done[/green]")

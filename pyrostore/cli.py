@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         if role == "frontend":
             service.add_argument("--no-cache", action="store_true", help="cache nothing")
         service.set_defaults(role=role)
+    add("client", cmd_client, "shop and watch the cluster in a full-screen terminal client")
     add("status", cmd_status, "every service of the store and its state", json_flag=True)
     add("config", cmd_config, "print the settings in force", json_flag=True)
     add("topics", cmd_topics, "list the topics", json_flag=True)
@@ -203,6 +204,16 @@ def cmd_service(args: argparse.Namespace, settings: Settings, console: Console) 
     if not 1 <= replica_id <= 9999:
         raise ConfigError("--id must be 1..9999")
     serve(SERVICES[args.role](settings, replica_id))
+    return 0
+
+
+def cmd_client(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """The full-screen terminal client."""
+    from pyrostore.client.tui import StoreApp  # Textual loads only for this command
+
+    logging.getLogger().setLevel(logging.CRITICAL)  # log lines would tear the screen
+    with Client(settings=settings) as store:
+        StoreApp(store).run()
     return 0
 
 

@@ -8,13 +8,21 @@ import time
 from rich.console import Console, RenderableType
 
 from pyrostore.client.views import (
+    book_rows,
     book_table,
+    cache_table,
+    cluster_table,
+    filter_books,
+    group_table,
     money,
+    order_rows,
     order_table,
+    outcome_text,
     settings_table,
     status_table,
 )
 from pyrostore.config import Settings
+from pyrostore.errors import NotFound, OutOfStock, Unavailable
 
 BOOKS = [
     {"item": 1, "title": "How to get a good grade in 677 in 20 minutes a day",
@@ -122,3 +130,68 @@ def test_settings_table_lists_the_dump() -> None:
     assert "9090" in text
     assert "PYROSTORE_SERIALIZER" in text
     assert "serpent" in text
+
+
+def test_book_rows_are_strings_in_column_order() -> None:
+    assert book_rows(BOOKS) == [
+        ("1", BOOKS[0]["title"], "distributed systems", "10", "$30.00"),
+        ("4", BOOKS[1]["title"], "graduate school", "0", "$150.00"),
+    ]
+
+
+def test_filter_books_by_topic_and_text() -> None:
+    assert [b["item"] for b in filter_books(BOOKS)] == [1, 4]
+    assert [b["item"] for b in filter_books(BOOKS, topic="Graduate School")] == [4]
+    assert [b["item"] for b in filter_books(BOOKS, text="  GRADE ")] == [1]
+    assert [b["item"] for b in filter_books(BOOKS, text="systems")] == [1]  # topic matches
+    assert filter_books(BOOKS, topic="graduate school", text="grade") == []
+
+
+def test_order_rows() -> None:
+    created = time.mktime((2024, 1, 2, 3, 4, 5, 0, 0, -1))
+    order = {"order_id": 7, "created_at": created, "item": 2, "qty": 3,
+             "title": "RPCs for Dummies", "total": 120.0}
+    assert order_rows([order]) == [("7", "03:04:05", "2", "3", "RPCs for Dummies", "$120.00")]
+
+
+SERVICES = [
+    {"role": "frontend", "id": 1, "state": "serving", "pid": 30,
+     "cache": {"hits": 12, "misses": 3, "fills_refused": 1, "invalidations": 4,
+               "entries": 2, "lease_left": 0.75}},
+    {"role": "catalog", "id": 2, "state": "down", "pid": None},
+    {"role": "catalog", "id": 1, "state": "primary", "epoch": 3, "applied": 41, "pid": 10},
+    {"role": "coordinator", "id": 1, "state": "serving", "pid": 5},
+]
+
+
+def test_cluster_table_fits_80_columns_in_role_order() -> None:
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    console.print(cluster_table(SERVICES))
+    text = console.file.getvalue()
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    order = [next(i for i, line in enumerate(lines) if name in line)
+             for name in ("coordinator 1", "catalog 1", "catalog 2", "frontend 1")]
+    assert order == sorted(order)
+    assert "down" in next(line for line in lines if "catalog 2" in line)
+    assert "12/3" in next(line for line in lines if "frontend 1" in line)
+    assert "41" in next(line for line in lines if "catalog 1" in line)
+
+
+def test_cache_and_group_tables() -> None:
+    text = render(cache_table(SERVICES))
+    assert "12" in text and "0.75 s" in text
+    groups = {"catalog": {"epoch": 3, "primary": 1, "backups": [], "replicas": {
+        "1": {"applied": 41, "lease_left": 0.9, "suspended": False},
+        "2": {"applied": 40, "lease_left": 0.0, "suspended": False}}}}
+    text = render(group_table(groups))
+    assert "primary" in text and "down" in text and "41" in text
+
+
+def test_outcome_text_in_plain_words() -> None:
+    order = {"order_id": 9, "qty": 2, "title": "RPCs for Dummies", "total": 80.0}
+    assert outcome_text(order).plain == "Order 9: 2 x RPCs for Dummies = $80.00"
+    assert outcome_text(OutOfStock("only 4 of item 2 in stock, 5 asked for")).plain == (
+        "Out of stock: only 4 of item 2 in stock, 5 asked for")
+    assert outcome_text(NotFound("no book with item number 99")).plain.startswith("Not found")
+    assert outcome_text(Unavailable("down")).plain.startswith("Store unreachable")

@@ -148,3 +148,58 @@ def settings_table(values: Mapping[str, str]) -> Table:
 
 def _cell(value: Any) -> str:
     return "-" if value is None else str(value)
+
+
+def book_rows(books: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str, str, str]]:
+    """Rows of the client's book table: item, title, topic, stock, cost."""
+    return [(str(b["item"]), b["title"], b["topic"], str(b["stock"]), money(b["cost"]))
+            for b in books]
+
+
+def filter_books(books: Iterable[Mapping[str, Any]], *, topic: str | None = None,
+                 text: str = "") -> list[Mapping[str, Any]]:
+    """The books of ``topic`` (any case; None: all) whose title or topic contains ``text``."""
+    needle = text.strip().lower()
+    return [b for b in books
+            if (topic is None or b["topic"].lower() == topic.lower())
+            and (needle in b["title"].lower() or needle in b["topic"].lower())]
+
+
+def order_rows(orders: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str, str, str, str]]:
+    """Rows of the client's order table: order, when, item, qty, title, total."""
+    return [(str(o["order_id"]), time.strftime("%H:%M:%S", time.localtime(o["created_at"])),
+             str(o["item"]), str(o["qty"]), o["title"], money(o["total"])) for o in orders]
+
+
+def cluster_table(services: Iterable[Mapping[str, Any]], *, title: str | None = None) -> Table:
+    """The cluster at a glance, 80 columns wide: each service, its part, and cache figures."""
+    table = Table(title=title, header_style="bold", expand=True)
+    for name in ("service", "state", "epoch", "applied", "pid", "cache hits/misses"):
+        table.add_column(name, justify="left" if name in ("service", "state") else "right")
+    for row in sorted(services, key=lambda r: (ROLE_ORDER.get(str(r.get("role")), 9),
+                                                 r.get("id") or 0)):
+        state = str(row.get("state", "?"))
+        cache = row.get("cache") or {}
+        table.add_row(f"{row.get('role')} {row.get('id')}",
+                      Text(state, style=STATE_STYLES.get(state, "")),
+                      _cell(row.get("epoch")), _cell(row.get("applied")), _cell(row.get("pid")),
+                      f"{cache['hits']}/{cache['misses']}" if cache else "")
+    return table
+
+
+ROLE_ORDER = {"coordinator": 0, "catalog": 1, "order": 2, "frontend": 3}
+
+
+def outcome_text(result: Mapping[str, Any] | BaseException) -> Text:
+    """A buy's outcome in plain words: the order, or what went wrong."""
+    if isinstance(result, BaseException):
+        kind = ERROR_WORDS.get(type(result).__name__, "Failed")
+        return Text(f"{kind}: {result}", style="bold red")
+    return Text(f"Order {result['order_id']}: {result['qty']} x {result['title']} = "
+                f"{money(result['total'])}", style="bold green")
+
+
+ERROR_WORDS = {"OutOfStock": "Out of stock", "NotFound": "Not found",
+               "InvalidRequest": "Not accepted", "ConflictingRequest": "Not accepted",
+               "Unavailable": "Store unreachable", "NotServing": "Store unreachable",
+               "OutcomeUnknown": "Unknown outcome (retry)"}

@@ -1,0 +1,7 @@
+"""The parts of ``bench.py``: client processes, store handling, experiments, tables and plots.
+
+Modules, in the order bench.py uses them: :mod:`figures` (latency summaries), :mod:`pool`
+(client processes), :mod:`stores` (starting a store, its services' ``stats()``), the
+experiments :mod:`latency` (tiers, invalidation, baseline), :mod:`crash` and :mod:`scale`,
+then :mod:`report` (rich tables) and :mod:`plots` (PNG charts).
+"""
