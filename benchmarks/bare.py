@@ -29,7 +29,7 @@ def serve_echo(connection: Connection) -> None:
 
     config.SOCK_NODELAY = True
     daemon = Pyro5.api.Daemon(host="127.0.0.1", port=0)
-    connection.send(str(daemon.register(Echo, objectId="bench.echo")))
+    connection.send(str(daemon.register(Echo(), objectId="bench.echo")))
     connection.close()
     daemon.requestLoop()
 

@@ -27,8 +27,8 @@ from typing import IO
 import Pyro5.errors
 
 from pyrostore.config import Settings
-from pyrostore.discovery import find, make_proxy, name_server_answers, service_name
-from pyrostore.errors import PyrostoreError, Unavailable
+from pyrostore.discovery import find, make_proxy, name_server_answers, service_name, survey
+from pyrostore.errors import ConfigError, PyrostoreError, Unavailable
 
 _PR_SET_PDEATHSIG = 1
 
@@ -103,7 +103,9 @@ class Cluster:
     ) -> None:
         """Start everything and wait until each service is registered, or raise."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        if not name_server_answers(self.settings):
+        if name_server_answers(self.settings):
+            self._refuse_a_second_store()
+        else:
             ns = self.spawn("nameserver", 0)
             self._wait(lambda: name_server_answers(self.settings), timeout, [ns], "the name server")
             _say(progress, f"name server on {self.settings.ns_host}:{self.settings.ns_port}")
@@ -113,6 +115,14 @@ class Cluster:
                        f"the {role} service(s)")
             _say(progress, f"{count} {role} service(s) ready" if role != "coordinator"
                  else "coordinator ready")
+
+    def _refuse_a_second_store(self) -> None:
+        """Two stores on one name server would take each other's names: refuse."""
+        alive = [row["name"] for row in survey(self.settings) if row.get("state") != "down"]
+        if alive:
+            raise ConfigError(
+                f"a store is already running at {self.settings.ns_host}:{self.settings.ns_port} "
+                f"({', '.join(alive)}); stop it, or use another --ns-port")
 
     def _all_ready(self, children: list[Child]) -> bool:
         registered = find(self.settings)
