@@ -10,6 +10,7 @@ of ``n`` workers at once and collects one :class:`Result` from each; workers sen
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import multiprocessing.connection
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, cast
 
 TICK = 25
 """Requests between two progress messages from a worker."""
@@ -83,7 +84,8 @@ class ClientPool:
         return len(self._workers)
 
     def ensure(self, count: int) -> None:
-        """Start workers until there are at least ``count``."""
+        """Start workers until there are at least ``count``, and wait until each is ready."""
+        started: list[Connection] = []
         while len(self._workers) < count:
             ours, theirs = self._context.Pipe()
             process = self._context.Process(target=worker_main, args=(theirs,), daemon=True,
@@ -91,6 +93,10 @@ class ClientPool:
             process.start()
             theirs.close()
             self._workers.append((process, ours))
+            started.append(ours)
+        for connection in started:  # its imports done: it will not compete with a measurement
+            if not connection.poll(60) or connection.recv() != ("ready", None):
+                raise BenchError("a client process did not start")
 
     def run(self, jobs: list[Job], on_tick: Callable[[int], None] | None = None) -> list[Result]:
         """Run ``jobs[i]`` on worker ``i``, all at once; every result, or :class:`BenchError`."""
@@ -103,8 +109,8 @@ class ClientPool:
         results: list[Result | None] = [None] * len(jobs)
         failures: list[str] = []
         while pending:
-            for ready in multiprocessing.connection.wait(list(pending)):
-                assert isinstance(ready, Connection)
+            for waited in multiprocessing.connection.wait(list(pending)):
+                ready = cast(Connection, waited)
                 try:
                     kind, payload = ready.recv()
                 except EOFError:
@@ -125,10 +131,8 @@ class ClientPool:
     def close(self) -> None:
         """Ask every worker to stop, then end any that did not, by its own handle."""
         for _, connection in self._workers:
-            try:
+            with contextlib.suppress(OSError):
                 connection.send(None)
-            except OSError:
-                pass
         for process, connection in self._workers:
             process.join(5)
             if process.is_alive():
@@ -143,7 +147,10 @@ def worker_main(connection: Connection) -> None:
     from Pyro5 import config
 
     config.SOCK_NODELAY = True  # as the store's servers: small messages, never wait for Nagle
+    import pyrostore.client  # noqa: F401  (imported now, not during a measurement)
+
     clients: dict[tuple[str, int], Any] = {}
+    connection.send(("ready", None))
     try:
         while (job := connection.recv()) is not None:
             try:
@@ -177,7 +184,7 @@ def _client(settings: Any, clients: dict[tuple[str, int], Any]) -> Any:
         clients.pop(other).close()
     if key not in clients:
         clients[key] = Client(settings=settings)
-        clients[key].topics()  # connect now, not in the first timed request
+        clients[key].stats()  # connect now, not in the first timed request (stats is untimed)
     return clients[key]
 
 
@@ -200,12 +207,15 @@ def _ops(job: Job, client: Any, tick: Callable[[int], None]) -> Result:
         samples.append(clock() - begin)
         if len(samples) % TICK == 0:
             tick(TICK)
-    return Result({job.op: samples}, started, time.monotonic())
+    ended = time.monotonic()
+    tick(len(samples) % TICK)
+    return Result({job.op: samples}, started, ended)
 
 
 def _cycles(job: Job, client: Any, tick: Callable[[int], None]) -> Result:
-    """Per round, on one item: lookup (fills), lookup (hit), buy (invalidates), lookup (miss)."""
-    labels = ("fill", "hit", "buy", "miss")
+    """Per round, on one item: lookup (fills the entry, or hits it if an earlier round left
+    it cached), lookup (hit), buy (invalidates), lookup (miss)."""
+    labels = ("first", "hit", "buy", "miss")
     samples: dict[str, list[float]] = {label: [] for label in labels}
     clock = time.perf_counter
     started = time.monotonic()
@@ -240,4 +250,6 @@ def _bare(job: Job, tick: Callable[[int], None]) -> Result:
             samples.append(clock() - begin)
             if len(samples) % TICK == 0:
                 tick(TICK)
-    return Result({"ping": samples}, started, time.monotonic())
+        ended = time.monotonic()
+    tick(len(samples) % TICK)
+    return Result({"ping": samples}, started, ended)

@@ -3,7 +3,8 @@
 Throughput: each of ``k`` client processes makes requests for a fixed time; the figure is all
 their requests over the window from the first start to the last end, with the p50 and p99 of
 every request together. Catalog size: a store of its own per size, seeded from a generated
-inventory, with the cache off so that every request reaches a catalog replica's SQLite.
+inventory (topics of :data:`TOPIC_BOOKS` books), with the cache off so that every request
+reaches a catalog replica's SQLite.
 """
 
 from __future__ import annotations
@@ -17,14 +18,17 @@ from typing import Any
 from benchmarks.latency import Tick, pooled, throughput
 from benchmarks.pool import ClientPool, Job
 from benchmarks.stores import (
-    BENCH_BOOKS,
+    Stores,
     reset_stats,
-    started_store,
     store_settings,
     tier_stats,
     write_inventory,
 )
 from pyrostore.config import Settings
+
+TOPIC_BOOKS = 7
+"""Books per topic of a generated catalog: every search finds as many books whatever the
+catalog's size (as many as the original seven-book catalog holds), so only the size varies."""
 
 
 def run_throughput(pool: ClientPool, settings: Settings, *, op: str, clients: int,
@@ -37,24 +41,24 @@ def run_throughput(pool: ClientPool, settings: Settings, *, op: str, clients: in
 
 
 @contextlib.contextmanager
-def sized_store(root: Path, books: int, *, serializer: str) -> Iterator[Settings]:
+def sized_store(stores: Stores, root: Path, books: int, *, serializer: str
+                ) -> Iterator[Settings]:
     """A store without cache whose catalog holds ``books`` generated books."""
-    inventory = write_inventory(root / f"inventory-{books}.csv", books)
+    inventory = write_inventory(root / f"inventory-{books}.csv", books, per_topic=TOPIC_BOOKS)
     settings = store_settings(root / f"store-{books}", cache=False, serializer=serializer,
                               inventory=inventory)
-    with started_store(settings):
+    with stores.started(settings):
         yield settings
 
 
 def run_catalog_size(pool: ClientPool, settings: Settings, *, books: int, requests: int,
                      tick: Tick) -> dict[str, Any]:
-    """Lookups of random books and searches of one topic (of up to 100 books) in a catalog
-    of ``books`` books, one client; each as the client and as the catalog saw it."""
-    middle_topic = (books // 2 - 1) // BENCH_BOOKS + 1 if books > 1 else 1
+    """Lookups of random books and searches of one topic in the middle of a catalog of
+    ``books`` books, one client; each as the client and as the catalog saw it."""
+    middle_topic = max(books // 2 - 1, 0) // TOPIC_BOOKS + 1
     items = tuple(random.Random(books).sample(range(1, books + 1), min(books, 1000)))
     reset_stats(settings)
-    row: dict[str, Any] = {"books": books,
-                           "topic_books": min(BENCH_BOOKS, books - (middle_topic - 1) * 100)}
+    row: dict[str, Any] = {"books": books, "topic_books": min(TOPIC_BOOKS, books)}
     for op in ("lookup", "search"):
         [result] = pool.run([Job("ops", settings, op=op, count=requests, items=items,
                                  topic=f"generated topic {middle_topic}")], tick)
@@ -66,14 +70,15 @@ def run_catalog_size(pool: ClientPool, settings: Settings, *, books: int, reques
     return row
 
 
-def sizes_series(pool: ClientPool, root: Path, *, sizes: list[int], requests: int,
+def sizes_series(pool: ClientPool, stores: Stores, root: Path, *, sizes: list[int],
+                 requests: int,
                  serializer: str, tick: Tick,
                  on_store: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
     """:func:`run_catalog_size` for each size, each on a store of its own."""
     rows = []
     for books in sizes:
         on_store(f"store with {books:,} books")
-        with sized_store(root, books, serializer=serializer) as settings:
+        with sized_store(stores, root, books, serializer=serializer) as settings:
             rows.append(run_catalog_size(pool, settings, books=books, requests=requests,
                                          tick=tick))
     return rows

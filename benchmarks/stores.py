@@ -1,8 +1,8 @@
 """The stores a benchmark runs against: started on free ports, or found; their services' stats.
 
-:func:`started_store` is a :class:`~pyrostore.launcher.Cluster` (2 catalog + 2 order replicas
-and 1 frontend by default) on a free port of 127.0.0.1, in a directory of its own, stopped when
-the ``with`` block ends however it ends. :func:`tier_stats` reads every service's ``stats()``
+:class:`Stores` starts :class:`~pyrostore.launcher.Cluster` s (2 catalog + 2 order replicas
+and 1 frontend) on free ports of 127.0.0.1, each in a directory of its own, and stops each when
+its ``with`` block ends, however it ends. :func:`tier_stats` reads every service's ``stats()``
 and sums each group's replicas into the four tiers of the original report's tables.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -55,15 +56,40 @@ def store_settings(data_dir: Path, *, cache: bool, serializer: str,
                              serializer=serializer, log_level="WARNING", **overrides)
 
 
-@contextlib.contextmanager
-def started_store(settings: Settings, *, timeout: float = 120.0) -> Iterator[Cluster]:
-    """A started 2 + 2 + 1 store, stopped (every child, by PID) when the block ends."""
-    cluster = Cluster(settings, catalogs=2, orders=2, frontends=1)
-    try:
-        cluster.start(timeout=timeout)
-        yield cluster
-    finally:
-        cluster.stop()
+class Stores:
+    """Starts 2 + 2 + 1 stores and stops each when its block ends, in the background.
+
+    Stopping a store (SIGTERM to each child in turn) takes seconds of mostly waiting, so it
+    runs in a thread while the next store starts; a store's block begins only once every
+    earlier stop is over, so nothing stops during a measurement. :meth:`close` waits for
+    every stop: call it in a ``finally``.
+    """
+
+    def __init__(self, *, timeout: float = 120.0) -> None:
+        self.timeout = timeout
+        self._stopping: list[threading.Thread] = []
+
+    @contextlib.contextmanager
+    def started(self, settings: Settings) -> Iterator[Cluster]:
+        """A started store; every child of it is stopped, by PID, after the block."""
+        cluster = Cluster(settings, catalogs=2, orders=2, frontends=1)
+        try:
+            cluster.start(timeout=self.timeout)
+        except BaseException:
+            cluster.stop()
+            raise
+        try:
+            self.close()
+            yield cluster
+        finally:
+            stopping = threading.Thread(target=cluster.stop, name=f"stop-{settings.ns_port}")
+            stopping.start()
+            self._stopping.append(stopping)
+
+    def close(self) -> None:
+        """Wait until every store this has started is stopped."""
+        while self._stopping:
+            self._stopping.pop().join()
 
 
 def services(settings: Settings) -> dict[tuple[str, int], str]:

@@ -77,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     pyro_config.SOCK_NODELAY = True  # small request/response messages: never wait for Nagle
+    pyro_config.THREADPOOL_SIZE = 256  # each connection holds a worker; 80 is too few here
     command: Command = args.command
     try:
         return command(args, settings, Console())

@@ -90,7 +90,8 @@ class Coordinator(Service):
             view = self._views[group]
             if view.primary == replica_id and not self._leads(group, member):
                 self._replace_primary(group, now)
-            elif restarted and replica_id in view.backups:  # its old process is gone
+            elif restarted and replica_id in view.backups and view.primary is not None:
+                # its old process is gone; it must rejoin (unless the group waits for it)
                 backups = tuple(b for b in view.backups if b != replica_id)
                 self._install(group, View(view.epoch + 1, view.primary, backups),
                               f"backup {replica_id} restarted; it must join again")
@@ -204,10 +205,17 @@ class Coordinator(Service):
             if view.primary is not None:
                 log.warning("%s: primary %s gone and no member of epoch %d is alive; waiting",
                             group, view.primary, view.epoch)
+                for member_id in view.members:  # no primary commits without them now
+                    if member_id in self._members[group]:
+                        self._members[group][member_id].suspended = False
                 self._install(group, View(view.epoch + 1, None, view.members), "no primary")
             return
         chosen = max(candidates)[2]
         backups = tuple(i for _, _, i in sorted(candidates) if i != chosen)
+        leased = [i for i in view.backups
+                  if i not in backups and i != chosen and not self._expired(group, i, now)]
+        if leased:
+            return  # a backup left out may still serve reads on its lease: wait it out
         self._promote(group, view, chosen, backups, f"replaces {view.primary}")
 
     def _promote(self, group: str, view: View, chosen: int, backups: tuple[int, ...],

@@ -15,7 +15,7 @@ import Pyro5.api
 
 from pyrostore.config import Settings
 from pyrostore.discovery import ReplicaSet
-from pyrostore.errors import InvalidRequest
+from pyrostore.errors import InvalidRequest, OutcomeUnknown, Unavailable
 from pyrostore.metrics import timed_methods
 from pyrostore.models import (
     ORDERS_KEY,
@@ -83,7 +83,11 @@ class OrderReplica(ReplicatedService):
         taken = self.catalog.call("take", item, qty, request_id, primary=True)
         op = {"op": "record", "item": item, "qty": qty, "title": taken["title"],
               "unit_cost": taken["unit_cost"], "created_at": taken["taken_at"]}
-        result: dict[str, Any] = self._write(op, request_id)
+        try:
+            result: dict[str, Any] = self._write(op, request_id)
+        except Unavailable as exc:  # the stock is taken: this buy is not "did not run"
+            raise OutcomeUnknown(f"the order could not be recorded ({exc}); "
+                                 "retry with the same request id") from exc
         return result
 
     @Pyro5.api.expose

@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 PEER_FAILURES = (NotSent, NotServing, Pyro5.errors.CommunicationError)
 """What a backup's failure to take a forwarded message looks like to the primary."""
+SNAPSHOT_TIMEOUT = 60.0
+"""Seconds a snapshot transfer may take (a large catalog is megabytes)."""
 
 
 class ReplicatedService(Service):
@@ -69,9 +71,11 @@ class ReplicatedService(Service):
         self.confirmed_epoch = 0  # the epoch in which this replica is level with its primary
         self.committed_seq = 0  # every write up to here is known to be committed
         self.dirty: dict[str, int] = {}  # key -> newest write to it not known to be committed
+        self.fence = 0  # the newest epoch any primary or view has shown: older ones are refused
         self._stopping = threading.Event()
         self._joiner: threading.Thread | None = None
         self._peers = ProxyPool(settings)
+        self._bulk = ProxyPool(settings, timeout=max(SNAPSHOT_TIMEOUT, settings.call_timeout))
         self._coordinator = ReplicaSet(settings, "coordinator")
         self._notifier = _CommitNotifier(self)
 
@@ -98,16 +102,27 @@ class ReplicatedService(Service):
     def _write(self, op: dict[str, Any], request_id: str) -> Any:
         """The one path of every write: at the primary, replicated, at most once per id."""
         self._await_ready_primary()
-        forwarded: list[int] = []
+        forwarding: list[int] = []  # the seq, once forwarding began: backups may hold it
 
         def replicate(seq: int, result: Any) -> None:
+            forwarding.append(seq)
             self._replicate(seq, op, request_id, result)
-            forwarded.append(seq)
 
-        result = self.db.execute(op, request_id, functools.partial(self._apply, op, request_id),
-                                 before_commit=replicate)
-        if forwarded:
-            self._notifier.committed(forwarded[0])
+        try:
+            result = self.db.execute(op, request_id,
+                                     functools.partial(self._apply, op, request_id),
+                                     before_commit=replicate)
+        except OutcomeUnknown:
+            raise
+        except BaseException as exc:
+            if not forwarding:
+                raise  # refused before anyone saw it (OutOfStock, ...): nothing happened
+            with self._changed:  # backups may hold a write we did not commit: rejoin level
+                self._step_down(f"write {forwarding[0]} failed after forwarding: {exc}")
+            raise OutcomeUnknown(f"{self.name} failed during a write ({exc}); "
+                                 "retry with the same request id") from exc
+        if forwarding:
+            self._notifier.committed(self._view().epoch, forwarding[0])
         return result
 
     def _read(self, keys: list[str], local: Callable[[], T], method: str, *args: Any) -> T:
@@ -126,6 +141,9 @@ class ReplicatedService(Service):
         value = local()
         with self._changed:
             self._check_serving(("primary", "backup"))  # the lease held while reading
+            dirty = self.state == "backup" and self._is_dirty(keys)  # a write landed meanwhile
+        if dirty:
+            return self._read(keys, local, method, *args)
         return value
 
     # -- what the primary calls on backups -----------------------------------------------
@@ -134,11 +152,15 @@ class ReplicatedService(Service):
     def replicate(self, epoch: int, seq: int, op: dict[str, Any], request_id: str,
                   result: Any, keys: list[str], committed: int) -> None:
         """Apply the primary's write ``seq`` durably (a repeat is acknowledged again)."""
-        self._accept_from_primary(epoch)
         with self.db.locked():
+            self._accept_from_primary(epoch)
             applied = self.db.applied()
             if seq > applied + 1:
                 raise NotServing(f"{self.name} is at {applied}, cannot apply {seq}")
+            if seq <= applied and self.db.request_at(seq) != request_id:
+                with self._changed:
+                    self._step_down(f"write {seq} here is not the primary's")
+                raise NotServing(f"{self.name} holds another write {seq}; it rejoins")
             if seq == applied + 1:
                 with self._changed:  # dirty before it is applied: no read sees it early
                     for key in keys:
@@ -150,20 +172,22 @@ class ReplicatedService(Service):
     @Pyro5.api.expose
     def committed(self, epoch: int, seq: int) -> None:
         """The primary of ``epoch`` has committed every write up to ``seq``."""
-        self._accept_from_primary(epoch)
-        self._confirm(epoch, seq)
+        with self.db.locked():
+            self._accept_from_primary(epoch)
+            self._confirm(epoch, seq)
 
     @Pyro5.api.expose
     def position(self, epoch: int) -> int:
         """This replica's applied position, for a primary levelling its backups."""
-        self._accept_from_primary(epoch)
-        return self.db.applied()
+        with self.db.locked():
+            self._accept_from_primary(epoch)
+            return self.db.applied()
 
     @Pyro5.api.expose
     def install_snapshot(self, epoch: int, snapshot: dict[str, Any]) -> None:
         """Replace this replica's whole state by the primary's, dropping any tail of its own."""
-        self._accept_from_primary(epoch)
         with self.db.locked():
+            self._accept_from_primary(epoch)
             self.db.install(snapshot)
             with self._changed:
                 self.dirty.clear()
@@ -179,9 +203,18 @@ class ReplicatedService(Service):
             with self._changed:
                 self._check_serving(("primary",))
                 epoch = self.view.epoch
-            self._peers.call(uri, "install_snapshot", epoch, self.db.snapshot())
-            answer: dict[str, Any] = self._coordinator.call(
-                "add_member", self.role, epoch, self.replica_id, replica_id, uri, patience=0)
+            self._bulk.call(uri, "install_snapshot", epoch, self.db.snapshot())
+            try:
+                answer: dict[str, Any] = self._coordinator.call(
+                    "add_member", self.role, epoch, self.replica_id, replica_id, uri,
+                    patience=0)
+            except StaleEpoch:
+                raise
+            except PyrostoreError:
+                # the coordinator may have added it: writes without it could then be lost
+                with self._changed:
+                    self._step_down(f"the outcome of adding {replica_id} is unknown")
+                raise
             self._adopt(View.from_wire(answer), view_uris(answer))
         return answer
 
@@ -225,8 +258,8 @@ class ReplicatedService(Service):
                 if not reported:
                     log.warning("%s: backup %d failed (%s); reporting it", self.name, backup,
                                 exc)
-                    self._report(epoch, backup)
                     reported = True
+                self._report(epoch, backup)  # every round: a report can be lost
             with self._changed:  # wait for the coordinator to drop it (after its lease)
                 self._changed.wait(self.settings.heartbeat_interval)
 
@@ -249,6 +282,7 @@ class ReplicatedService(Service):
             self._changed.notify_all()
         self._notifier.stop()
         self._peers.close()
+        self._bulk.close()
         self._coordinator.close()
 
     def _heartbeats(self) -> None:
@@ -293,19 +327,14 @@ class ReplicatedService(Service):
             self._changed.notify_all()
 
     def _lead(self, view: View, continuing: bool) -> None:
-        """Bring every backup level, then serve as the primary of ``view``."""
+        """Bring every backup level (or see it dropped), then serve as primary of ``view``."""
         with self.db.locked():
-            applied, snapshot = self.db.applied(), None
+            applied = self.db.applied()
+            snapshot: dict[str, Any] | None = None
             for backup in view.backups:
-                uri = self.uris.get(backup, "")
-                try:
-                    if self._peers.call(uri, "position", view.epoch) != applied:
-                        snapshot = snapshot or self.db.snapshot()
-                        self._peers.call(uri, "install_snapshot", view.epoch, snapshot)
-                    self._peers.call(uri, "committed", view.epoch, applied)
-                except (*PEER_FAILURES, StaleEpoch) as exc:
-                    log.warning("%s could not level backup %d: %s", self.name, backup, exc)
-                    self._report(view.epoch, backup)
+                snapshot = self._level(view, backup, applied, snapshot)
+                if snapshot is _GIVE_UP:
+                    return
             with self._changed:
                 if self.view.epoch == view.epoch and self.state == "primary":
                     self.confirmed_epoch, self.committed_seq = view.epoch, applied
@@ -313,6 +342,46 @@ class ReplicatedService(Service):
                     self._on_lead(continuing)
                     self._changed.notify_all()
                     log.info("%s leads epoch %d at %d", self.name, view.epoch, applied)
+
+    def _level(self, view: View, backup: int, applied: int,
+               snapshot: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Make ``backup`` hold exactly this replica's state (same position and last write,
+        else a snapshot); a backup that cannot be levelled is reported until the coordinator
+        drops it. Returns the snapshot taken, if any, or ``_GIVE_UP`` if this replica no
+        longer leads ``view``."""
+        deadline = time.monotonic() + self.settings.failover_timeout
+        while True:
+            with self._changed:
+                if self.view.epoch != view.epoch or not self._leads():
+                    return _GIVE_UP  # superseded: a newer view has its own _lead
+                if backup not in self.view.backups:
+                    return snapshot
+                if time.monotonic() > deadline:
+                    self._step_down(f"could not level backup {backup}")
+                    return _GIVE_UP
+                uri = self.uris.get(backup, "")
+            try:
+                position = self._peers.call(uri, "position", view.epoch)
+                last = self.db.request_at(applied)
+                if position != applied or self._peers.call(uri, "request_at", applied) != last:
+                    snapshot = snapshot or self.db.snapshot()
+                    self._bulk.call(uri, "install_snapshot", view.epoch, snapshot)
+                self._peers.call(uri, "committed", view.epoch, applied)
+                return snapshot
+            except StaleEpoch:
+                with self._changed:
+                    self._step_down("a backup is in a newer epoch")
+                return _GIVE_UP
+            except PEER_FAILURES as exc:
+                log.warning("%s could not level backup %d: %s", self.name, backup, exc)
+                self._report(view.epoch, backup)
+            with self._changed:
+                self._changed.wait(self.settings.heartbeat_interval)
+
+    @Pyro5.api.expose
+    def request_at(self, seq: int) -> str | None:
+        """The request id of this replica's write ``seq`` (levelling compares it)."""
+        return self.db.request_at(seq)
 
     def _join(self) -> None:
         """While outside the view: ask the primary to take this replica in."""
@@ -347,14 +416,16 @@ class ReplicatedService(Service):
     # -- checks ----------------------------------------------------------------------------
 
     def _accept_from_primary(self, epoch: int) -> None:
-        """Fencing: refuse a message from a primary of an older epoch than this replica's."""
+        """Fencing (called under the write lock): refuse a primary older than any seen."""
         with self._changed:
-            if epoch < self.view.epoch:
-                raise StaleEpoch(f"{self.name} is at epoch {self.view.epoch}, not {epoch}")
+            newest = max(self.view.epoch, self.fence)
+            if epoch < newest:
+                raise StaleEpoch(f"{self.name} is at epoch {newest}, not {epoch}")
             if self.state == "primary":
                 if epoch > self.view.epoch:
                     self._step_down(f"a primary of epoch {epoch} wrote to it")
                 raise NotServing(f"{self.name} is itself the primary of epoch {self.view.epoch}")
+            self.fence = epoch
 
     def _confirm(self, epoch: int, committed: int) -> None:
         with self._changed:
@@ -414,19 +485,24 @@ class ReplicatedService(Service):
                     "lease_left": round(max(0.0, self.lease_until - time.monotonic()), 3)}
 
 
+_GIVE_UP: dict[str, Any] = {}
+"""Returned by ``_level`` when this replica no longer leads the view it was levelling."""
+
+
 class _CommitNotifier:
     """Tells the backups, off the write path, how far the primary has committed."""
 
     def __init__(self, replica: ReplicatedService) -> None:
         self.replica = replica
-        self._latest = 0
-        self._sent = 0
+        self._latest = (0, 0)  # (epoch, seq) of the newest commit
+        self._sent = (0, 0)
         self._wake = threading.Condition()
         self._stopping = False
 
-    def committed(self, seq: int) -> None:
+    def committed(self, epoch: int, seq: int) -> None:
+        """Write ``seq`` committed while this replica led ``epoch``."""
         with self._wake:
-            self._latest = max(self._latest, seq)
+            self._latest = max(self._latest, (epoch, seq))
             self._wake.notify()
 
     def start(self) -> None:
@@ -444,10 +520,13 @@ class _CommitNotifier:
                 self._wake.wait_for(lambda: self._stopping or self._latest > self._sent)
                 if self._stopping:
                     return
-                seq = self._sent = self._latest
-            view = replica._view()
+                epoch, seq = self._sent = self._latest
+            with replica._changed:
+                view, leads = replica.view, replica._leads()
+            if not leads or view.epoch != epoch:
+                continue  # a newer epoch confirms its backups itself (_lead)
             for backup in view.backups:
                 try:
-                    replica._peers.call(replica.uris.get(backup, ""), "committed", view.epoch, seq)
+                    replica._peers.call(replica.uris.get(backup, ""), "committed", epoch, seq)
                 except (*PEER_FAILURES, PyrostoreError) as exc:
                     log.debug("commit notice to %d failed: %s", backup, exc)

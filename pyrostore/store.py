@@ -104,7 +104,12 @@ class Database:
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 raise
-            self._writer.execute("COMMIT")
+            try:
+                self._writer.execute("COMMIT")
+            except sqlite3.Error:
+                with contextlib.suppress(sqlite3.Error):
+                    self._writer.execute("ROLLBACK")  # never leave the writer mid-transaction
+                raise
 
     def execute(
         self,
@@ -198,6 +203,12 @@ class Database:
             return read(), self._meta(conn, "applied")
         finally:
             conn.execute("COMMIT")
+
+    def request_at(self, seq: int) -> str | None:
+        """The request id of write ``seq``, if this replica applied it."""
+        row = self.reader.execute("SELECT request_id FROM requests WHERE seq=?",
+                                  (seq,)).fetchone()
+        return None if row is None else str(row[0])
 
     def request_count(self) -> int:
         """How many request ids this replica remembers."""

@@ -195,3 +195,43 @@ def test_the_whole_store_restarts_from_its_files(cluster: Cluster) -> None:
     finally:
         again.stop()
 
+
+
+def test_a_group_whose_members_all_died_recovers_when_they_return(cluster: Cluster) -> None:
+    with Client(settings=cluster.settings) as client:
+        client.buy(2, 1)
+    cluster.kill("catalog", 1)
+    cluster.kill("catalog", 2)
+    wait_until(lambda: view(cluster, "catalog")["primary"] is None,
+               what="the coordinator to wait for a member")
+    restart(cluster, "catalog", 2)
+    restart(cluster, "catalog", 1)
+    wait_until(lambda: level(cluster, "catalog"), what="the group serving again")
+    with Client(settings=cluster.settings) as client:
+        assert client.lookup(2)["stock"] == 3  # the acknowledged buy survived
+        assert client.buy(2, 1)["qty"] == 1
+
+
+def test_a_backup_fences_off_a_stale_primary_and_a_foreign_write(cluster: Cluster) -> None:
+    current = view(cluster, "catalog")
+    leader, epoch = current["primary"], current["epoch"]
+    with proxy(cluster, "catalog", 3 - leader) as backup:
+        applied = backup.info()["applied"]
+        op = {"op": "update", "item": 2, "cost": 999.0, "stock_delta": None}
+        with pytest.raises(NotServing):  # a write it holds, but under another request id
+            backup.replicate(epoch, applied, op, uuid.uuid4().hex, {}, ["item:2"], applied)
+        assert backup.info()["state"] == "joining"  # it rejoins by snapshot
+    wait_until(lambda: level(cluster, "catalog"), what="the backup to rejoin")
+    epoch = view(cluster, "catalog")["epoch"]
+    with proxy(cluster, "catalog", 3 - leader) as backup:
+        backup.position(epoch + 1)  # a newer primary has spoken to it...
+        with pytest.raises(StaleEpoch):  # ...so a delayed forward from this epoch is refused
+            backup.replicate(epoch, backup.info()["applied"] + 1, op, uuid.uuid4().hex, {},
+                             ["item:2"], 0)
+    with Client(settings=cluster.settings) as client:  # the store heals and goes on
+        assert client.update(3, cost=5.0)["cost"] == 5.0
+    wait_until(lambda: level(cluster, "catalog"), what="both level")
+    for replica_id in (1, 2):
+        with proxy(cluster, "catalog", replica_id) as replica:
+            assert replica.lookup(3)["cost"] == 5.0
+            assert replica.lookup(2)["cost"] == 40.0

@@ -1,0 +1,87 @@
+"""The issue's performance targets, checked against a run's figures.
+
+Every target is for the default store (2 catalog + 2 order replicas, fsync on every write):
+one client making sequential requests, except the two throughput targets (10 clients). A
+target whose figure the run did not measure (an experiment left out) is reported as unknown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+TARGET_CLIENTS = 10
+
+
+def config(results: dict[str, Any], *, cache: bool, clients: int) -> dict[str, Any] | None:
+    """The experiment 1 configuration with that cache setting and number of clients."""
+    for entry in results.get("tiers", {}).get("configs", []):
+        if entry["cache"] == cache and entry["clients"] == clients:
+            return dict(entry)
+    return None
+
+
+def client_p50(results: dict[str, Any], *, cache: bool, op: str) -> float | None:
+    """The client's p50 of ``op`` with one client."""
+    entry = config(results, cache=cache, clients=1)
+    return None if entry is None else entry["rows"][op]["client"]["p50_ms"]
+
+
+def bare_p50(results: dict[str, Any]) -> float | None:
+    """The bare Pyro5 call's p50, if the baseline ran."""
+    baseline = results.get("baseline", {})
+    return baseline["ping"]["p50_ms"] if "ping" in baseline else None
+
+
+def rate(results: dict[str, Any], op: str) -> tuple[float | None, str]:
+    """Requests/s of ``op`` with 10 clients (experiment 1, cache on), or else the nearest
+    point of the throughput series at or below 10 clients; and where it came from."""
+    entry = config(results, cache=True, clients=TARGET_CLIENTS)
+    if entry is not None:
+        return entry["ops_per_s"][op], f"experiment 1, {TARGET_CLIENTS} clients, cache on"
+    series = results.get("scale", {}).get("throughput", {}).get(op, [])
+    below = [p for p in series if p["clients"] <= TARGET_CLIENTS]
+    if not below:
+        return None, "not measured"
+    point = max(below, key=lambda p: p["clients"])
+    return point["ops_per_s"], f"throughput series, {point['clients']} clients (not 10)"
+
+
+def check(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target with its limit, the measured figure and whether it is met (None: unknown)."""
+    bare = bare_p50(results)
+    rows = [
+        _at_most("cached lookup p50 ≤ 1.5 x bare Pyro5 p50", "ms",
+                 client_p50(results, cache=True, op="lookup"), bare and 1.5 * bare,
+                 "experiment 1, 1 client, cache on"),
+        _at_most("uncached lookup p50 ≤ 3 x bare Pyro5 p50", "ms",
+                 client_p50(results, cache=False, op="lookup"), bare and 3 * bare,
+                 "experiment 1, 1 client, cache off"),
+        _at_most("search (100 books) p50 ≤ 1 ms, cache on", "ms",
+                 client_p50(results, cache=True, op="search"), 1.0,
+                 "experiment 1, 1 client, cache on"),
+        _at_most("search (100 books) p50 ≤ 1 ms, cache off", "ms",
+                 client_p50(results, cache=False, op="search"), 1.0,
+                 "experiment 1, 1 client, cache off"),
+        _at_most("buy p50 ≤ 4 ms", "ms", client_p50(results, cache=True, op="buy"), 4.0,
+                 "experiment 1, 1 client, cache on"),
+    ]
+    buys, buys_from = rate(results, "buy")
+    rows.append(_at_least("10 clients: ≥ 300 buys/s", "/s", buys, 300.0, buys_from))
+    lookups, lookups_from = rate(results, "lookup")
+    rows.append(_at_least("10 clients: ≥ 4,000 cached lookups/s", "/s", lookups, 4000.0,
+                          lookups_from))
+    return rows
+
+
+def _at_most(name: str, unit: str, measured: float | None, limit: float | None,
+             source: str) -> dict[str, Any]:
+    met = None if measured is None or limit is None else measured <= limit
+    return {"target": name, "unit": unit, "limit": limit, "measured": measured, "met": met,
+            "source": source}
+
+
+def _at_least(name: str, unit: str, measured: float | None, limit: float,
+              source: str) -> dict[str, Any]:
+    met = None if measured is None else measured >= limit
+    return {"target": name, "unit": unit, "limit": limit, "measured": measured, "met": met,
+            "source": source}

@@ -1,0 +1,189 @@
+"""bench.py end to end: a ``--quick`` run's JSON holds every table with real figures, and the
+charts are written. The run starts (and stops) its own stores, so it takes about a minute."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from benchmarks import report
+from benchmarks.figures import merge, summarize
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.timeout(240)
+
+OPS = ("search", "lookup", "buy")
+TIERS = ("client", "frontend", "catalog", "order")
+CHARTS = ("tiers.png", "hit_vs_miss.png", "throughput.png", "catalog_size.png")
+
+
+def bench(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYROSTORE_")}
+    env.update(COLUMNS="200", NO_COLOR="1")
+    return subprocess.run([sys.executable, str(ROOT / "bench.py"), *args], capture_output=True,
+                          text=True, env=env, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    """One ``bench.py --quick --json OUT --plot DIR`` run shared by the tests below."""
+    out = tmp_path_factory.mktemp("bench")
+    done = bench("--quick", "--json", str(out / "bench.json"), "--plot", str(out / "plots"))
+    assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return json.loads((out / "bench.json").read_text()), out / "plots"
+
+
+@pytest.fixture(scope="module")
+def results(run: tuple[dict[str, Any], Path]) -> dict[str, Any]:
+    return run[0]
+
+
+def timed(summary: dict[str, Any] | None, *, count: int | None = None) -> None:
+    """A real latency summary: positive figures, p50 <= p99, the expected count."""
+    assert summary is not None and summary["count"] > 0, summary
+    for key in ("mean_ms", "p50_ms", "p99_ms"):
+        assert isinstance(summary[key], float) and summary[key] > 0, summary
+    assert summary["p50_ms"] <= summary["p99_ms"], summary
+    if count is not None:
+        assert summary["count"] == count, summary
+
+
+def test_every_section_and_the_machine(results: dict[str, Any]) -> None:
+    for section in ("machine", "plan", "tiers", "invalidation", "crash", "scale", "baseline",
+                    "targets"):
+        assert section in results
+    machine = results["machine"]
+    assert machine["cores"] >= 1 and machine["serializer"] == "serpent"
+    assert machine["python"].count(".") == 2 and machine["pyro5"] and machine["platform"]
+
+
+def test_tiers_every_configuration_row_and_tier(results: dict[str, Any]) -> None:
+    plan, configs = results["plan"], results["tiers"]["configs"]
+    assert sorted((c["cache"], c["clients"]) for c in configs) == sorted(
+        (cache, n) for cache in (True, False) for n in plan["clients"])
+    for entry in configs:
+        rows = entry["rows"]
+        assert set(rows) == set(OPS)
+        for op in OPS:
+            assert set(rows[op]) >= set(TIERS)
+            sent = entry["clients"] * (plan["buys"] if op == "buy" else plan["requests"])
+            timed(rows[op]["client"], count=sent)
+            timed(rows[op]["frontend"], count=sent)  # the frontend saw exactly those requests
+            assert entry["ops_per_s"][op] > 0
+            if op == "buy":
+                timed(rows[op]["catalog"], count=sent)
+                timed(rows[op]["order"], count=sent)
+            else:
+                assert rows[op]["order"]["count"] == 0 and rows[op]["order"]["p50_ms"] is None
+                if not entry["cache"]:  # every read reaches a catalog replica
+                    timed(rows[op]["catalog"])
+                    assert rows[op]["catalog"]["count"] >= sent
+        # a request takes longer at the client than inside the frontend that served it
+        assert rows["buy"]["client"]["mean_ms"] > rows["buy"]["frontend"]["mean_ms"]
+        if entry["cache"]:
+            assert entry["cache_counters"]["hits"] > 0
+
+
+def test_a_miss_costs_more_than_a_hit(results: dict[str, Any]) -> None:
+    section = results["invalidation"]
+    for step in ("first", "hit", "buy", "miss"):
+        timed(section[step], count=section["rounds"])
+    assert section["hit"]["p50_ms"] < section["miss"]["p50_ms"]
+    assert section["hit"]["mean_ms"] < section["miss"]["mean_ms"]
+    assert section["miss_over_hit_p50"] > 1
+    assert section["cache_counters"]["invalidations"] >= section["rounds"]
+    assert section["cache_counters"]["misses"] >= section["rounds"]
+
+
+def test_the_crash_timeline(results: dict[str, Any]) -> None:
+    crash = results["crash"]
+    assert crash["start_stock"] == 10 and crash["buys_ok"] == 9
+    assert len(crash["buy_latency_ms"]) == 9 and min(crash["buy_latency_ms"]) > 0
+    events = [e["event"] for e in crash["events"]]
+    assert [e for e in events if e.startswith("buy")] == [f"buy {n} ok" for n in range(1, 10)]
+    order = [events.index(e) for e in ("buy 4 ok", "kill catalog 1 (SIGKILL)", "buy 5 ok",
+                                       "buy 6 ok", "restart catalog 1", "catalog 1 serving",
+                                       "kill catalog 2 (SIGKILL)", "buy 7 ok", "buy 9 ok",
+                                       "restart catalog 2", "catalog 2 serving")]
+    assert order == sorted(order)
+    offsets = [e["t_s"] for e in crash["events"]]
+    assert offsets == sorted(offsets)
+    assert crash["final"] == {"catalog_stock": {"1": 1, "2": 1}, "order_count": {"1": 9, "2": 9}}
+
+
+def test_the_scale_series(results: dict[str, Any]) -> None:
+    plan, scale = results["plan"], results["scale"]
+    for op in ("lookup", "buy"):
+        series = scale["throughput"][op]
+        assert [p["clients"] for p in series] == plan["scale_clients"]
+        for point in series:
+            timed(point)
+            assert point["ops_per_s"] > 0
+    sizes = scale["catalog_size"]
+    assert [row["books"] for row in sizes] == plan["sizes"]
+    for row in sizes:
+        for op in ("lookup", "search"):
+            timed(row[op]["client"], count=plan["size_requests"])
+            timed(row[op]["catalog"])
+
+
+def test_the_baseline_is_the_floor(results: dict[str, Any]) -> None:
+    bare = results["baseline"]["ping"]
+    timed(bare, count=results["plan"]["calls"])
+    cached = next(c for c in results["tiers"]["configs"] if c["cache"] and c["clients"] == 1)
+    # a lookup through the store is a Pyro5 call and more: never cheaper than the bare call
+    assert cached["rows"]["lookup"]["client"]["p50_ms"] > bare["p50_ms"]
+
+
+def test_every_target_is_judged(results: dict[str, Any]) -> None:
+    targets = results["targets"]
+    assert len(targets) == 7
+    for row in targets:
+        assert isinstance(row["measured"], float) and row["measured"] > 0, row
+        assert row["met"] in (True, False), row
+
+
+def test_the_charts_are_pngs(run: tuple[dict[str, Any], Path]) -> None:
+    for name in CHARTS:
+        data = (run[1] / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 10_000, name
+
+
+def test_the_tables_render(results: dict[str, Any]) -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=160, color_system=None)
+    for renderable in report.everything(results):
+        console.print(renderable)
+    text = out.getvalue()
+    for title in ("1 client with cache", "1 client without cache", "Cost of an invalidation",
+                  "Crash and recovery", "Final state", "Throughput as clients are added",
+                  "Latency as the catalog grows", "Against a bare Pyro5 call", "Targets"):
+        assert title in text
+
+
+def test_summaries_and_merges() -> None:
+    assert summarize([0.001, 0.002, 0.003, 0.004]) == {
+        "count": 4, "mean_ms": pytest.approx(2.5), "p50_ms": pytest.approx(2.0),
+        "p99_ms": pytest.approx(4.0)}
+    assert summarize([])["p50_ms"] is None
+    merged = merge([{"count": 1, "mean_ms": 1.0, "p50_ms": 1.0, "p99_ms": 1.0},
+                    {"count": 3, "mean_ms": 5.0, "p50_ms": 5.0, "p99_ms": 9.0},
+                    {"count": 0, "mean_ms": 0.0, "p50_ms": 0.0, "p99_ms": 0.0}])
+    assert merged == {"count": 4, "mean_ms": 4.0, "p50_ms": 4.0, "p99_ms": 7.0}
+
+
+def test_help_and_bad_usage() -> None:
+    helped = bench("--help", timeout=60)
+    assert helped.returncode == 0
+    for word in ("tiers", "invalidation", "crash", "scale", "baseline", "--quick", "--json",
+                 "--plot", "--ns-host"):
+        assert word in helped.stdout
+    assert bench("--only", "nonsense", timeout=60).returncode == 2
