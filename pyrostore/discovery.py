@@ -30,7 +30,8 @@ PREFIX = "pyrostore."
 TAG = "pyrostore"
 HOPS_BELOW = {"frontend": 2, "order": 1, "catalog": 0, "coordinator": 0}
 """Remote hops a call to a role may wait on: its timeout is call_timeout x (1 + this), so a
-caller never gives up on a frontend while the frontend still waits on a replica."""
+caller does not give up on a frontend while the frontend's own call to a replica is still
+within its timeout (a failover ridden out below may take longer: the caller then retries)."""
 MAX_IDLE_CONNECTIONS = 16
 """Connections kept open per replica for reuse (each holds a worker thread at the replica)."""
 
