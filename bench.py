@@ -177,7 +177,8 @@ def machine(serializer: str) -> dict[str, Any]:
             "python": platform.python_version(), "pyro5": Pyro5.__version__,
             "serializer": serializer, "sqlite": sqlite3.sqlite_version,
             "platform": platform.platform(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}
 
 
 class Runner:
@@ -355,6 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         return 1
     results["duration_s"] = time.monotonic() - began
+    results["machine"]["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results["targets"] = check(results)
     for renderable in report.everything(results):
         console.print(renderable)
