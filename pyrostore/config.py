@@ -38,7 +38,7 @@ class Settings:
     """Directory of the replicas' SQLite files (``<role>-<id>.sqlite3``) and logs."""
     inventory: Path = DEFAULT_INVENTORY
     """CSV (item,title,topic,stock,cost) that seeds a catalog replica's database on first start."""
-    serializer: str = "serpent"
+    serializer: str = "msgpack"
     """Pyro5 serializer used by the store's proxies: one of serpent, msgpack, json, marshal."""
     call_timeout: float = 5.0
     """Seconds a remote call may take before it fails with a timeout (> 0)."""

@@ -20,7 +20,7 @@ def test_defaults() -> None:
     assert settings.data_dir == Path("pyrostore-data")
     assert settings.inventory == DEFAULT_INVENTORY
     assert settings.inventory.is_file()
-    assert settings.serializer == "serpent"
+    assert settings.serializer == "msgpack"
     assert settings.call_timeout == 5.0
     assert settings.refresh_interval == 3.0
     assert settings.failover_timeout == 10.0
@@ -67,7 +67,7 @@ def test_from_env_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("PYROSTORE_SERIALIZER", raising=False)
     settings = Settings.from_env()
     assert settings.ns_port == 9191
-    assert settings.serializer == "serpent"
+    assert settings.serializer == "msgpack"
 
 
 def test_overrides_beat_the_environment() -> None:
@@ -81,7 +81,7 @@ def test_none_overrides_are_ignored() -> None:
     environ = {"PYROSTORE_NS_PORT": "9999"}
     settings = Settings.from_env(environ=environ, ns_port=None, serializer=None)
     assert settings.ns_port == 9999
-    assert settings.serializer == "serpent"
+    assert settings.serializer == "msgpack"
 
 
 def test_data_dir_and_inventory_are_paths_even_when_given_as_text(tmp_path: Path) -> None:
