@@ -11,7 +11,8 @@ Experiments (choose with --only; all by default):
   scale         requests/s and p99 of cached lookups and of buys as clients go 1 -> 32
                 (--scale-clients), and lookup/search latency as the catalog grows (--sizes)
   baseline      a bare Pyro5 call (a method returning a constant, in a process of its own,
-                same serializer): every figure is also printed as a multiple of it
+                same serializer), timed with each store up before its tiers: every figure is
+                also printed as a multiple of it
 
 Every measured client is a process of its own (multiprocessing, spawn) running its own
 pyrostore.Client. The benchmark starts its own stores on free ports of 127.0.0.1 in a
@@ -49,7 +50,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from benchmarks import plots, report
 from benchmarks.crash import BUYS, run_crash
-from benchmarks.latency import run_baseline, run_invalidation, run_tiers
+from benchmarks.latency import bare_calls, baseline, run_invalidation, run_tiers
 from benchmarks.pool import BenchError, ClientPool
 from benchmarks.scale import run_throughput, sizes_series
 from benchmarks.stores import Stores, caches, shelve_books, store_settings
@@ -79,7 +80,7 @@ class Plan:
 
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {"requests": 1000, "buys": 200, "clients": (1, 5, 10), "rounds": 200,
-                "scale_clients": (1, 2, 4, 8, 16, 32), "seconds": 2.0,
+                "scale_clients": (1, 2, 4, 8, 16, 32), "seconds": 1.5,
                 "sizes": (7, 100, 1_000, 10_000, 100_000), "size_requests": 300,
                 "calls": 2000},
     "quick": {"requests": 30, "buys": 15, "clients": (1, 2, 4), "rounds": 30,
@@ -144,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="scale: lookups and searches per catalog size"
                       + default("size_requests"))
     size.add_argument("--calls", type=int, metavar="N",
-                      help="baseline: bare Pyro5 calls" + default("calls"))
+                      help="baseline: bare Pyro5 calls per burst" + default("calls"))
     where = parser.add_argument_group("which store")
     where.add_argument("--ns-host", help="measure the running store whose name server is here")
     where.add_argument("--ns-port", type=int, help="... and on this port (default 9090)")
@@ -189,6 +190,7 @@ class Runner:
         self.plan, self.pool, self.workdir = plan, pool, workdir
         self.progress, self.external = progress, external
         self.stores = Stores()
+        self._bursts: list[list[float]] = []
         self.results: dict[str, Any] = {}
         self.tasks: dict[str, Any] = {}
 
@@ -203,8 +205,10 @@ class Runner:
                 self._with_own_stores()
         finally:
             self.stores.close()
-        if self._wants("baseline") and "baseline" not in self.results:
-            self.results["baseline"] = self._baseline(Settings(serializer=self.plan.serializer))
+        if self._wants("baseline"):
+            if not self._bursts:
+                self._bare(Settings(serializer=self.plan.serializer))
+            self.results["baseline"] = baseline(self._bursts, serializer=self.plan.serializer)
         return self.results
 
     def _with_own_stores(self) -> None:
@@ -214,7 +218,10 @@ class Runner:
                 self._on_store(settings)
         if self._wants("tiers"):
             with self._store("store without cache", cache=False) as settings:
-                self._tiers(settings, shelve_books(settings), cache=False)
+                items = shelve_books(settings)
+                if self._wants("baseline"):
+                    self._bare(settings)
+                self._tiers(settings, items, cache=False)
         if self._wants("crash"):
             self._crash()
         if self._wants("scale"):
@@ -227,8 +234,8 @@ class Runner:
         """Everything that runs on the main (cached) store."""
         cache = caches(settings)
         items = shelve_books(settings)
-        if self._wants("baseline"):  # with the store up: the same background load
-            self.results["baseline"] = self._baseline(settings)
+        if self._wants("baseline"):
+            self._bare(settings)
         if self._wants("tiers"):
             self._tiers(settings, items, cache=cache)
         if self._wants("invalidation"):
@@ -255,10 +262,12 @@ class Runner:
                                      requests=self.plan.requests, buys=self.plan.buys,
                                      items=items, tick=self._ticker("tiers")))
 
-    def _baseline(self, settings: Settings) -> dict[str, Any]:
+    def _bare(self, settings: Settings) -> None:
+        """A burst of bare Pyro5 calls, made with a store up (the same background load as
+        the figures it is set against): one before each store's tiers."""
         self._say("baseline: bare Pyro5 calls")
-        return run_baseline(self.pool, settings, calls=self.plan.calls,
-                            tick=self._ticker("baseline"))
+        self._bursts.append(bare_calls(self.pool, settings, calls=self.plan.calls,
+                                       tick=self._ticker("baseline")))
 
     def _throughput(self, settings: Settings, items: tuple[int, ...]
                     ) -> dict[str, list[dict[str, Any]]]:
@@ -304,7 +313,8 @@ class Runner:
         plan = self.plan
         modes = 1 if self.external is not None else 2
         totals = {
-            "baseline": plan.calls if self._wants("baseline") else 0,
+            "baseline": plan.calls * (2 if self.external is None and self._wants("tiers")
+                                      else 1) if self._wants("baseline") else 0,
             "tiers": modes * sum(plan.clients) * (2 * plan.requests + plan.buys)
             if self._wants("tiers") else 0,
             "invalidation": plan.rounds if self._wants("invalidation") else 0,

@@ -84,11 +84,18 @@ def run_invalidation(pool: ClientPool, settings: Settings, *, rounds: int,
     }
 
 
-def run_baseline(pool: ClientPool, settings: Settings, *, calls: int,
-                 tick: Tick) -> dict[str, Any]:
-    """Experiment 5: ``calls`` sequential calls of a method that returns a constant, on a bare
-    Pyro5 object in a process of its own, with the store's serializer."""
+def bare_calls(pool: ClientPool, settings: Settings, *, calls: int, tick: Tick) -> list[float]:
+    """Experiment 5, one burst: ``calls`` sequential calls of a method that returns a
+    constant, on a bare Pyro5 object in a process of its own, with the store's serializer;
+    each call's latency in seconds."""
     with BareServer() as uri:
         [result] = pool.run([Job("bare", settings, count=calls, uri=uri)], tick)
-    return {"calls": calls, "serializer": settings.serializer,
-            "ping": summarize(result.latencies["ping"]), "ops_per_s": throughput([result])}
+    return result.latencies["ping"]
+
+
+def baseline(bursts: list[list[float]], *, serializer: str) -> dict[str, Any]:
+    """The bare call's figures: each burst's, and all bursts' together (``ping``), which
+    is what the other figures are divided by."""
+    return {"calls": sum(len(b) for b in bursts), "serializer": serializer,
+            "bursts": [summarize(b) for b in bursts],
+            "ping": summarize(s for b in bursts for s in b)}

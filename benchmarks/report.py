@@ -146,6 +146,11 @@ def baseline_table(results: Mapping[str, Any]) -> Table:
         table.add_column(name, justify="left" if name == "call" else "right")
     table.add_row("bare Pyro5 ping()", ms(bare["p50_ms"], 3), "1.0", ms(bare["mean_ms"], 3),
                   "1.0")
+    bursts = results["baseline"].get("bursts", [])
+    for number, burst in enumerate(bursts if len(bursts) > 1 else [], start=1):
+        table.add_row(Text(f"  burst {number} ({burst['count']} calls)", style="dim"),
+                      ms(burst["p50_ms"], 3), ms(ratio(burst["p50_ms"], bare["p50_ms"]), 2),
+                      ms(burst["mean_ms"], 3), ms(ratio(burst["mean_ms"], bare["mean_ms"]), 2))
     for entry in results.get("tiers", {}).get("configs", []):
         if entry["clients"] != 1:
             continue

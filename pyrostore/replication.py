@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import Pyro5.api
@@ -76,6 +77,7 @@ class ReplicatedService(Service):
         self._joiner: threading.Thread | None = None
         self._peers = ProxyPool(settings)
         self._bulk = ProxyPool(settings, timeout=max(SNAPSHOT_TIMEOUT, settings.call_timeout))
+        self._aside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish")
         self._coordinator = ReplicaSet(settings, "coordinator")
         self._notifier = _CommitNotifier(self)
 
@@ -223,9 +225,11 @@ class ReplicatedService(Service):
     def _replicate(self, seq: int, op: dict[str, Any], request_id: str, result: Any) -> None:
         """Forward write ``seq`` to every backup; return once this replica may commit it."""
         keys = self._keys(op, result)
+        # telling the caches does not depend on the backups: do both at once
+        published = self._aside.submit(self._publish, self._view().epoch, seq, keys)
         for backup in self._view().backups:
             self._forward(backup, seq, op, request_id, result, keys)
-        self._publish(self._view().epoch, seq, keys)
+        published.result()
         self.hooks.point("hold_before_commit")  # tests: a primary stopped before it commits
         with self._changed:
             if not self._leads() or time.monotonic() >= self.lease_until:
@@ -281,6 +285,7 @@ class ReplicatedService(Service):
         with self._changed:
             self._changed.notify_all()
         self._notifier.stop()
+        self._aside.shutdown(wait=False, cancel_futures=True)
         self._peers.close()
         self._bulk.close()
         self._coordinator.close()
