@@ -43,6 +43,7 @@ from pyrostore.errors import (
     PyrostoreError,
     StaleEpoch,
 )
+from pyrostore.metrics import timed_methods
 from pyrostore.models import View, view_uris
 from pyrostore.serving import Service
 from pyrostore.store import Database
@@ -55,6 +56,7 @@ SNAPSHOT_TIMEOUT = 60.0
 """Seconds a snapshot transfer may take (a large catalog is megabytes)."""
 
 
+@timed_methods
 class ReplicatedService(Service):
     """One replica of a group; subclasses give the state machine (``_apply``, ``_keys``)."""
 
