@@ -129,7 +129,7 @@ def test_settings_table_lists_the_dump() -> None:
     assert "PYROSTORE_NS_PORT" in text
     assert "9090" in text
     assert "PYROSTORE_SERIALIZER" in text
-    assert "serpent" in text
+    assert "msgpack" in text
 
 
 def test_book_rows_are_strings_in_column_order() -> None:
