@@ -11,8 +11,9 @@ Experiments (choose with --only; all by default):
   scale         requests/s and p99 of cached lookups and of buys as clients go 1 -> 32
                 (--scale-clients), and lookup/search latency as the catalog grows (--sizes)
   baseline      a bare Pyro5 call (a method returning a constant, in a process of its own,
-                same serializer), timed with each store up before its tiers: every figure is
-                also printed as a multiple of it
+                same serializer), timed before any store starts and with each store up
+                (idle) before its tiers: every figure is also printed as a multiple of it;
+                and its calls/s from as many clients as the most of --clients
 
 Every measured client is a process of its own (multiprocessing, spawn) running its own
 pyrostore.Client. The benchmark starts its own stores on free ports of 127.0.0.1 in a
@@ -36,6 +37,7 @@ import json
 import os
 import platform
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,7 +52,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from benchmarks import plots, report
 from benchmarks.crash import BUYS, run_crash
-from benchmarks.latency import bare_calls, baseline, run_invalidation, run_tiers
+from benchmarks.latency import (
+    QUIET,
+    bare_calls,
+    bare_throughput,
+    baseline,
+    run_invalidation,
+    run_tiers,
+)
 from benchmarks.pool import BenchError, ClientPool
 from benchmarks.scale import run_throughput, sizes_series
 from benchmarks.stores import Stores, caches, shelve_books, store_settings
@@ -149,9 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     where = parser.add_argument_group("which store")
     where.add_argument("--ns-host", help="measure the running store whose name server is here")
     where.add_argument("--ns-port", type=int, help="... and on this port (default 9090)")
-    where.add_argument("--serializer", choices=SERIALIZERS, default="serpent",
+    where.add_argument("--serializer", choices=SERIALIZERS, default=Settings().serializer,
                        help="Pyro5 serializer of the stores started and of every client "
-                       "(default serpent)")
+                       f"(default {Settings().serializer}, the store's)")
     out = parser.add_argument_group("output")
     out.add_argument("--json", type=Path, metavar="FILE",
                      help="write every figure and the machine's description as JSON")
@@ -167,6 +176,19 @@ def make_plan(args: argparse.Namespace) -> Plan:
     return Plan(experiments=args.only, serializer=args.serializer, **values)
 
 
+def commit() -> str:
+    """The repository's commit, ``+`` if pyrostore/ has uncommitted changes ("" outside git)."""
+    root = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
+                              capture_output=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "pyrostore"], cwd=root,
+                               text=True, capture_output=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head + ("+" if head and dirty else "")
+
+
 def machine(serializer: str) -> dict[str, Any]:
     """Where the figures come from."""
     cpu = ""
@@ -174,7 +196,7 @@ def machine(serializer: str) -> dict[str, Any]:
         cpu = next((line.split(":", 1)[1].strip() for line in
                     Path("/proc/cpuinfo").read_text().splitlines()
                     if line.startswith("model name")), "")
-    return {"cores": os.cpu_count(), "cpu": cpu or platform.processor(),
+    return {"cores": os.cpu_count(), "cpu": cpu or platform.processor(), "commit": commit(),
             "python": platform.python_version(), "pyro5": Pyro5.__version__,
             "serializer": serializer, "sqlite": sqlite3.sqlite_version,
             "platform": platform.platform(),
@@ -190,7 +212,8 @@ class Runner:
         self.plan, self.pool, self.workdir = plan, pool, workdir
         self.progress, self.external = progress, external
         self.stores = Stores()
-        self._bursts: list[list[float]] = []
+        self._bursts: list[tuple[str, list[float]]] = []
+        self._bare_rate: dict[str, Any] | None = None
         self.results: dict[str, Any] = {}
         self.tasks: dict[str, Any] = {}
 
@@ -198,6 +221,8 @@ class Runner:
         """Every experiment of the plan; the results by section."""
         self._add_tasks()
         self.pool.ensure(max(self._client_counts()))
+        if self._wants("baseline") and self.external is None:
+            self._bare(Settings(serializer=self.plan.serializer), QUIET)
         try:
             if self.external is not None:
                 self._on_store(self.external)
@@ -206,9 +231,8 @@ class Runner:
         finally:
             self.stores.close()
         if self._wants("baseline"):
-            if not self._bursts:
-                self._bare(Settings(serializer=self.plan.serializer))
             self.results["baseline"] = baseline(self._bursts, serializer=self.plan.serializer)
+            self.results["baseline"]["throughput"] = self._bare_rate
         return self.results
 
     def _with_own_stores(self) -> None:
@@ -220,7 +244,7 @@ class Runner:
             with self._store("store without cache", cache=False) as settings:
                 items = shelve_books(settings)
                 if self._wants("baseline"):
-                    self._bare(settings)
+                    self._bare(settings, "uncached store up, idle")
                 self._tiers(settings, items, cache=False)
         if self._wants("crash"):
             self._crash()
@@ -235,7 +259,11 @@ class Runner:
         cache = caches(settings)
         items = shelve_books(settings)
         if self._wants("baseline"):
-            self._bare(settings)
+            self._bare(settings, f"{'cached' if cache else 'uncached'} store up, idle")
+            clients = max(self.plan.clients)
+            self._say(f"baseline: bare Pyro5 calls from {clients} clients at once")
+            self._bare_rate = bare_throughput(self.pool, settings, clients=clients,
+                                              seconds=self.plan.seconds)
         if self._wants("tiers"):
             self._tiers(settings, items, cache=cache)
         if self._wants("invalidation"):
@@ -249,10 +277,9 @@ class Runner:
         if self._wants("scale"):
             self.results["scale"] = {"throughput": self._throughput(settings, items)}
         if self.external is not None:
-            self.results["crash"] = {"skipped": "a store this run did not start"}
-            self.results.setdefault("scale", {})["catalog_size"] = []
-            if self._wants("tiers"):
-                self.results["tiers"]["skipped_cache"] = not cache
+            self.results["crash"] = {"skipped": "it kills replicas: only of a store it started"}
+            self.results.setdefault("scale", {})["skipped"] = (
+                "catalog sizes: only on stores it starts")
 
     def _tiers(self, settings: Settings, items: tuple[int, ...], *, cache: bool) -> None:
         configs = self.results.setdefault("tiers", {"configs": []})["configs"]
@@ -262,12 +289,12 @@ class Runner:
                                      requests=self.plan.requests, buys=self.plan.buys,
                                      items=items, tick=self._ticker("tiers")))
 
-    def _bare(self, settings: Settings) -> None:
-        """A burst of bare Pyro5 calls, made with a store up (the same background load as
-        the figures it is set against): one before each store's tiers."""
-        self._say("baseline: bare Pyro5 calls")
-        self._bursts.append(bare_calls(self.pool, settings, calls=self.plan.calls,
-                                       tick=self._ticker("baseline")))
+    def _bare(self, settings: Settings, when: str) -> None:
+        """A burst of bare Pyro5 calls: one before any store starts, then one with each
+        store up, before its tiers (the same background load as the figures set against it)."""
+        self._say(f"baseline: bare Pyro5 calls, {when}")
+        self._bursts.append((when, bare_calls(self.pool, settings, calls=self.plan.calls,
+                                              tick=self._ticker("baseline"))))
 
     def _throughput(self, settings: Settings, items: tuple[int, ...]
                     ) -> dict[str, list[dict[str, Any]]]:
@@ -311,10 +338,12 @@ class Runner:
 
     def _add_tasks(self) -> None:
         plan = self.plan
-        modes = 1 if self.external is not None else 2
+        own = self.external is None
+        modes = 2 if own else 1  # cache on and off, or the running store's
+        # bare bursts: before any store and on each own store, or on the running store
+        bursts = (3 if self._wants("tiers") else 2) if own else 1
         totals = {
-            "baseline": plan.calls * (2 if self.external is None and self._wants("tiers")
-                                      else 1) if self._wants("baseline") else 0,
+            "baseline": plan.calls * bursts if self._wants("baseline") else 0,
             "tiers": modes * sum(plan.clients) * (2 * plan.requests + plan.buys)
             if self._wants("tiers") else 0,
             "invalidation": plan.rounds if self._wants("invalidation") else 0,
@@ -347,7 +376,8 @@ def external_settings(args: argparse.Namespace) -> Settings | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark; 0 when done, 1 when an experiment failed, 2 on bad usage."""
+    """Run the benchmark; 0 when done, 1 when an experiment failed, 2 on bad usage, 130 when
+    interrupted."""
     args = build_parser().parse_args(argv)
     pyro_config.SOCK_NODELAY = True  # as the store's servers and every client process
     plan = make_plan(args)
@@ -365,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BenchError, PyrostoreError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         return 1
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/red]: every store and client it started is stopped")
+        return 130
     results["duration_s"] = time.monotonic() - began
     results["machine"]["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results["targets"] = check(results)

@@ -93,9 +93,28 @@ def bare_calls(pool: ClientPool, settings: Settings, *, calls: int, tick: Tick) 
     return result.latencies["ping"]
 
 
-def baseline(bursts: list[list[float]], *, serializer: str) -> dict[str, Any]:
-    """The bare call's figures: each burst's, and all bursts' together (``ping``), which
-    is what the other figures are divided by."""
-    return {"calls": sum(len(b) for b in bursts), "serializer": serializer,
-            "bursts": [summarize(b) for b in bursts],
-            "ping": summarize(s for b in bursts for s in b)}
+def bare_throughput(pool: ClientPool, settings: Settings, *, clients: int,
+                    seconds: float) -> dict[str, Any]:
+    """``clients`` processes calling the bare object back to back for ``seconds``: the
+    most calls per second this machine's Pyro5 can answer from one server process, the
+    ceiling of any throughput figure of the store (whose frontend is one such process)."""
+    with BareServer() as uri:
+        results = pool.run([Job("bare", settings, seconds=seconds, uri=uri)
+                            for _ in range(clients)])
+    return {"clients": clients, "ops_per_s": throughput(results), **pooled(results, "ping")}
+
+
+QUIET = "no store running"
+
+
+def baseline(bursts: list[tuple[str, list[float]]], *, serializer: str) -> dict[str, Any]:
+    """The bare call's figures: each burst's (``when`` it was made), ``ping``: every burst
+    made with a store up (idle), together, which is what the other figures are divided by
+    (the same machine, the same background load: heartbeats, lease renewals), and ``quiet``:
+    the bursts made before any store started, the transport's cost on an idle machine."""
+    loaded = [samples for when, samples in bursts if when != QUIET] or [s for _, s in bursts]
+    quiet = [samples for when, samples in bursts if when == QUIET]
+    return {"calls": sum(len(b) for _, b in bursts), "serializer": serializer,
+            "bursts": [{"when": when, **summarize(b)} for when, b in bursts],
+            "ping": summarize(s for b in loaded for s in b),
+            "quiet": summarize(s for b in quiet for s in b) if quiet else None}

@@ -36,8 +36,8 @@ class Job:
 
     ``kind`` is ``ops`` (``count`` requests of ``op``, or as many as fit in ``seconds``),
     ``cycles`` (``count`` rounds of lookup, lookup, buy, lookup: hit then miss) or ``bare``
-    (``count`` calls of ``ping()`` on the plain Pyro5 object at ``uri``). Items are picked at
-    random from ``items`` with ``seed``.
+    (``count`` calls of ``ping()`` on the plain Pyro5 object at ``uri``, or for ``seconds``).
+    Items are picked at random from ``items`` with ``seed``.
     """
 
     kind: str
@@ -244,7 +244,8 @@ def _bare(job: Job, tick: Callable[[int], None]) -> Result:
         for _ in range(50):  # warm up as the store's clients are (connected, code paths hot)
             proxy.ping()
         started = time.monotonic()
-        for _ in range(job.count):
+        deadline = clock() + job.seconds
+        while (len(samples) < job.count) if job.count else (clock() < deadline):
             begin = clock()
             proxy.ping()
             samples.append(clock() - begin)

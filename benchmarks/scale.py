@@ -22,6 +22,7 @@ from benchmarks.stores import (
     reset_stats,
     store_settings,
     tier_stats,
+    view_of,
     write_inventory,
 )
 from pyrostore.config import Settings
@@ -54,15 +55,19 @@ def sized_store(stores: Stores, root: Path, books: int, *, serializer: str
 def run_catalog_size(pool: ClientPool, settings: Settings, *, books: int, requests: int,
                      tick: Tick) -> dict[str, Any]:
     """Lookups of random books and searches of one topic in the middle of a catalog of
-    ``books`` books, one client; each as the client and as the catalog saw it."""
+    ``books`` books, one client; each as the client, the frontend and the catalog saw it,
+    and how many times the catalog group's view changed meanwhile (it should not)."""
     middle_topic = max(books // 2 - 1, 0) // TOPIC_BOOKS + 1
     items = tuple(random.Random(books).sample(range(1, books + 1), min(books, 1000)))
     reset_stats(settings)
     row: dict[str, Any] = {"books": books, "topic_books": min(TOPIC_BOOKS, books)}
+    epoch = view_of(settings, "catalog")["epoch"]
     for op in ("lookup", "search"):
         [result] = pool.run([Job("ops", settings, op=op, count=requests, items=items,
                                  topic=f"generated topic {middle_topic}")], tick)
         row[op] = {"client": pooled([result], op), "ops_per_s": throughput([result])}
+    # a new epoch means the catalog group changed (a replica dropped or rejoined) meanwhile
+    row["catalog_view_changes"] = view_of(settings, "catalog")["epoch"] - epoch
     for op, tiers in tier_stats(settings).items():
         if op in row:
             row[op]["catalog"] = tiers["catalog"]

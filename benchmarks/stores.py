@@ -200,8 +200,13 @@ def replica_info(settings: Settings, role: str, replica_id: int) -> dict[str, An
         return {"state": "down", "serving": False}
 
 
+def view_of(settings: Settings, group: str) -> dict[str, Any]:
+    """The coordinator's view of ``group``: ``{epoch, primary, backups, ...}``."""
+    with make_proxy(services(settings)[("coordinator", 1)], settings) as coordinator:
+        return dict(coordinator.view(group))
+
+
 def primary_of(settings: Settings, group: str) -> int | None:
     """The replica id the coordinator names primary of ``group``."""
-    with make_proxy(services(settings)[("coordinator", 1)], settings) as coordinator:
-        primary = coordinator.view(group).get("primary")
+    primary = view_of(settings, group).get("primary")
     return None if primary is None else int(primary)
