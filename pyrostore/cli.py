@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--ns-port", metavar="P", type=int, help="name server port (9090)")
     group.add_argument("--data", metavar="DIR", help="data directory (./pyrostore-data)")
     group.add_argument("--host", metavar="H", help="address services bind to (127.0.0.1)")
-    group.add_argument("--serializer", help="Pyro5 serializer (serpent)")
+    group.add_argument("--serializer", help="Pyro5 serializer (msgpack)")
     group.add_argument("--log-level", metavar="LEVEL", type=str.upper, help="INFO")
     parser = argparse.ArgumentParser(
         prog="pyrostore", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -119,6 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true", help="print JSON for scripts")
         return p
 
+    _add_run_commands(add)
+    _add_store_commands(add)
+    return parser
+
+
+AddCommand = Callable[..., argparse.ArgumentParser]
+
+
+def _add_run_commands(add: AddCommand) -> None:
+    """The commands that run the store or a part of it."""
     up = add("up", cmd_up, "start the whole store in the foreground (Ctrl-C stops it)")
     for role, default in (("catalogs", 2), ("orders", 2), ("frontends", 1)):
         up.add_argument(
@@ -139,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
             service.add_argument("--no-cache", action="store_true", help="cache nothing")
         service.set_defaults(role=role)
     add("client", cmd_client, "shop and watch the cluster in a full-screen terminal client")
+
+
+def _add_store_commands(add: AddCommand) -> None:
+    """The commands that ask the store something."""
     add("status", cmd_status, "every service of the store and its state", json_flag=True)
     add("config", cmd_config, "print the settings in force", json_flag=True)
     add("topics", cmd_topics, "list the topics", json_flag=True)
@@ -159,7 +173,6 @@ def build_parser() -> argparse.ArgumentParser:
     orders = add("orders", cmd_orders, "the order log, newest first", json_flag=True)
     orders.add_argument("--limit", type=int, default=20, help="orders to show (20)")
     orders.add_argument("--id", dest="order_id", type=int, help="show only this order")
-    return parser
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings, console: Console) -> int:
