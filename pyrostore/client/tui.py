@@ -9,7 +9,8 @@ of :mod:`pyrostore.client.views`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from rich.text import Text
@@ -17,6 +18,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widgets import (
     Button,
@@ -276,9 +278,9 @@ class StoreApp(App[None]):
                      for row in self.client.search(topic, limit=BOOK_PAGE)]
             books = [self.client.lookup(item) for item in items]
         except PyrostoreError as exc:
-            self.call_from_thread(self.show_unreachable, exc)
+            self._deliver(self.show_unreachable, exc)
             return
-        self.call_from_thread(self.got_books, topics, books)
+        self._deliver(self.got_books, topics, books)
 
     @work(thread=True, exclusive=True, group="orders")
     def load_orders(self) -> None:
@@ -286,9 +288,9 @@ class StoreApp(App[None]):
         try:
             orders = self.client.orders(limit=200)
         except PyrostoreError as exc:
-            self.call_from_thread(self.show_unreachable, exc)
+            self._deliver(self.show_unreachable, exc)
             return
-        self.call_from_thread(self.got_orders, orders)
+        self._deliver(self.got_orders, orders)
 
     @work(thread=True, exclusive=True, group="cluster")
     def load_cluster(self) -> None:
@@ -296,9 +298,9 @@ class StoreApp(App[None]):
         try:
             services = self.client.status()
         except PyrostoreError as exc:
-            self.call_from_thread(self.show_unreachable, exc)
+            self._deliver(self.show_unreachable, exc)
             return
-        self.call_from_thread(self.got_cluster, services)
+        self._deliver(self.got_cluster, services)
 
     @work(thread=True, group="writes")
     def buy(self, item: int, qty: int) -> None:
@@ -307,7 +309,7 @@ class StoreApp(App[None]):
             result: Mapping[str, Any] | BaseException = self.client.buy(item, qty)
         except PyrostoreError as exc:
             result = exc
-        self.call_from_thread(self.show_outcome, outcome_text(result))
+        self._deliver(self.show_outcome, outcome_text(result))
         self.load_books()
         self.load_orders()
 
@@ -320,10 +322,19 @@ class StoreApp(App[None]):
                         f"{money(book['cost'])}", style="bold green")
         except PyrostoreError as exc:
             text = outcome_text(exc)
-        self.call_from_thread(self.query_one("#admin-outcome", Static).update, text)
+        self._deliver(self.show_admin_outcome, text)
         self.load_books()
 
+    def _deliver(self, show: Callable[..., None], *args: Any) -> None:
+        """Hand a worker's result to the UI thread; dropped if the app is closing meanwhile."""
+        # NoMatches: the screen's widgets are gone; RuntimeError: the app no longer runs
+        with contextlib.suppress(NoMatches, RuntimeError):
+            self.call_from_thread(show, *args)
+
     # -- showing what came back (UI thread) ----------------------------------------------
+
+    def show_admin_outcome(self, text: Text) -> None:
+        self.query_one("#admin-outcome", Static).update(text)
 
     def got_books(self, topics: list[str], books: list[dict[str, Any]]) -> None:
         self.books = books
