@@ -6,8 +6,6 @@ import contextlib
 import signal
 import threading
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import Pyro5.api
@@ -23,13 +21,9 @@ pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    """A 2+2 store of its own."""
-    started = start_cluster(tmp_path / "store")
-    try:
-        yield started
-    finally:
-        started.stop()
+def cluster(fresh_store: Cluster) -> Cluster:
+    """A 2+2 store of its own (conftest's ``fresh_store``)."""
+    return fresh_store
 
 
 def proxy(cluster: Cluster, role: str, replica_id: int) -> Pyro5.api.Proxy:
