@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,19 +12,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from pyrostore.cache import COUNTERS, VersionedCache
+from tests.conftest import wait_until as wait_for
 
 WAIT = 5.0
 """Seconds any test waits for another thread before it calls the wait a failure."""
 
 
-def wait_for(condition: Callable[[], object], *, timeout: float = WAIT,
-             what: str = "condition") -> None:
-    """Poll ``condition`` until it is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.001)
 
 
 def put(cache: VersionedCache, key: str, value: Any, version: tuple[int, int] = (0, 1),

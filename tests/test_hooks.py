@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
 from pyrostore.errors import InvalidRequest
 from pyrostore.hooks import Hooks
+from tests.conftest import wait_until as wait_for
 
 WAIT = 5.0
 """Seconds any test waits for another thread before it calls the wait a failure."""
 NAMES = ("before_commit", "after_read")
 
 
-def wait_for(condition: Callable[[], object], *, timeout: float = WAIT,
-             what: str = "condition") -> None:
-    """Poll ``condition`` until it is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.001)
 
 
 class PointThread(threading.Thread):
