@@ -78,6 +78,7 @@ class CatalogReplica(ReplicatedService):
     """One catalog replica as a Pyro5 object: ``pyrostore.catalog.<id>``."""
 
     role = "catalog"
+    publishes = True
 
     def __init__(self, settings: Settings, replica_id: int) -> None:
         self.store = CatalogStore(settings.database_path(self.role, replica_id))

@@ -4,12 +4,14 @@ A :class:`ReplicatedService` is one replica; its place in the group (lease, view
 backup or joining) is :class:`~pyrostore.membership.Membership`'s. On top of it:
 
 - **writes** (primary only): under the database's write lock a write gets the next sequence
-  number, is applied in an open transaction, forwarded to every backup (each applies it
-  durably and acks) while the caches are told (``_publish``), and commits here only then,
-  and only while this replica still leads. A backup that does not ack is reported; the write
-  waits until the coordinator has dropped it (after its lease), so an acknowledged write is
-  on every member of the view. A failure after forwarding makes the primary step down: its
-  backups may hold a write it did not commit.
+  number and is applied in an open transaction. Then three things run at once: it commits
+  here, it is forwarded to every backup (each applies it durably and acks), and the caches
+  are told (``_publish``). It is acknowledged once all three are done, and only while this
+  replica still leads; until then reads of the keys it changed wait at the primary (it may
+  be on this disk and no other). A backup that does not ack is reported; the write waits
+  until the coordinator has dropped it (after its lease), so an acknowledged write is on
+  every member of the view. A failure once the write is under way makes the primary step
+  down: it may hold a write its backups do not, or they one that it does not.
 - **backups** apply forwarded writes in order, durably, refusing older epochs and foreign
   writes. An item written by a write not yet known to be committed is *dirty*: its reads are
   asked of the primary (CRAQ), so reads spread over all replicas stay linearizable.
@@ -24,7 +26,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import Pyro5.api
@@ -39,18 +41,25 @@ from pyrostore.store import Database
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+NOTICE_DELAY = 0.05
+"""Seconds a commit notice waits for the next forward to carry it instead."""
+_NOTHING_TO_PUBLISH: Future[None] = Future()
+_NOTHING_TO_PUBLISH.set_result(None)
 
 
 @timed_methods
 class ReplicatedService(Membership):
     """One replica of a group; subclasses give the state machine (``_apply``, ``_keys``)."""
 
-    hook_names = ("hold_before_commit",)
+    hook_names = ("hold_before_ack",)
+    publishes = False
+    """Whether ``_publish`` does anything (the catalog tells the frontends' caches)."""
 
     def __init__(self, settings: Settings, replica_id: int, db: Database) -> None:
         super().__init__(settings, replica_id, db)
         self._aside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish")
         self._notifier = _CommitNotifier(self)
+        self._in_flight: dict[str, int] = {}  # primary: key -> its write not yet acknowledged
 
     # -- what a group's state machine provides -----------------------------------------
 
@@ -64,32 +73,45 @@ class ReplicatedService(Membership):
         raise NotImplementedError
 
     def _publish(self, epoch: int, seq: int, keys: list[str]) -> None:
-        """Called once every backup holds write ``seq``, before it commits (caches hook here)."""
+        """Called with every write, while it is forwarded, before it is acknowledged (caches
+        hook here)."""
 
     # -- the service's own calls ---------------------------------------------------------
 
     def _write(self, op: dict[str, Any], request_id: str) -> Any:
         """The one path of every write: at the primary, replicated, at most once per id."""
         self._await_ready_primary()
-        forwarding: list[int] = []  # the seq, once forwarding began: backups may hold it
+        keys: list[str] = []
+        forwarding: list[int] = []  # the seq, once under way: it may be here, there, or both
+
+        def apply(conn: sqlite3.Connection, seq: int) -> Any:
+            result = self._apply(op, request_id, conn, seq)
+            keys.extend(self._keys(op, result))
+            with self._changed:  # committed here before the backups hold it: hide it till then
+                self._in_flight.update(dict.fromkeys(keys, seq))
+            return result
 
         def replicate(seq: int, result: Any) -> None:
             forwarding.append(seq)
-            self._replicate(seq, op, request_id, result)
+            self._replicate(seq, op, request_id, result, keys)
 
         try:
-            result = self.db.execute(op, request_id,
-                                     functools.partial(self._apply, op, request_id),
-                                     before_commit=replicate)
+            result = self.db.execute(op, request_id, apply, alongside=replicate)
         except OutcomeUnknown:
             raise
         except BaseException as exc:
             if not forwarding:
                 raise  # refused before anyone saw it (OutOfStock, ...): nothing happened
-            with self._changed:  # backups may hold a write we did not commit: rejoin level
+            with self._changed:  # it may be here and not there, or there and not here
                 self._step_down(f"write {forwarding[0]} failed after forwarding: {exc}")
             raise OutcomeUnknown(f"{self.name} failed during a write ({exc}); "
                                  "retry with the same request id") from exc
+        finally:
+            if keys:
+                with self._changed:
+                    for key in keys:
+                        self._in_flight.pop(key, None)
+                    self._changed.notify_all()
         if forwarding:
             self._notifier.committed(self._view().epoch, forwarding[0])
         return result
@@ -98,6 +120,7 @@ class ReplicatedService(Membership):
         """A read served here if this replica may, else refused; dirty keys go to the primary."""
         with self._changed:
             self._check_serving(("primary", "backup"))
+            self._await_acknowledged(keys)
             dirty = self.state == "backup" and self._is_dirty(keys)
             primary_uri = self.uris.get(self.view.primary or 0, "")
         if dirty:
@@ -110,10 +133,30 @@ class ReplicatedService(Membership):
         value = local()
         with self._changed:
             self._check_serving(("primary", "backup"))  # the lease held while reading
+            self._await_acknowledged(keys)  # a write committed here while we read: wait it out
             dirty = self.state == "backup" and self._is_dirty(keys)  # a write landed meanwhile
         if dirty:
             return self._read(keys, local, method, *args)
         return value
+
+    def _await_acknowledged(self, keys: list[str]) -> None:
+        """(Holding ``_changed``.) Wait until no write to ``keys`` is in flight here.
+
+        A primary commits a write while its backups apply it, so its own state may show a
+        write that is not yet on every backup, and would be lost if this primary failed now.
+        A read of such a key waits until the write is over: acknowledged, or failed, when this
+        replica no longer serves.
+        """
+        if not self._in_flight:
+            return
+        deadline = time.monotonic() + self.settings.lease
+        while any(key in self._in_flight for key in keys):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise NotServing(f"{self.name} has a write to {keys} in flight",
+                                 primary=self.uris.get(self.view.primary or 0, ""))
+            self._changed.wait(left)
+        self._check_serving(("primary", "backup"))
 
     # -- what the primary calls on backups -----------------------------------------------
 
@@ -140,18 +183,21 @@ class ReplicatedService(Membership):
 
     # -- the primary's side of a write ---------------------------------------------------
 
-    def _replicate(self, seq: int, op: dict[str, Any], request_id: str, result: Any) -> None:
-        """Forward write ``seq`` to every backup; return once this replica may commit it."""
-        keys = self._keys(op, result)
+    def _replicate(self, seq: int, op: dict[str, Any], request_id: str, result: Any,
+                   keys: list[str]) -> None:
+        """Forward write ``seq`` to every backup; return once this replica may acknowledge it."""
         # telling the caches does not depend on the backups: do both at once
-        published = self._aside.submit(self._publish, self._view().epoch, seq, keys)
-        for backup in self._view().backups:
+        view = self._view()
+        published = (self._aside.submit(self._publish, view.epoch, seq, keys) if self.publishes
+                     else _NOTHING_TO_PUBLISH)
+        for backup in view.backups:
             self._forward(backup, seq, op, request_id, result, keys)
+        self._notifier.carried(view.epoch, seq - 1)
         published.result()
-        self.hooks.point("hold_before_commit")  # tests: a primary stopped before it commits
+        self.hooks.point("hold_before_ack")  # tests: a primary stopped before it answers
         with self._changed:
             if not self._leads() or time.monotonic() >= self.lease_until:
-                self._step_down("lease lost before commit")
+                self._step_down("lease lost before acknowledging a write")
                 raise OutcomeUnknown(f"{self.name} lost its lease during a write; "
                                      "retry with the same request id")
 
@@ -196,12 +242,19 @@ class ReplicatedService(Membership):
 
 
 class _CommitNotifier:
-    """Tells the backups, off the write path, how far the primary has committed."""
+    """Tells the backups, off the write path, how far the primary has committed.
+
+    The next write's forward carries the same news (``replicate``'s ``committed``), so a
+    notice waits :data:`NOTICE_DELAY` and is sent only if no forward has carried it by then:
+    under load notices cost nothing, and when writes are sparse a backup still learns within
+    milliseconds (until then, its reads of the written keys go to the primary).
+    """
 
     def __init__(self, replica: ReplicatedService) -> None:
         self.replica = replica
         self._latest = (0, 0)  # (epoch, seq) of the newest commit
         self._sent = (0, 0)
+        self._carried = (0, 0)  # the newest commit forwards told every backup of
         self._wake = threading.Condition()
         self._stopping = False
 
@@ -210,6 +263,12 @@ class _CommitNotifier:
         with self._wake:
             self._latest = max(self._latest, (epoch, seq))
             self._wake.notify()
+
+    def carried(self, epoch: int, seq: int) -> None:
+        """Every backup of ``epoch`` was told by a forward that writes up to ``seq`` are
+        committed."""
+        with self._wake:
+            self._carried = max(self._carried, (epoch, seq))
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="commit-notifier", daemon=True).start()
@@ -224,9 +283,12 @@ class _CommitNotifier:
         while True:
             with self._wake:
                 self._wake.wait_for(lambda: self._stopping or self._latest > self._sent)
+                self._wake.wait_for(lambda: self._stopping, NOTICE_DELAY)
                 if self._stopping:
                     return
                 epoch, seq = self._sent = self._latest
+                if self._carried >= self._latest:
+                    continue  # a later forward told them
             with replica._changed:
                 view, leads = replica.view, replica._leads()
             if not leads or view.epoch != epoch:
@@ -236,4 +298,3 @@ class _CommitNotifier:
                     replica._peers.call(replica.uris.get(backup, ""), "committed", epoch, seq)
                 except (*PEER_FAILURES, PyrostoreError) as exc:
                     log.debug("commit notice to %d failed: %s", backup, exc)
-

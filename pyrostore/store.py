@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,8 +32,8 @@ from pyrostore.models import Book, Order, View, check_cost, check_item, check_st
 T = TypeVar("T")
 Apply = Callable[[sqlite3.Connection, int], Any]
 """Applies one operation inside the open transaction, given its sequence number."""
-BeforeCommit = Callable[[int, Any], None]
-"""Called with (seq, result) after the operation applied and before it commits."""
+Alongside = Callable[[int, Any], None]
+"""Called with (seq, result) once the operation applied, while it commits."""
 
 _COMMON_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -63,9 +64,12 @@ class Database:
         self._write_lock = threading.RLock()
         self._writer = self._connect()
         self._writer.executescript(_COMMON_SCHEMA + self.schema)
+        self._applied = self._meta(self._writer, "applied")  # as committed
+        self._applying: int | None = None  # as the open transaction would leave it
         self._readers = threading.local()
         self._readers_lock = threading.Lock()  # not the write lock: a read never waits on a write
         self._all_readers: list[sqlite3.Connection] = []
+        self._committer = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -93,6 +97,7 @@ class Database:
             for conn in [*self._all_readers, self._writer]:
                 conn.close()
             self._all_readers.clear()
+        self._committer.shutdown()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -102,14 +107,23 @@ class Database:
             try:
                 yield self._writer
             except BaseException:
-                self._writer.execute("ROLLBACK")
+                self._rollback()
                 raise
-            try:
-                self._writer.execute("COMMIT")
-            except sqlite3.Error:
-                with contextlib.suppress(sqlite3.Error):
-                    self._writer.execute("ROLLBACK")  # never leave the writer mid-transaction
-                raise
+            self._commit()
+
+    def _commit(self) -> None:
+        try:
+            self._writer.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                self._rollback()  # never leave the writer mid-transaction
+            raise
+        if self._applying is not None:
+            self._applied, self._applying = self._applying, None
+
+    def _rollback(self) -> None:
+        self._applying = None
+        self._writer.execute("ROLLBACK")
 
     def execute(
         self,
@@ -117,33 +131,54 @@ class Database:
         request_id: str,
         apply: Apply,
         *,
-        before_commit: BeforeCommit | None = None,
+        alongside: Alongside | None = None,
     ) -> Any:
         """Apply ``op`` once for ``request_id`` and return its result.
 
         A request id seen before with the same ``op`` returns the stored result without
         applying anything; with a different ``op`` it raises :class:`ConflictingRequest`.
         Otherwise the op gets the next sequence number and ``apply`` runs in a transaction
-        that also stores the result and the new applied position. ``before_commit`` is the
-        seam where replication forwards the op before it commits here.
+        that also stores the result and the new applied position.
+
+        ``alongside(seq, result)`` is the seam where replication forwards the op: it runs on
+        the caller's thread while the COMMIT (its fsync) runs on the committer thread, so that
+        this disk's flush and the backups' overlap. The write lock is held until both are
+        over. If either fails, the other may already have happened: the caller must treat
+        the write as possibly applied here, possibly there.
         """
         op_print = fingerprint(op)
-        with self.transaction() as conn:
-            stored = conn.execute(
-                "SELECT fingerprint, result FROM requests WHERE request_id=?", (request_id,)
-            ).fetchone()
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                stored = conn.execute(
+                    "SELECT fingerprint, result FROM requests WHERE request_id=?", (request_id,)
+                ).fetchone()
+                if stored is None:
+                    seq = self._applied + 1
+                    result = apply(conn, seq)
+                    self._remember(conn, seq, request_id, op_print, result)
+            except BaseException:
+                self._rollback()
+                raise
             if stored is not None:
+                self._rollback()  # it only read
                 if stored["fingerprint"] != op_print:
                     raise ConflictingRequest(
                         f"request id {request_id} was already used for another request",
                         request_id=request_id,
                     )
                 return json.loads(stored["result"])
-            seq = self._meta(conn, "applied") + 1
-            result = apply(conn, seq)
-            self._remember(conn, seq, request_id, op_print, result)
-            if before_commit is not None:
-                before_commit(seq, result)
+            if alongside is None:
+                self._commit()
+                return result
+            committing = self._committer.submit(self._commit)
+            try:
+                alongside(seq, result)
+            except BaseException:
+                futures.wait([committing])  # whatever the commit did, this failure is the news
+                raise
+            committing.result()
             return result
 
     def apply_replicated(self, seq: int, op: dict[str, Any], request_id: str, result: Any,
@@ -154,7 +189,7 @@ class Database:
         changed the primary's; the stored answer is the primary's, so a retry gets the same.
         """
         with self.transaction() as conn:
-            expected = self._meta(conn, "applied") + 1
+            expected = self._applied + 1
             if seq != expected:
                 raise ValueError(f"write {seq} arrived where {expected} was expected")
             apply(conn, seq)
@@ -193,7 +228,7 @@ class Database:
 
     def applied(self) -> int:
         """The sequence number of the last operation this replica committed."""
-        return self._meta(self.reader, "applied")
+        return self._applied
 
     def at_position(self, read: Callable[[], T]) -> tuple[T, int]:
         """``read()`` and the applied position of the very state it read (one snapshot)."""
@@ -219,8 +254,9 @@ class Database:
         row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return int(row[0]) if row else 0
 
-    @staticmethod
-    def _set_meta(conn: sqlite3.Connection, key: str, value: int) -> None:
+    def _set_meta(self, conn: sqlite3.Connection, key: str, value: int) -> None:
+        if key == "applied":
+            self._applying = value
         conn.execute(
             "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=?",
             (key, value, value),
@@ -241,7 +277,8 @@ class CatalogStore(Database):
         cost      REAL NOT NULL CHECK (cost >= 0),
         version   INTEGER NOT NULL DEFAULT 0
     );
-    CREATE INDEX IF NOT EXISTS books_by_topic ON books (topic_key, item);
+    DROP INDEX IF EXISTS books_by_topic;
+    CREATE INDEX IF NOT EXISTS books_by_topic_title ON books (topic_key, item, title);
     """
 
     def seed(self, inventory: Path) -> int:
@@ -272,11 +309,13 @@ class CatalogStore(Database):
 
     def search(self, topic: str, limit: int, offset: int) -> list[dict[str, Any]]:
         """``[{item, title}]`` of the books in ``topic`` (any case), by item number."""
-        rows = self.reader.execute(
+        rows = self.reader.cursor()
+        rows.row_factory = None  # plain tuples: a page of a topic is read from the index alone
+        rows.execute(
             "SELECT item, title FROM books WHERE topic_key=? ORDER BY item LIMIT ? OFFSET ?",
             (topic.lower(), limit, offset),
-        ).fetchall()
-        return [dict(row) for row in rows]
+        )
+        return [{"item": item, "title": title} for item, title in rows]
 
     def topics(self) -> list[str]:
         """Every topic (once, in any case: the first spelling by item), sorted."""

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pyrostore.errors import ConfigError, ConflictingRequest, NotFound, OutOfStock
-from pyrostore.store import BeforeCommit, CatalogStore, OrderStore, load_inventory
+from pyrostore.store import Alongside, CatalogStore, OrderStore, load_inventory
+from tests.conftest import wait_until
 
 INVENTORY = Path(__file__).resolve().parent.parent / "inventory.csv"
 HEADER = "item,title,topic,stock,cost\n"
@@ -38,18 +39,22 @@ def take(
     qty: int,
     request_id: str,
     *,
-    before_commit: BeforeCommit | None = None,
+    alongside: Alongside | None = None,
     calls: list[int] | None = None,
+    hold: Callable[[], None] | None = None,
 ) -> Any:
     """Buy ``qty`` of ``item`` through execute, as the catalog's state machine does."""
 
     def apply(conn: sqlite3.Connection, seq: int) -> dict[str, Any]:
         if calls is not None:
             calls.append(seq)
-        return store.take(conn, seq, item, qty).to_wire()
+        result = store.take(conn, seq, item, qty).to_wire()
+        if hold is not None:
+            hold()
+        return result
 
     op = {"op": "take", "item": item, "qty": qty}
-    return store.execute(op, request_id, apply, before_commit=before_commit)
+    return store.execute(op, request_id, apply, alongside=alongside)
 
 
 def change(store: CatalogStore, item: int, request_id: str, *,
@@ -358,31 +363,55 @@ def test_a_failed_seed_leaves_the_database_unseeded(tmp_path: Path) -> None:
         store.close()
 
 
-# --- before_commit and isolation ----------------------------------------------------------
+# --- alongside (replication's seam) and isolation ------------------------------------------
 
 
-def test_before_commit_gets_seq_and_result(catalog: CatalogStore) -> None:
+def test_alongside_gets_seq_and_result(catalog: CatalogStore) -> None:
     take(catalog, 1, 1, "r0")
     seen: list[tuple[int, Any]] = []
-    result = take(catalog, 2, 1, "r1", before_commit=lambda seq, res: seen.append((seq, res)))
+    result = take(catalog, 2, 1, "r1", alongside=lambda seq, res: seen.append((seq, res)))
     assert seen == [(2, result)]
     assert result["item"] == 2
 
 
-def test_before_commit_is_not_called_for_a_retry(catalog: CatalogStore) -> None:
+def test_alongside_is_not_called_for_a_retry(catalog: CatalogStore) -> None:
     take(catalog, 2, 1, "r1")
     seen: list[int] = []
-    take(catalog, 2, 1, "r1", before_commit=lambda seq, res: seen.append(seq))
+    take(catalog, 2, 1, "r1", alongside=lambda seq, res: seen.append(seq))
     assert seen == []
 
 
-def test_exception_in_before_commit_rolls_the_write_back(catalog: CatalogStore) -> None:
+def test_the_commit_runs_while_alongside_runs(catalog: CatalogStore) -> None:
+    """The local flush overlaps the backups': alongside sees the write committed here."""
+    seen: list[int] = []
+
+    def forward(seq: int, result: Any) -> None:
+        wait_until(lambda: catalog.applied() == seq, what="the commit, while alongside runs")
+        seen.append(catalog.book(1).stock)
+
+    take(catalog, 1, 2, "r1", alongside=forward)
+    assert seen == [8]
+
+
+def test_a_failure_alongside_is_raised_after_the_commit_is_over(catalog: CatalogStore) -> None:
+    """The write may be on disk here though alongside failed: the caller must know."""
     def refuse(seq: int, result: Any) -> None:
         raise RuntimeError("backup did not ack")
 
-    before = stocks(catalog)
     with pytest.raises(RuntimeError, match="backup did not ack"):
-        take(catalog, 1, 2, "r1", before_commit=refuse)
+        take(catalog, 1, 2, "r1", alongside=refuse)
+    assert catalog.book(1).stock == 8
+    assert catalog.applied() == 1
+    assert catalog.request_count() == 1
+
+
+def test_a_failure_in_apply_rolls_the_write_back(catalog: CatalogStore) -> None:
+    def refuse() -> None:
+        raise RuntimeError("refused while applying")
+
+    before = stocks(catalog)
+    with pytest.raises(RuntimeError, match="refused while applying"):
+        take(catalog, 1, 2, "r1", hold=refuse)
     assert stocks(catalog) == before
     assert catalog.book(1).version == 0
     assert catalog.applied() == 0
@@ -394,7 +423,7 @@ def test_exception_in_before_commit_rolls_the_write_back(catalog: CatalogStore) 
 
 
 class HeldWrite:
-    """A take on another thread whose before_commit waits until released."""
+    """A take on another thread held, applied but uncommitted, until released."""
 
     def __init__(self, store: CatalogStore) -> None:
         self.entered = threading.Event()
@@ -402,20 +431,20 @@ class HeldWrite:
         self.outcome: dict[str, Any] = {}
         self.thread = threading.Thread(target=self._run, args=(store,), daemon=True)
 
-    def _hold(self, seq: int, result: Any) -> None:
+    def _hold(self) -> None:
         self.entered.set()
         if not self.release.wait(10):
             raise RuntimeError("never released")
 
     def _run(self, store: CatalogStore) -> None:
         try:
-            self.outcome["result"] = take(store, 1, 4, "held", before_commit=self._hold)
+            self.outcome["result"] = take(store, 1, 4, "held", hold=self._hold)
         except BaseException as exc:
             self.outcome["error"] = exc
 
     def __enter__(self) -> HeldWrite:
         self.thread.start()
-        assert self.entered.wait(10), "the write never reached before_commit"
+        assert self.entered.wait(10), "the write was never applied"
         return self
 
     def __exit__(self, *_: object) -> None:
