@@ -32,7 +32,7 @@ from pyrostore.models import (
     request_id_or_new,
     topic_key,
 )
-from pyrostore.replication import ReplicatedService
+from pyrostore.replication import Changes, ReplicatedService
 from pyrostore.store import CatalogStore
 
 
@@ -179,8 +179,8 @@ class CatalogReplica(ReplicatedService):
     def _keys(self, op: dict[str, Any], result: Any) -> list[str]:
         return self.machine.keys(op, result)
 
-    def _publish(self, epoch: int, seq: int, keys: list[str]) -> None:
-        self.caches.invalidate(epoch, keys, seq)
+    def _publish(self, epoch: int, changes: Changes) -> None:
+        self.caches.invalidate(epoch, changes)
 
     def _on_lead(self, continuing: bool) -> None:
         if not continuing:

@@ -62,11 +62,12 @@ class CachedCatalog:
         return self.cache.load(key, variant, lambda: self._read_versioned(method, *args),
                                before_fill=self._before_fill)
 
-    def invalidate(self, epoch: int, keys: list[str], version: Version) -> None:
-        """The catalog primary's word, before it commits, that a write changes ``keys``."""
+    def invalidate(self, epoch: int, changes: list[tuple[list[str], Version]]) -> None:
+        """The catalog primary's word, before it answers, that writes change these keys."""
         if epoch != self._lease_epoch:
             self.cache.flush()  # a primary of another epoch: whatever we hold is suspect
-        self.cache.invalidate(keys, version)
+        for keys, version in changes:
+            self.cache.invalidate(keys, version)
 
     def keep_lease(self) -> None:
         """Renew the cache lease every quarter lease; flush after a lapse or a new epoch."""
@@ -141,10 +142,12 @@ class Frontend(Service):
         return book
 
     @Pyro5.api.expose
-    def invalidate(self, epoch: int, keys: list[str], version: list[int]) -> None:
-        """Called by the catalog primary before it commits a write that changes ``keys``."""
+    def invalidate(self, epoch: int, changes: list[list[Any]]) -> None:
+        """Called by the catalog primary before it answers writes: ``[[keys, version], ...]``,
+        a write's read keys and its version ``[epoch, seq]``."""
         if self.cached is not None:
-            self.cached.invalidate(epoch, keys, (version[0], version[1]))
+            self.cached.invalidate(epoch, [(list(keys), (int(version[0]), int(version[1])))
+                                           for keys, version in changes])
 
     def _read(self, key: str, variant: Hashable, method: str, *args: Any) -> Any:
         if self.cached is None:

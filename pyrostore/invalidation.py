@@ -52,8 +52,9 @@ class CacheLeases:
         with self._lock:
             self._writes_from = time.monotonic() + self.lease * CLOCK_MARGIN
 
-    def invalidate(self, epoch: int, keys: list[str], seq: int) -> None:
-        """Tell every leased frontend that write ``(epoch, seq)`` changes ``keys``."""
+    def invalidate(self, epoch: int, changes: list[tuple[list[str], int]]) -> None:
+        """Tell every leased frontend what a batch of writes changes: for each write of
+        ``epoch``, its read keys and its sequence number."""
         self._wait_until(self._writes_from)
         with self._lock:
             now = time.monotonic()
@@ -61,7 +62,8 @@ class CacheLeases:
             self._until = dict(leased)
         for uri, until in leased.items():
             try:
-                self._peers.call(uri, "invalidate", epoch, keys, [epoch, seq])
+                self._peers.call(uri, "invalidate", epoch,
+                                 [[keys, [epoch, seq]] for keys, seq in changes])
                 self.counters["invalidations_sent"] += 1
             except (NotSent, Pyro5.errors.CommunicationError, PyrostoreError) as exc:
                 log.warning("frontend %s unreachable (%s); waiting out its cache lease", uri, exc)

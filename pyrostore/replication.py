@@ -3,8 +3,9 @@
 A :class:`ReplicatedService` is one replica; its place in the group (lease, view, primary,
 backup or joining) is :class:`~pyrostore.membership.Membership`'s. On top of it:
 
-- **writes** (primary only): under the database's write lock a write gets the next sequence
-  number and is applied in an open transaction. Then three things run at once: it commits
+- **writes** (primary only): writes queue up and go in batches (group commit), one batch at a
+  time under the database's write lock; each write gets the next sequence number and is
+  applied in the batch's open transaction. Then three things run at once: it commits
   here, it is forwarded to every backup (each applies it durably and acks), and the caches
   are told (``_publish``). It is acknowledged once all three are done, and only while this
   replica still leads; until then reads of the keys it changed wait at the primary (it may
@@ -37,14 +38,27 @@ from pyrostore.discovery import NotSent
 from pyrostore.errors import NotServing, OutcomeUnknown, PyrostoreError, StaleEpoch
 from pyrostore.membership import PEER_FAILURES, Membership
 from pyrostore.metrics import timed_methods
-from pyrostore.store import Database
+from pyrostore.store import Database, Write
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 NOTICE_DELAY = 0.05
 """Seconds a commit notice waits for the next forward to carry it instead."""
+MAX_BATCH = 64
+"""The most writes one batch (one transaction, one forward, one fsync) carries."""
 _NOTHING_TO_PUBLISH: Future[None] = Future()
 _NOTHING_TO_PUBLISH.set_result(None)
+Changes = list[tuple[list[str], int]]
+"""What a batch changes: for each write, the read keys and its sequence number."""
+
+
+class _Request(Write):
+    """A write waiting at the primary: the batch that takes it sets its outcome and ``done``."""
+
+    def __init__(self, op: dict[str, Any], request_id: str) -> None:
+        super().__init__(op, request_id, apply=lambda conn, seq: None)
+        self.keys: list[str] = []  # the read keys it changes, once it applied
+        self.done = False
 
 
 @timed_methods
@@ -58,6 +72,8 @@ class ReplicatedService(Membership):
     def __init__(self, settings: Settings, replica_id: int, db: Database) -> None:
         super().__init__(settings, replica_id, db)
         self._aside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish")
+        self._queue: list[_Request] = []  # writes waiting for the next batch
+        self._queue_lock = threading.Lock()
         self._notifier = _CommitNotifier(self)
         self._in_flight: dict[str, int] = {}  # primary: key -> its write not yet acknowledged
 
@@ -72,49 +88,69 @@ class ReplicatedService(Membership):
         """The read keys a write changes (``item:1``, ``topic:…``): what turns dirty."""
         raise NotImplementedError
 
-    def _publish(self, epoch: int, seq: int, keys: list[str]) -> None:
+    def _publish(self, epoch: int, changes: Changes) -> None:
         """Called with every write, while it is forwarded, before it is acknowledged (caches
         hook here)."""
 
     # -- the service's own calls ---------------------------------------------------------
 
     def _write(self, op: dict[str, Any], request_id: str) -> Any:
-        """The one path of every write: at the primary, replicated, at most once per id."""
+        """The one path of every write: at the primary, replicated, at most once per id.
+
+        Writes that arrive while one is under way queue up; the next thread to get the write
+        lock takes the queue as one batch (group commit): one transaction, one forward to each
+        backup, one invalidation, one fsync on each replica, however many writes it holds.
+        """
         self._await_ready_primary()
-        keys: list[str] = []
-        forwarding: list[int] = []  # the seq, once under way: it may be here, there, or both
+        request = _Request(op, request_id)
+        request.apply = functools.partial(self._apply_request, request)
+        with self._queue_lock:
+            self._queue.append(request)
+        with self.db.locked():
+            while not request.done:  # else a batch took it while this thread waited
+                with self._queue_lock:
+                    batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                self._write_batch(batch)
+        return request.outcome()
 
-        def apply(conn: sqlite3.Connection, seq: int) -> Any:
-            result = self._apply(op, request_id, conn, seq)
-            keys.extend(self._keys(op, result))
-            with self._changed:  # committed here before the backups hold it: hide it till then
-                self._in_flight.update(dict.fromkeys(keys, seq))
-            return result
+    def _apply_request(self, request: _Request, conn: sqlite3.Connection, seq: int) -> Any:
+        result = self._apply(request.op, request.request_id, conn, seq)
+        request.keys = self._keys(request.op, result)
+        with self._changed:  # committed here before the backups hold it: hide it till then
+            self._in_flight.update(dict.fromkeys(request.keys, seq))
+        return result
 
-        def replicate(seq: int, result: Any) -> None:
-            forwarding.append(seq)
-            self._replicate(seq, op, request_id, result, keys)
+    def _write_batch(self, batch: list[_Request]) -> None:
+        """Apply, replicate and commit ``batch``; every request in it ends ``done``."""
+        applied: list[_Request] = []  # once under way: they may be here, there, or both
+
+        def replicate(writes: list[Write]) -> None:
+            applied.extend(request for request in batch if request.seq)  # = writes
+            self._replicate(applied)
 
         try:
-            result = self.db.execute(op, request_id, apply, alongside=replicate)
-        except OutcomeUnknown:
-            raise
+            self.db.execute_many(list(batch), alongside=replicate)
         except BaseException as exc:
-            if not forwarding:
-                raise  # refused before anyone saw it (OutOfStock, ...): nothing happened
-            with self._changed:  # it may be here and not there, or there and not here
-                self._step_down(f"write {forwarding[0]} failed after forwarding: {exc}")
-            raise OutcomeUnknown(f"{self.name} failed during a write ({exc}); "
-                                 "retry with the same request id") from exc
+            failure: BaseException = exc
+            if applied and not isinstance(exc, OutcomeUnknown):
+                with self._changed:  # it may be here and not there, or there and not here
+                    self._step_down(f"writes {applied[0].seq}-{applied[-1].seq} failed after "
+                                    f"forwarding: {exc}")
+                failure = OutcomeUnknown(f"{self.name} failed during a write ({exc}); "
+                                         "retry with the same request id")
+                failure.__cause__ = exc
+            for request in batch:  # those it refused or answered from before keep that
+                if request.seq or (request.result is None and request.error is None):
+                    request.result, request.error = None, failure
         finally:
-            if keys:
-                with self._changed:
-                    for key in keys:
+            with self._changed:
+                for request in batch:
+                    request.done = True
+                    for key in request.keys:
                         self._in_flight.pop(key, None)
-                    self._changed.notify_all()
-        if forwarding:
-            self._notifier.committed(self._view().epoch, forwarding[0])
-        return result
+                self._changed.notify_all()
+        if applied and all(request.error is None for request in applied):
+            self._notifier.committed(self._view().epoch, applied[-1].seq)
 
     def _read(self, keys: list[str], local: Callable[[], T], method: str, *args: Any) -> T:
         """A read served here if this replica may, else refused; dirty keys go to the primary."""
@@ -161,38 +197,45 @@ class ReplicatedService(Membership):
     # -- what the primary calls on backups -----------------------------------------------
 
     @Pyro5.api.expose
-    def replicate(self, epoch: int, seq: int, op: dict[str, Any], request_id: str,
-                  result: Any, keys: list[str], committed: int) -> None:
-        """Apply the primary's write ``seq`` durably (a repeat is acknowledged again)."""
+    def replicate(self, epoch: int, writes: list[list[Any]], committed: int) -> None:
+        """Apply the primary's writes ``[[seq, op, request_id, result, keys], ...]`` durably,
+        in one transaction (a repeat is acknowledged again)."""
         with self.db.locked():
             self._accept_from_primary(epoch)
             applied = self.db.applied()
-            if seq > applied + 1:
-                raise NotServing(f"{self.name} is at {applied}, cannot apply {seq}")
-            if seq <= applied and self.db.request_at(seq) != request_id:
-                with self._changed:
-                    self._step_down(f"write {seq} here is not the primary's")
-                raise NotServing(f"{self.name} holds another write {seq}; it rejoins")
-            if seq == applied + 1:
+            fresh: list[tuple[Write, list[str]]] = []
+            for seq, op, request_id, result, keys in writes:
+                if seq <= applied:
+                    if self.db.request_at(seq) != request_id:
+                        with self._changed:
+                            self._step_down(f"write {seq} here is not the primary's")
+                        raise NotServing(f"{self.name} holds another write {seq}; it rejoins")
+                    continue
+                if seq != applied + len(fresh) + 1:
+                    raise NotServing(f"{self.name} is at {applied}, cannot apply {seq}")
+                apply = functools.partial(self._apply, op, request_id)
+                fresh.append((Write(op, request_id, apply, seq=seq, result=result), keys))
+            if fresh:
                 with self._changed:  # dirty before it is applied: no read sees it early
-                    for key in keys:
-                        self.dirty[key] = seq
-                self.db.apply_replicated(seq, op, request_id, result,
-                                         functools.partial(self._apply, op, request_id))
+                    for write, keys in fresh:
+                        self.dirty.update(dict.fromkeys(keys, write.seq))
+                self.db.apply_replicated([write for write, _ in fresh])
         self._confirm(epoch, committed)
 
     # -- the primary's side of a write ---------------------------------------------------
 
-    def _replicate(self, seq: int, op: dict[str, Any], request_id: str, result: Any,
-                   keys: list[str]) -> None:
-        """Forward write ``seq`` to every backup; return once this replica may acknowledge it."""
+    def _replicate(self, writes: list[_Request]) -> None:
+        """Forward ``writes`` to every backup; return once this replica may acknowledge them."""
         # telling the caches does not depend on the backups: do both at once
         view = self._view()
-        published = (self._aside.submit(self._publish, view.epoch, seq, keys) if self.publishes
+        changes = [(request.keys, request.seq) for request in writes]
+        published = (self._aside.submit(self._publish, view.epoch, changes) if self.publishes
                      else _NOTHING_TO_PUBLISH)
+        message = [[request.seq, request.op, request.request_id, request.result, request.keys]
+                   for request in writes]
         for backup in view.backups:
-            self._forward(backup, seq, op, request_id, result, keys)
-        self._notifier.carried(view.epoch, seq - 1)
+            self._forward(backup, message)
+        self._notifier.carried(view.epoch, writes[0].seq - 1)
         published.result()
         self.hooks.point("hold_before_ack")  # tests: a primary stopped before it answers
         with self._changed:
@@ -201,22 +244,20 @@ class ReplicatedService(Membership):
                 raise OutcomeUnknown(f"{self.name} lost its lease during a write; "
                                      "retry with the same request id")
 
-    def _forward(self, backup: int, seq: int, op: dict[str, Any], request_id: str,
-                 result: Any, keys: list[str]) -> None:
+    def _forward(self, backup: int, message: list[list[Any]]) -> None:
         deadline = time.monotonic() + self.settings.failover_timeout
         reported = False
         while True:
             with self._changed:
                 if backup not in self.view.backups:
-                    return  # dropped from the view: this write no longer needs it
+                    return  # dropped from the view: these writes no longer need it
                 if not self._leads() or time.monotonic() > deadline:
                     self._step_down("deposed during a write")
                     raise OutcomeUnknown(f"{self.name} stopped leading during a write; "
                                          "retry with the same request id")
                 epoch, uri = self.view.epoch, self.uris.get(backup, "")
             try:
-                self._peers.call(uri, "replicate", epoch, seq, op, request_id, result, keys,
-                                 seq - 1)
+                self._peers.call(uri, "replicate", epoch, message, message[0][0] - 1)
                 return
             except StaleEpoch:
                 with self._changed:
@@ -230,6 +271,11 @@ class ReplicatedService(Membership):
                 self._report(epoch, backup)  # every round: a report can be lost
             with self._changed:  # wait for the coordinator to drop it (after its lease)
                 self._changed.wait(self.settings.heartbeat_interval)
+
+    def details(self) -> dict[str, Any]:
+        with self._queue_lock:
+            queued = len(self._queue)
+        return {**super().details(), "queued_writes": queued}
 
     def start(self) -> None:
         super().start()

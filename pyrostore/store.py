@@ -1,16 +1,17 @@
 """SQLite storage for one replica: schema, inventory.csv loading, transactions, snapshots.
 
 Each replica owns one file, in WAL mode with ``synchronous=FULL``: a write that returned is on
-disk. Every write goes through :meth:`Database.execute`, which in one transaction applies the
-operation, stores ``request_id -> result`` (so a retried request is answered, not re-applied)
-and advances the replica's applied position. Reads use per-thread connections and so see only
-committed state, even while a write's transaction is open.
+disk. Every write goes through :meth:`Database.execute_many`, which in one transaction applies
+the operations, stores ``request_id -> result`` for each (so a retried request is answered, not
+re-applied) and advances the replica's applied position. Reads use per-thread connections and
+so see only committed state, even while a write's transaction is open.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -20,20 +21,14 @@ from concurrent import futures
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pyrostore.errors import (
-    ConfigError,
-    ConflictingRequest,
-    InvalidRequest,
-    NotFound,
-    OutOfStock,
-)
+from pyrostore.errors import ConfigError, ConflictingRequest, InvalidRequest, NotFound, OutOfStock
 from pyrostore.models import Book, Order, View, check_cost, check_item, check_stock, check_text
 
 T = TypeVar("T")
 Apply = Callable[[sqlite3.Connection, int], Any]
 """Applies one operation inside the open transaction, given its sequence number."""
-Alongside = Callable[[int, Any], None]
-"""Called with (seq, result) once the operation applied, while it commits."""
+Alongside = Callable[[list["Write"]], None]
+"""Called with the writes that applied, while they commit."""
 
 _COMMON_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -44,6 +39,25 @@ CREATE TABLE IF NOT EXISTS requests (
     seq         INTEGER NOT NULL
 );
 """
+
+
+@dataclasses.dataclass(eq=False)
+class Write:
+    """One request for a write: what to apply, and, once executed, what came of it."""
+
+    op: dict[str, Any]
+    request_id: str
+    apply: Apply
+    seq: int = 0
+    """Its sequence number once it applied (a primary's write arrives at a backup with it)."""
+    result: Any = None
+    error: BaseException | None = None
+
+    def outcome(self) -> Any:
+        """Its result, or its error raised."""
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
 def fingerprint(op: dict[str, Any]) -> str:
@@ -125,75 +139,97 @@ class Database:
         self._applying = None
         self._writer.execute("ROLLBACK")
 
-    def execute(
-        self,
-        op: dict[str, Any],
-        request_id: str,
-        apply: Apply,
-        *,
-        alongside: Alongside | None = None,
-    ) -> Any:
-        """Apply ``op`` once for ``request_id`` and return its result.
+    def execute(self, op: dict[str, Any], request_id: str, apply: Apply) -> Any:
+        """Apply ``op`` once for ``request_id`` and return its result (see execute_many)."""
+        write = Write(op, request_id, apply)
+        self.execute_many([write])
+        return write.outcome()
 
-        A request id seen before with the same ``op`` returns the stored result without
-        applying anything; with a different ``op`` it raises :class:`ConflictingRequest`.
-        Otherwise the op gets the next sequence number and ``apply`` runs in a transaction
-        that also stores the result and the new applied position.
+    def execute_many(self, writes: list[Write], *, alongside: Alongside | None = None) -> None:
+        """Apply each write once for its request id, all in one transaction: one fsync.
 
-        ``alongside(seq, result)`` is the seam where replication forwards the op: it runs on
-        the caller's thread while the COMMIT (its fsync) runs on the committer thread, so that
-        this disk's flush and the backups' overlap. The write lock is held until both are
-        over. If either fails, the other may already have happened: the caller must treat
-        the write as possibly applied here, possibly there.
+        Each write's outcome lands on it. A request id seen before with the same op gets the
+        stored result, applying nothing; with another op, :class:`ConflictingRequest`. Any
+        other write gets the next sequence number and its ``apply`` runs in a savepoint that
+        also stores the result and the new applied position; what ``apply`` raises (e.g.
+        OutOfStock) becomes that write's error and undoes that write alone.
+
+        ``alongside(applied)`` is the seam where replication forwards the writes that applied:
+        it runs on the caller's thread while the COMMIT (its fsync) runs on the committer
+        thread, so that this disk's flush and the backups' overlap. The write lock is held
+        until both are over. If either fails, the other may already have happened: the
+        caller must treat the writes as possibly applied here, possibly there.
         """
-        op_print = fingerprint(op)
         with self._write_lock:
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
+            applied: list[Write] = []
             try:
-                stored = conn.execute(
-                    "SELECT fingerprint, result FROM requests WHERE request_id=?", (request_id,)
-                ).fetchone()
-                if stored is None:
-                    seq = self._applied + 1
-                    result = apply(conn, seq)
-                    self._remember(conn, seq, request_id, op_print, result)
+                for write in writes:
+                    if self._run(conn, write, self._applied + len(applied) + 1):
+                        applied.append(write)
             except BaseException:
-                self._rollback()
+                with contextlib.suppress(sqlite3.Error):  # SQLite may have ended it already
+                    self._rollback()
                 raise
-            if stored is not None:
-                self._rollback()  # it only read
-                if stored["fingerprint"] != op_print:
-                    raise ConflictingRequest(
-                        f"request id {request_id} was already used for another request",
-                        request_id=request_id,
-                    )
-                return json.loads(stored["result"])
+            if not applied:
+                self._rollback()  # it only read: repeats, refusals
+                return
             if alongside is None:
                 self._commit()
-                return result
+                return
             committing = self._committer.submit(self._commit)
             try:
-                alongside(seq, result)
+                alongside(applied)
             except BaseException:
                 futures.wait([committing])  # whatever the commit did, this failure is the news
                 raise
             committing.result()
-            return result
 
-    def apply_replicated(self, seq: int, op: dict[str, Any], request_id: str, result: Any,
-                         apply: Apply) -> None:
-        """Apply a primary's write number ``seq`` here, storing the primary's ``result``.
+    def _run(self, conn: sqlite3.Connection, write: Write, seq: int) -> bool:
+        """Apply ``write`` as number ``seq`` in the open transaction; whether it applied."""
+        op_print = fingerprint(write.op)
+        stored = conn.execute(
+            "SELECT fingerprint, result FROM requests WHERE request_id=?", (write.request_id,)
+        ).fetchone()
+        if stored is not None:
+            if stored["fingerprint"] == op_print:
+                write.result = json.loads(stored["result"])
+            else:
+                write.error = ConflictingRequest(
+                    f"request id {write.request_id} was already used for another request",
+                    request_id=write.request_id)
+            return False
+        applying = self._applying
+        conn.execute("SAVEPOINT write")
+        try:
+            write.result = write.apply(conn, seq)
+            self._remember(conn, seq, write.request_id, op_print, write.result)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO write")
+            conn.execute("RELEASE write")
+            self._applying = applying
+            write.result, write.error = None, exc
+            return False
+        conn.execute("RELEASE write")
+        write.seq = seq
+        return True
+
+    def apply_replicated(self, writes: list[Write]) -> None:
+        """Apply a primary's writes here, in one transaction, each as its ``seq``, storing the
+        primary's ``result``.
 
         The state machines are deterministic, so ``apply`` changes this replica's state as it
         changed the primary's; the stored answer is the primary's, so a retry gets the same.
         """
         with self.transaction() as conn:
-            expected = self._applied + 1
-            if seq != expected:
-                raise ValueError(f"write {seq} arrived where {expected} was expected")
-            apply(conn, seq)
-            self._remember(conn, seq, request_id, fingerprint(op), result)
+            for index, write in enumerate(writes):
+                expected = self._applied + index + 1
+                if write.seq != expected:
+                    raise ValueError(f"write {write.seq} arrived where {expected} was expected")
+                write.apply(conn, write.seq)
+                self._remember(conn, write.seq, write.request_id, fingerprint(write.op),
+                               write.result)
 
     def _remember(self, conn: sqlite3.Connection, seq: int, request_id: str, op_print: str,
                   result: Any) -> None:

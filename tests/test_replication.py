@@ -155,6 +155,47 @@ def test_a_primary_shows_a_write_only_once_its_backups_hold_it(cluster: Cluster)
         assert replica.lookup(4)["stock"] == stock + 3
 
 
+def test_writes_that_queue_behind_one_go_to_the_backup_as_one_batch(cluster: Cluster) -> None:
+    leader = primary(cluster, "catalog")
+    backup = 3 - leader
+
+    def forwards() -> int:
+        with proxy(cluster, "catalog", backup) as replica:
+            return int(replica.stats()["methods"].get("replicate", {}).get("count", 0))
+
+    with Client(settings=cluster.settings) as client:
+        stocks = {item: client.lookup(item)["stock"] for item in range(1, 8)}
+    before = forwards()
+    with proxy(cluster, "catalog", leader) as replica:
+        replica.set_hook("hold_before_ack", 30)
+    books: dict[int, dict[str, Any]] = {}
+
+    def restock(item: int) -> None:
+        with Client(settings=cluster.settings) as admin:
+            books[item] = admin.update(item, stock_delta=item)
+
+    writers = [threading.Thread(target=restock, args=(item,)) for item in range(1, 8)]
+    try:
+        writers[0].start()
+        with proxy(cluster, "catalog", leader) as replica:
+            wait_until(lambda: replica.hook_waiting("hold_before_ack"), what="the held write")
+            for writer in writers[1:]:
+                writer.start()
+            wait_until(lambda: info(cluster, "catalog", leader)["queued_writes"] == 6,
+                       what="six writes queued behind the held one")
+            replica.release_hook("hold_before_ack")
+    finally:
+        for writer in writers:
+            writer.join(30)
+    assert forwards() == before + 2  # the held write, then the other six at once
+    assert {item: book["stock"] for item, book in books.items()} == {
+        item: stock + item for item, stock in stocks.items()}
+    wait_until(lambda: level(cluster, "catalog"), what="both level")
+    with proxy(cluster, "catalog", backup) as replica:
+        assert [replica.lookup(item)["stock"] for item in range(1, 8)] == [
+            stocks[item] + item for item in range(1, 8)]
+
+
 def test_a_retried_buy_after_both_primaries_died_applies_once(cluster: Cluster) -> None:
     request_id = uuid.uuid4().hex
     with Client(settings=cluster.settings) as client:
@@ -250,15 +291,15 @@ def test_a_backup_fences_off_a_stale_primary_and_a_foreign_write(cluster: Cluste
         applied = backup.info()["applied"]
         op = {"op": "update", "item": 2, "cost": 999.0, "stock_delta": None}
         with pytest.raises(NotServing):  # a write it holds, but under another request id
-            backup.replicate(epoch, applied, op, uuid.uuid4().hex, {}, ["item:2"], applied)
+            backup.replicate(epoch, [[applied, op, uuid.uuid4().hex, {}, ["item:2"]]], applied)
         assert backup.info()["state"] == "joining"  # it rejoins by snapshot
     wait_until(lambda: level(cluster, "catalog"), what="the backup to rejoin")
     epoch = view(cluster, "catalog")["epoch"]
     with proxy(cluster, "catalog", 3 - leader) as backup:
         backup.position(epoch + 1)  # a newer primary has spoken to it...
         with pytest.raises(StaleEpoch):  # ...so a delayed forward from this epoch is refused
-            backup.replicate(epoch, backup.info()["applied"] + 1, op, uuid.uuid4().hex, {},
-                             ["item:2"], 0)
+            backup.replicate(epoch, [[backup.info()["applied"] + 1, op, uuid.uuid4().hex, {},
+                                      ["item:2"]]], 0)
     with Client(settings=cluster.settings) as client:  # the store heals and goes on
         assert client.update(3, cost=5.0)["cost"] == 5.0
     wait_until(lambda: level(cluster, "catalog"), what="both level")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pyrostore.errors import ConfigError, ConflictingRequest, NotFound, OutOfStock
-from pyrostore.store import Alongside, CatalogStore, OrderStore, load_inventory
+from pyrostore.store import Alongside, CatalogStore, OrderStore, Write, load_inventory
 from tests.conftest import wait_until
 
 INVENTORY = Path(__file__).resolve().parent.parent / "inventory.csv"
@@ -33,17 +33,16 @@ def orders(tmp_path: Path) -> Iterator[OrderStore]:
     store.close()
 
 
-def take(
+def taking(
     store: CatalogStore,
     item: int,
     qty: int,
     request_id: str,
     *,
-    alongside: Alongside | None = None,
     calls: list[int] | None = None,
     hold: Callable[[], None] | None = None,
-) -> Any:
-    """Buy ``qty`` of ``item`` through execute, as the catalog's state machine does."""
+) -> Write:
+    """A write that buys ``qty`` of ``item``, as the catalog's state machine does."""
 
     def apply(conn: sqlite3.Connection, seq: int) -> dict[str, Any]:
         if calls is not None:
@@ -53,8 +52,16 @@ def take(
             hold()
         return result
 
-    op = {"op": "take", "item": item, "qty": qty}
-    return store.execute(op, request_id, apply, alongside=alongside)
+    return Write({"op": "take", "item": item, "qty": qty}, request_id, apply)
+
+
+def take(store: CatalogStore, item: int, qty: int, request_id: str, *,
+         alongside: Alongside | None = None, calls: list[int] | None = None,
+         hold: Callable[[], None] | None = None) -> Any:
+    """Buy ``qty`` of ``item`` through execute_many, alone; its result."""
+    write = taking(store, item, qty, request_id, calls=calls, hold=hold)
+    store.execute_many([write], alongside=alongside)
+    return write.outcome()
 
 
 def change(store: CatalogStore, item: int, request_id: str, *,
@@ -369,7 +376,8 @@ def test_a_failed_seed_leaves_the_database_unseeded(tmp_path: Path) -> None:
 def test_alongside_gets_seq_and_result(catalog: CatalogStore) -> None:
     take(catalog, 1, 1, "r0")
     seen: list[tuple[int, Any]] = []
-    result = take(catalog, 2, 1, "r1", alongside=lambda seq, res: seen.append((seq, res)))
+    result = take(catalog, 2, 1, "r1",
+                  alongside=lambda writes: seen.extend((w.seq, w.result) for w in writes))
     assert seen == [(2, result)]
     assert result["item"] == 2
 
@@ -377,7 +385,7 @@ def test_alongside_gets_seq_and_result(catalog: CatalogStore) -> None:
 def test_alongside_is_not_called_for_a_retry(catalog: CatalogStore) -> None:
     take(catalog, 2, 1, "r1")
     seen: list[int] = []
-    take(catalog, 2, 1, "r1", alongside=lambda seq, res: seen.append(seq))
+    take(catalog, 2, 1, "r1", alongside=lambda writes: seen.extend(w.seq for w in writes))
     assert seen == []
 
 
@@ -385,8 +393,9 @@ def test_the_commit_runs_while_alongside_runs(catalog: CatalogStore) -> None:
     """The local flush overlaps the backups': alongside sees the write committed here."""
     seen: list[int] = []
 
-    def forward(seq: int, result: Any) -> None:
-        wait_until(lambda: catalog.applied() == seq, what="the commit, while alongside runs")
+    def forward(writes: list[Write]) -> None:
+        wait_until(lambda: catalog.applied() == writes[-1].seq,
+                   what="the commit, while alongside runs")
         seen.append(catalog.book(1).stock)
 
     take(catalog, 1, 2, "r1", alongside=forward)
@@ -395,7 +404,7 @@ def test_the_commit_runs_while_alongside_runs(catalog: CatalogStore) -> None:
 
 def test_a_failure_alongside_is_raised_after_the_commit_is_over(catalog: CatalogStore) -> None:
     """The write may be on disk here though alongside failed: the caller must know."""
-    def refuse(seq: int, result: Any) -> None:
+    def refuse(writes: list[Write]) -> None:
         raise RuntimeError("backup did not ack")
 
     with pytest.raises(RuntimeError, match="backup did not ack"):
@@ -403,6 +412,52 @@ def test_a_failure_alongside_is_raised_after_the_commit_is_over(catalog: Catalog
     assert catalog.book(1).stock == 8
     assert catalog.applied() == 1
     assert catalog.request_count() == 1
+
+
+def test_a_batch_applies_in_one_transaction_and_refuses_writes_one_by_one(
+    catalog: CatalogStore,
+) -> None:
+    take(catalog, 2, 1, "earlier")
+    batch = [taking(catalog, 1, 3, "a"), taking(catalog, 2, 99, "too many"),
+             taking(catalog, 2, 1, "earlier"), taking(catalog, 3, 2, "b"),
+             Write({"op": "other"}, "a", lambda conn, seq: None), taking(catalog, 1, 3, "a")]
+    forwarded: list[tuple[str, int]] = []
+    catalog.execute_many(batch, alongside=lambda writes: forwarded.extend(
+        (w.request_id, w.seq) for w in writes))
+    assert forwarded == [("a", 2), ("b", 3)]  # consecutive, after the earlier write
+    assert catalog.applied() == 3
+    assert [w.result["stock"] if w.result else None for w in batch] == [10, None, 4, 10, None, 10]
+    assert isinstance(batch[1].error, OutOfStock)  # refused alone: the others went on
+    assert isinstance(batch[4].error, ConflictingRequest)  # the same id for another op
+    assert batch[5].error is None and batch[5].seq == 0  # a repeat within the batch: once
+    assert (catalog.book(1).stock, catalog.book(2).stock, catalog.book(3).stock) == (7, 3, 8)
+
+
+def test_a_batch_that_applies_nothing_forwards_nothing(catalog: CatalogStore) -> None:
+    take(catalog, 2, 1, "earlier")
+    batch = [taking(catalog, 2, 99, "too many"), taking(catalog, 2, 1, "earlier")]
+    forwarded: list[Write] = []
+    catalog.execute_many(batch, alongside=forwarded.extend)
+    assert forwarded == []
+    assert isinstance(batch[0].error, OutOfStock) and batch[1].result["stock"] == 4
+    assert catalog.applied() == 1
+
+
+def test_a_backup_applies_a_batch_whole_or_not_at_all(tmp_path: Path) -> None:
+    backup = CatalogStore(tmp_path / "catalog-2.sqlite3")
+    try:
+        backup.seed(INVENTORY)
+        writes = [Write({"op": "take", "item": 1, "qty": 1}, f"r{seq}",
+                        lambda conn, seq: backup.take(conn, seq, 1, 1), seq=seq,
+                        result={"stock": 10 - seq}) for seq in (1, 2, 4)]
+        with pytest.raises(ValueError, match="write 4 arrived where 3 was expected"):
+            backup.apply_replicated(writes)
+        assert backup.applied() == 0 and backup.book(1).stock == 10
+        backup.apply_replicated(writes[:2])
+        assert backup.applied() == 2 and backup.book(1).stock == 8
+        assert backup.request_at(2) == "r2"
+    finally:
+        backup.close()
 
 
 def test_a_failure_in_apply_rolls_the_write_back(catalog: CatalogStore) -> None:
