@@ -33,7 +33,7 @@ from pyrostore.models import (
     topic_key,
 )
 from pyrostore.replication import Changes, ReplicatedService
-from pyrostore.store import CatalogStore
+from pyrostore.schemas import CatalogStore
 
 
 class CatalogMachine:

@@ -31,8 +31,8 @@ from pyrostore.config import Settings
 from pyrostore.errors import InvalidRequest, StaleEpoch
 from pyrostore.metrics import timed_methods
 from pyrostore.models import View
+from pyrostore.schemas import ViewStore
 from pyrostore.serving import Service
-from pyrostore.store import ViewStore
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from pyrostore.models import (
     order_key,
 )
 from pyrostore.replication import ReplicatedService
-from pyrostore.store import OrderStore
+from pyrostore.schemas import OrderStore
 
 
 class OrderMachine:

@@ -1,28 +1,26 @@
-"""SQLite storage for one replica: schema, inventory.csv loading, transactions, snapshots.
+"""SQLite storage for one replica: transactions, request ids, the applied position, snapshots.
 
 Each replica owns one file, in WAL mode with ``synchronous=FULL``: a write that returned is on
 disk. Every write goes through :meth:`Database.execute_many`, which in one transaction applies
 the operations, stores ``request_id -> result`` for each (so a retried request is answered, not
 re-applied) and advances the replica's applied position. Reads use per-thread connections and
-so see only committed state, even while a write's transaction is open.
+so see only committed state, even while a write's transaction is open. The schemas of the
+catalog, the order log and the coordinator's views are in :mod:`pyrostore.schemas`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pyrostore.errors import ConfigError, ConflictingRequest, InvalidRequest, NotFound, OutOfStock
-from pyrostore.models import Book, Order, View, check_cost, check_item, check_stock, check_text
+from pyrostore.errors import ConflictingRequest
 
 T = TypeVar("T")
 Apply = Callable[[sqlite3.Connection, int], Any]
@@ -297,255 +295,3 @@ class Database:
             "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=?",
             (key, value, value),
         )
-
-
-class CatalogStore(Database):
-    """The books of one catalog replica."""
-
-    state_tables = ("books",)
-    schema = """
-    CREATE TABLE IF NOT EXISTS books (
-        item      INTEGER PRIMARY KEY,
-        title     TEXT NOT NULL,
-        topic     TEXT NOT NULL,
-        topic_key TEXT NOT NULL,
-        stock     INTEGER NOT NULL CHECK (stock >= 0),
-        cost      REAL NOT NULL CHECK (cost >= 0),
-        version   INTEGER NOT NULL DEFAULT 0
-    );
-    DROP INDEX IF EXISTS books_by_topic;
-    CREATE INDEX IF NOT EXISTS books_by_topic_title ON books (topic_key, item, title);
-    """
-
-    def seed(self, inventory: Path) -> int:
-        """Load ``inventory`` if this database has never been seeded; return books loaded."""
-        with self.transaction() as conn:
-            if self._meta(conn, "seeded"):
-                return 0
-            books = load_inventory(inventory)
-            conn.executemany(
-                "INSERT INTO books VALUES (?, ?, ?, ?, ?, ?, 0)",
-                [(b.item, b.title, b.topic, b.topic.lower(), b.stock, b.cost) for b in books],
-            )
-            self._set_meta(conn, "seeded", 1)
-            return len(books)
-
-    def book(self, item: int, conn: sqlite3.Connection | None = None) -> Book:
-        """The book ``item``, or :class:`NotFound`."""
-        row = (
-            (conn or self.reader)
-            .execute(
-                "SELECT item, title, topic, stock, cost, version FROM books WHERE item=?", (item,)
-            )
-            .fetchone()
-        )
-        if row is None:
-            raise NotFound(f"no book with item number {item}", item=item)
-        return Book(**dict(row))
-
-    def search(self, topic: str, limit: int, offset: int) -> list[dict[str, Any]]:
-        """``[{item, title}]`` of the books in ``topic`` (any case), by item number."""
-        rows = self.reader.cursor()
-        rows.row_factory = None  # plain tuples: a page of a topic is read from the index alone
-        rows.execute(
-            "SELECT item, title FROM books WHERE topic_key=? ORDER BY item LIMIT ? OFFSET ?",
-            (topic.lower(), limit, offset),
-        )
-        return [{"item": item, "title": title} for item, title in rows]
-
-    def topics(self) -> list[str]:
-        """Every topic (once, in any case: the first spelling by item), sorted."""
-        rows = self.reader.execute(
-            "SELECT topic FROM books WHERE item IN (SELECT MIN(item) FROM books GROUP BY topic_key)"
-            " ORDER BY topic_key")
-        return [row[0] for row in rows]
-
-    def book_count(self) -> int:
-        """How many books the catalog holds."""
-        return int(self.reader.execute("SELECT COUNT(*) FROM books").fetchone()[0])
-
-    # The primitives below run inside Database.execute's transaction.
-
-    def take(self, conn: sqlite3.Connection, seq: int, item: int, qty: int) -> Book:
-        """Take ``qty`` copies of ``item`` if that many are in stock; the book as it was."""
-        book = self.book(item, conn)
-        if book.stock < qty:
-            raise OutOfStock(
-                f"only {book.stock} of item {item} in stock, {qty} asked for",
-                item=item,
-                stock=book.stock,
-                qty=qty,
-            )
-        conn.execute("UPDATE books SET stock=stock-?, version=? WHERE item=?", (qty, seq, item))
-        return book
-
-    def change(
-        self,
-        conn: sqlite3.Connection,
-        seq: int,
-        item: int,
-        cost: float | None,
-        stock_delta: int | None,
-    ) -> Book:
-        """Reprice and/or restock ``item``; refuses a stock below zero. The book after."""
-        book = self.book(item, conn)
-        stock = book.stock + (stock_delta or 0)
-        if stock < 0:
-            raise OutOfStock(
-                f"cannot take {-(stock_delta or 0)} of item {item}: only {book.stock} in stock",
-                item=item,
-                stock=book.stock,
-            )
-        new_cost = book.cost if cost is None else cost
-        conn.execute(
-            "UPDATE books SET stock=?, cost=?, version=? WHERE item=?", (stock, new_cost, seq, item)
-        )
-        return self.book(item, conn)
-
-    def add(
-        self, conn: sqlite3.Connection, seq: int, title: str, topic: str, stock: int, cost: float
-    ) -> Book:
-        """Add a new book with the next free item number."""
-        item = int(conn.execute("SELECT COALESCE(MAX(item), 0) + 1 FROM books").fetchone()[0])
-        conn.execute(
-            "INSERT INTO books VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (item, title, topic, topic.lower(), stock, cost, seq),
-        )
-        return self.book(item, conn)
-
-
-class OrderStore(Database):
-    """The order log of one order replica."""
-
-    state_tables = ("orders",)
-    schema = """
-    CREATE TABLE IF NOT EXISTS orders (
-        order_id   INTEGER PRIMARY KEY,
-        item       INTEGER NOT NULL,
-        title      TEXT NOT NULL,
-        qty        INTEGER NOT NULL CHECK (qty > 0),
-        unit_cost  REAL NOT NULL,
-        total      REAL NOT NULL,
-        request_id TEXT NOT NULL UNIQUE,
-        created_at REAL NOT NULL
-    );
-    """
-
-    def order(self, order_id: int) -> Order:
-        """The order ``order_id``, or :class:`NotFound`."""
-        row = self.reader.execute("SELECT * FROM orders WHERE order_id=?", (order_id,)).fetchone()
-        if row is None:
-            raise NotFound(f"no order with id {order_id}", order_id=order_id)
-        return Order(**dict(row))
-
-    def orders(self, limit: int, offset: int = 0) -> list[Order]:
-        """The newest ``limit`` orders after skipping ``offset``, newest first."""
-        rows = self.reader.execute(
-            "SELECT * FROM orders ORDER BY order_id DESC LIMIT ? OFFSET ?", (limit, offset)
-        )
-        return [Order(**dict(row)) for row in rows]
-
-    def order_count(self) -> int:
-        """How many orders the log holds."""
-        return int(self.reader.execute("SELECT COUNT(*) FROM orders").fetchone()[0])
-
-    def record(
-        self,
-        conn: sqlite3.Connection,
-        seq: int,
-        *,
-        item: int,
-        title: str,
-        qty: int,
-        unit_cost: float,
-        request_id: str,
-        created_at: float | None = None,
-    ) -> Order:
-        """Append an order; its id is the next in the log."""
-        order_id = int(
-            conn.execute("SELECT COALESCE(MAX(order_id), 0) + 1 FROM orders").fetchone()[0]
-        )
-        order = Order(
-            order_id=order_id,
-            item=item,
-            title=title,
-            qty=qty,
-            unit_cost=unit_cost,
-            total=round(unit_cost * qty, 2),
-            request_id=request_id,
-            created_at=time.time() if created_at is None else created_at,
-        )
-        conn.execute(
-            "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                order.order_id,
-                order.item,
-                order.title,
-                order.qty,
-                order.unit_cost,
-                order.total,
-                order.request_id,
-                order.created_at,
-            ),
-        )
-        return order
-
-
-def load_inventory(path: Path) -> list[Book]:
-    """The books of an inventory CSV (item,title,topic,stock,cost), checked row by row."""
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as exc:
-        raise ConfigError(f"cannot read inventory {path}: {exc.strerror}") from exc
-    books: list[Book] = []
-    seen: set[int] = set()
-    for line, row in enumerate(rows, start=2):
-        try:
-            book = Book(
-                item=check_item(int(row["item"])),
-                title=check_text(row["title"], "title"),
-                topic=check_text(row["topic"], "topic"),
-                stock=check_stock(int(row["stock"])),
-                cost=check_cost(float(row["cost"])),
-            )
-        except (KeyError, TypeError, ValueError, InvalidRequest) as exc:
-            raise ConfigError(f"{path}:{line}: bad inventory row ({exc})") from exc
-        if book.item in seen:
-            raise ConfigError(f"{path}:{line}: item {book.item} appears twice")
-        seen.add(book.item)
-        books.append(book)
-    return books
-
-
-class ViewStore:
-    """The coordinator's durable views: one row per group (epoch, primary, backups)."""
-
-    def __init__(self, path: Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("CREATE TABLE IF NOT EXISTS views (grp TEXT PRIMARY KEY, "
-                           "epoch INTEGER NOT NULL, primary_id INTEGER, backups TEXT NOT NULL)")
-        self._lock = threading.Lock()
-
-    def load(self) -> dict[str, View]:
-        """Every group's last saved view."""
-        with self._lock:
-            rows = self._conn.execute("SELECT grp, epoch, primary_id, backups FROM views")
-            return {grp: View(epoch, primary, tuple(json.loads(backups)))
-                    for grp, epoch, primary, backups in rows}
-
-    def save(self, group: str, view: View) -> None:
-        """Make ``view`` the group's view, durably, before anyone is told of it."""
-        with self._lock:
-            self._conn.execute(
-                "INSERT INTO views VALUES (?, ?, ?, ?) ON CONFLICT(grp) DO UPDATE SET "
-                "epoch=excluded.epoch, primary_id=excluded.primary_id, backups=excluded.backups",
-                (group, view.epoch, view.primary, json.dumps(list(view.backups))))
-
-    def close(self) -> None:
-        """Close the file."""
-        with self._lock:
-            self._conn.close()

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from pyrostore.errors import ConfigError, ConflictingRequest, NotFound, OutOfStock
-from pyrostore.store import Alongside, CatalogStore, OrderStore, Write, load_inventory
+from pyrostore.schemas import CatalogStore, OrderStore, load_inventory
+from pyrostore.store import Alongside, Write
 from tests.conftest import wait_until
 
 INVENTORY = Path(__file__).resolve().parent.parent / "inventory.csv"
