@@ -137,7 +137,7 @@ class CatalogReplica(ReplicatedService):
     def cache_lease(self, frontend_uri: str) -> dict[str, Any]:
         """A frontend renews its cache lease: ``{epoch, lease}`` (seconds from its sending)."""
         self._await_ready_primary()
-        with self.db.locked():  # not between a write's invalidations and its commit
+        with self.db.locked():  # not while a batch is telling the leased frontends
             with self._changed:
                 self._check_serving(("primary",))
                 epoch = self.view.epoch

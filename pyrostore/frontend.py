@@ -7,7 +7,7 @@ none, so that its own retries apply it once.
 
 :class:`CachedCatalog` answers ``lookup``, ``search`` and ``topics`` from a
 :class:`VersionedCache` while the frontend holds a cache lease from the catalog primary, which
-invalidates entries (``invalidate``) before it commits any write that changes them; see
+invalidates entries (``invalidate``) before it acknowledges any write that changes them; see
 :mod:`pyrostore.invalidation` for the primary's side.
 """
 
@@ -79,8 +79,12 @@ class CachedCatalog:
                 log.debug("cache lease not renewed: %s", exc)
             else:
                 with self._lock:
-                    if sent >= self._lease_until or answer["epoch"] != self._lease_epoch:
-                        self.cache.flush()  # it may have missed invalidations meanwhile
+                    # a lease that ran out before this renewal took effect, even one sent in
+                    # time (it may have waited behind writes at the primary), may have
+                    # missed invalidations: the primary forgets a frontend whose lease ended
+                    lapsed = time.monotonic() >= self._lease_until
+                    if lapsed or answer["epoch"] != self._lease_epoch:
+                        self.cache.flush()
                     self._lease_epoch = answer["epoch"]
                     self._lease_until = sent + answer["lease"]
             self._stopping.wait(max(0.0, sent + self.settings.lease / 4 - time.monotonic()))

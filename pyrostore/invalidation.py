@@ -2,8 +2,9 @@
 
 A frontend may answer reads from its cache only while it holds a *cache lease* from the current
 catalog primary; it renews it every fraction of a lease, and so the primary knows every
-frontend that may be serving cached reads, and where it is. Before the primary commits a write
-it tells each of them which keys the write changed (:meth:`CacheLeases.invalidate`). A frontend
+frontend that may be serving cached reads, and where it is. Before the primary acknowledges a
+write it tells each of them which keys the write changed (:meth:`CacheLeases.invalidate`), and
+no read shows the write before that (see :mod:`pyrostore.replication`). A frontend
 that cannot be told is waited for until its lease is certainly over (it then serves nothing
 from its cache, and flushes it before it serves again): an unreachable frontend delays writes by
 at most one lease. A primary that has just taken over does not know the leases its predecessor

@@ -55,8 +55,9 @@ Changes = list[tuple[list[str], int]]
 class _Request(Write):
     """A write waiting at the primary: the batch that takes it sets its outcome and ``done``."""
 
-    def __init__(self, op: dict[str, Any], request_id: str) -> None:
-        super().__init__(op, request_id, apply=lambda conn, seq: None)
+    def __init__(self, op: dict[str, Any], request_id: str,
+                 apply: Callable[[_Request, sqlite3.Connection, int], Any]) -> None:
+        super().__init__(op, request_id, functools.partial(apply, self))
         self.keys: list[str] = []  # the read keys it changes, once it applied
         self.done = False
 
@@ -89,8 +90,8 @@ class ReplicatedService(Membership):
         raise NotImplementedError
 
     def _publish(self, epoch: int, changes: Changes) -> None:
-        """Called with every write, while it is forwarded, before it is acknowledged (caches
-        hook here)."""
+        """Called once per batch, while it is forwarded and before it is acknowledged, with
+        each write's keys and seq (caches hook here)."""
 
     # -- the service's own calls ---------------------------------------------------------
 
@@ -102,8 +103,7 @@ class ReplicatedService(Membership):
         backup, one invalidation, one fsync on each replica, however many writes it holds.
         """
         self._await_ready_primary()
-        request = _Request(op, request_id)
-        request.apply = functools.partial(self._apply_request, request)
+        request = _Request(op, request_id, self._apply_request)
         with self._queue_lock:
             self._queue.append(request)
         with self.db.locked():
@@ -121,27 +121,30 @@ class ReplicatedService(Membership):
         return result
 
     def _write_batch(self, batch: list[_Request]) -> None:
-        """Apply, replicate and commit ``batch``; every request in it ends ``done``."""
-        applied: list[_Request] = []  # once under way: they may be here, there, or both
+        """Apply, replicate and commit ``batch``; every request in it ends ``done``.
+
+        The whole batch runs only while this replica is the ready primary: a batch taken after
+        an earlier one failed (and this replica stepped down) is refused, unrun, so that no
+        answer comes from a write that may be lost. A batch that fails fails every request in
+        it: a refusal or a repeat may rest on a write of the same batch.
+        """
+        under_way: list[_Request] = []  # the writes that may be here, there, or both
 
         def replicate(writes: list[Write]) -> None:
-            applied.extend(request for request in batch if request.seq)  # = writes
-            self._replicate(applied)
+            under_way.extend(request for request in batch if request.seq)  # = writes
+            self._replicate(under_way)
 
         try:
+            with self._changed:
+                self._check_serving(("primary",))
             self.db.execute_many(list(batch), alongside=replicate)
         except BaseException as exc:
-            failure: BaseException = exc
-            if applied and not isinstance(exc, OutcomeUnknown):
+            if under_way and not isinstance(exc, OutcomeUnknown):
                 with self._changed:  # it may be here and not there, or there and not here
-                    self._step_down(f"writes {applied[0].seq}-{applied[-1].seq} failed after "
-                                    f"forwarding: {exc}")
-                failure = OutcomeUnknown(f"{self.name} failed during a write ({exc}); "
-                                         "retry with the same request id")
-                failure.__cause__ = exc
-            for request in batch:  # those it refused or answered from before keep that
-                if request.seq or (request.result is None and request.error is None):
-                    request.result, request.error = None, failure
+                    self._step_down(f"writes {under_way[0].seq}-{under_way[-1].seq} failed "
+                                    f"once under way: {exc}")
+            for request in batch:
+                request.result, request.error = None, self._failure(exc, bool(under_way))
         finally:
             with self._changed:
                 for request in batch:
@@ -149,8 +152,18 @@ class ReplicatedService(Membership):
                     for key in request.keys:
                         self._in_flight.pop(key, None)
                 self._changed.notify_all()
-        if applied and all(request.error is None for request in applied):
-            self._notifier.committed(self._view().epoch, applied[-1].seq)
+        if under_way:
+            self._notifier.committed(self._view().epoch, under_way[-1].seq)
+
+    def _failure(self, exc: BaseException, under_way: bool) -> BaseException:
+        """What a request of a failed batch is told (an error of its own: callers' threads
+        annotate what they raise)."""
+        if not under_way:
+            return exc  # nothing ran: NotServing, or a local error before any commit
+        failure = OutcomeUnknown(f"{self.name} failed during a write ({exc}); "
+                                 "retry with the same request id")
+        failure.__cause__ = exc
+        return failure
 
     def _read(self, keys: list[str], local: Callable[[], T], method: str, *args: Any) -> T:
         """A read served here if this replica may, else refused; dirty keys go to the primary."""
@@ -176,17 +189,20 @@ class ReplicatedService(Membership):
         return value
 
     def _await_acknowledged(self, keys: list[str]) -> None:
-        """(Holding ``_changed``.) Wait until no write to ``keys`` is in flight here.
+        """(Holding ``_changed``.) Wait until the writes to ``keys`` in flight here are over.
 
         A primary commits a write while its backups apply it, so its own state may show a
         write that is not yet on every backup, and would be lost if this primary failed now.
         A read of such a key waits until the write is over: acknowledged, or failed, when this
-        replica no longer serves.
+        replica no longer serves. Writes that begin meanwhile are not waited for (a hot key
+        would starve its readers); the check after the read catches one the read saw.
         """
-        if not self._in_flight:
+        awaited = {key: self._in_flight[key] for key in keys if key in self._in_flight}
+        if not awaited:
             return
         deadline = time.monotonic() + self.settings.lease
-        while any(key in self._in_flight for key in keys):
+        # only the writes in flight now: later ones to the same keys began after this read
+        while any(self._in_flight.get(key) == seq for key, seq in awaited.items()):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise NotServing(f"{self.name} has a write to {keys} in flight",

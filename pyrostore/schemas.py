@@ -85,7 +85,7 @@ class CatalogStore(Database):
         """How many books the catalog holds."""
         return int(self.reader.execute("SELECT COUNT(*) FROM books").fetchone()[0])
 
-    # The primitives below run inside Database.execute's transaction.
+    # The primitives below run inside a write's transaction (Database.execute_many).
 
     def take(self, conn: sqlite3.Connection, seq: int, item: int, qty: int) -> Book:
         """Take ``qty`` copies of ``item`` if that many are in stock; the book as it was."""

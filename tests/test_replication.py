@@ -13,7 +13,7 @@ import pytest
 
 from pyrostore.client import Client
 from pyrostore.discovery import find, make_proxy
-from pyrostore.errors import NotServing, PyrostoreError, StaleEpoch
+from pyrostore.errors import NotServing, OutcomeUnknown, PyrostoreError, StaleEpoch
 from pyrostore.launcher import Cluster
 from tests.conftest import start_cluster, wait_until
 
@@ -153,6 +153,50 @@ def test_a_primary_shows_a_write_only_once_its_backups_hold_it(cluster: Cluster)
     assert outcome["book"]["stock"] == stock + 3
     with proxy(cluster, "catalog", leader) as replica:
         assert replica.lookup(4)["stock"] == stock + 3
+
+
+def test_a_retry_queued_behind_a_failed_write_is_refused_not_answered(cluster: Cluster) -> None:
+    """A write the primary committed but could not get acknowledged may be lost with it: a
+    retry of it queued at the same primary must not be answered from that local copy."""
+    leader = primary(cluster, "catalog")
+    uri = find(cluster.settings, "catalog")[f"pyrostore.catalog.{leader}"]
+    request_id, outcomes = uuid.uuid4().hex, {}
+
+    def update(name: str) -> None:
+        with make_proxy(uri, cluster.settings, timeout=30) as replica:
+            try:
+                outcomes[name] = replica.update(4, None, 1, request_id)
+            except PyrostoreError as exc:
+                outcomes[name] = exc
+
+    with proxy(cluster, "catalog", leader) as replica:
+        replica.set_hook("hold_before_ack", 30)
+    first, retry = (threading.Thread(target=update, args=(name,)) for name in ("first", "retry"))
+    first.start()
+    try:
+        with proxy(cluster, "catalog", leader) as replica:
+            wait_until(lambda: replica.hook_waiting("hold_before_ack"), what="the held write")
+            retry.start()
+            wait_until(lambda: info(cluster, "catalog", leader)["queued_writes"] == 1,
+                       what="the retry queued behind it")
+            cluster.kill("coordinator", 1, signal.SIGSTOP)  # no more leases for anyone
+            try:
+                wait_until(lambda: info(cluster, "catalog", leader)["lease_left"] == 0,
+                           what="the primary's lease to run out")
+                replica.release_hook("hold_before_ack")
+                first.join(30)
+                retry.join(30)
+            finally:
+                cluster.kill("coordinator", 1, signal.SIGCONT)
+    finally:
+        first.join(30)
+        retry.join(30)
+    assert isinstance(outcomes["first"], OutcomeUnknown), outcomes
+    assert isinstance(outcomes["retry"], NotServing), outcomes  # not the held write's answer
+    wait_until(lambda: level(cluster, "catalog"), what="the group serving again")
+    with Client(settings=cluster.settings) as client:  # the retry settles it, once
+        book = client.update(4, stock_delta=1, request_id=request_id)
+        assert client.lookup(4)["stock"] == book["stock"] == 6
 
 
 def test_writes_that_queue_behind_one_go_to_the_backup_as_one_batch(cluster: Cluster) -> None:
