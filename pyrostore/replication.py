@@ -74,7 +74,8 @@ class ReplicatedService(Membership):
         super().__init__(settings, replica_id, db)
         self._aside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish")
         self._queue: list[_Request] = []  # writes waiting for the next batch
-        self._queue_lock = threading.Lock()
+        self._batching = False  # a thread is running a batch
+        self._queue_changed = threading.Condition()  # guards both; notified when a batch ends
         self._notifier = _CommitNotifier(self)
         self._in_flight: dict[str, int] = {}  # primary: key -> its write not yet acknowledged
 
@@ -98,20 +99,29 @@ class ReplicatedService(Membership):
     def _write(self, op: dict[str, Any], request_id: str) -> Any:
         """The one path of every write: at the primary, replicated, at most once per id.
 
-        Writes that arrive while one is under way queue up; the next thread to get the write
-        lock takes the queue as one batch (group commit): one transaction, one forward to each
-        backup, one invalidation, one fsync on each replica, however many writes it holds.
+        Writes that arrive while a batch is under way queue up; when it ends, one of the
+        waiting threads takes the queue as the next batch (group commit): one transaction, one
+        forward to each backup, one invalidation, one fsync on each replica, however many
+        writes it holds. The others return as soon as the batch that took theirs ends.
         """
         self._await_ready_primary()
         request = _Request(op, request_id, self._apply_request)
-        with self._queue_lock:
+        with self._queue_changed:
             self._queue.append(request)
-        with self.db.locked():
-            while not request.done:  # else a batch took it while this thread waited
-                with self._queue_lock:
-                    batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                self._write_batch(batch)
-        return request.outcome()
+        while True:
+            with self._queue_changed:
+                self._queue_changed.wait_for(lambda: request.done or not self._batching)
+                if request.done:
+                    return request.outcome()
+                self._batching = True
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            try:
+                with self.db.locked():
+                    self._write_batch(batch)
+            finally:
+                with self._queue_changed:
+                    self._batching = False
+                    self._queue_changed.notify_all()
 
     def _apply_request(self, request: _Request, conn: sqlite3.Connection, seq: int) -> Any:
         result = self._apply(request.op, request.request_id, conn, seq)
@@ -289,7 +299,7 @@ class ReplicatedService(Membership):
                 self._changed.wait(self.settings.heartbeat_interval)
 
     def details(self) -> dict[str, Any]:
-        with self._queue_lock:
+        with self._queue_changed:
             queued = len(self._queue)
         return {**super().details(), "queued_writes": queued}
 
