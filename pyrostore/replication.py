@@ -139,6 +139,7 @@ class ReplicatedService(Membership):
         it: a refusal or a repeat may rest on a write of the same batch.
         """
         under_way: list[_Request] = []  # the writes that may be here, there, or both
+        acknowledged = False
 
         def replicate(writes: list[Write]) -> None:
             under_way.extend(request for request in batch if request.seq)  # = writes
@@ -148,6 +149,7 @@ class ReplicatedService(Membership):
             with self._changed:
                 self._check_serving(("primary",))
             self.db.execute_many(list(batch), alongside=replicate)
+            acknowledged = bool(under_way)
         except BaseException as exc:
             if under_way and not isinstance(exc, OutcomeUnknown):
                 with self._changed:  # it may be here and not there, or there and not here
@@ -162,7 +164,7 @@ class ReplicatedService(Membership):
                     for key in request.keys:
                         self._in_flight.pop(key, None)
                 self._changed.notify_all()
-        if under_way:
+        if acknowledged:  # not a failed batch's: this replica has stepped down
             self._notifier.committed(self._view().epoch, under_way[-1].seq)
 
     def _failure(self, exc: BaseException, under_way: bool) -> BaseException:
