@@ -21,7 +21,7 @@ import Pyro5.errors
 from benchmarks.figures import EMPTY, Summary, merge
 from pyrostore.client import Client
 from pyrostore.config import Settings
-from pyrostore.discovery import find, make_proxy, parse_name
+from pyrostore.discovery import Coordinators, find, make_proxy, parse_name
 from pyrostore.errors import NotFound
 from pyrostore.launcher import Cluster
 
@@ -202,8 +202,11 @@ def replica_info(settings: Settings, role: str, replica_id: int) -> dict[str, An
 
 def view_of(settings: Settings, group: str) -> dict[str, Any]:
     """The coordinator's view of ``group``: ``{epoch, primary, backups, ...}``."""
-    with make_proxy(services(settings)[("coordinator", 1)], settings) as coordinator:
-        return dict(coordinator.view(group))
+    coordinators = Coordinators(settings)
+    try:
+        return dict(coordinators.read("view", group))
+    finally:
+        coordinators.close()
 
 
 def primary_of(settings: Settings, group: str) -> int | None:

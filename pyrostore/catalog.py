@@ -113,7 +113,7 @@ class CatalogReplica(ReplicatedService):
         item = check_item(item)
 
         def read() -> dict[str, Any]:
-            epoch = self.view.epoch  # before the read: a version may only err low
+            epoch = self.core.view.epoch  # before the read: a version may only err low
             book = self.store.book(item)
             return {"value": book.to_wire(), "version": [epoch, book.version]}
 
@@ -140,8 +140,9 @@ class CatalogReplica(ReplicatedService):
         with self.db.locked():  # not while a batch is telling the leased frontends
             with self._changed:
                 self._check_serving(("primary",))
-                epoch = self.view.epoch
-            return {"epoch": epoch, "lease": self.caches.grant(frontend_uri)}
+                epoch = self.core.view.epoch
+                lease_left = self.core.lease_until - time.monotonic()
+            return {"epoch": epoch, "lease": self.caches.grant(frontend_uri, lease_left)}
 
     @Pyro5.api.expose
     def take(self, item: int, qty: int, request_id: str) -> dict[str, Any]:
@@ -182,18 +183,14 @@ class CatalogReplica(ReplicatedService):
     def _publish(self, epoch: int, changes: Changes) -> None:
         self.caches.invalidate(epoch, changes)
 
-    def _on_lead(self, continuing: bool) -> None:
-        if not continuing:
-            self.caches.fence()
-
     def _versioned(self, read: Callable[[], Any]) -> dict[str, Any]:
-        epoch = self.view.epoch  # before the read: a version may only err low
+        epoch = self.core.view.epoch  # before the read: a version may only err low
         value, applied = self.store.at_position(read)
         return {"value": value, "version": [epoch, applied]}
 
     def details(self) -> dict[str, Any]:
         details = {**super().details(), "books": self.store.book_count()}
-        if self.state == "primary":
+        if details["state"] == "primary":
             details.update(self.caches.frontends())
         return details
 

@@ -68,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             serializer=args.serializer,
             log_level=args.log_level,
+            coordinators=args.coordinator_addrs,
             cache=False if getattr(args, "no_cache", False) else None,
         )
     except ConfigError as exc:
@@ -104,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--data", metavar="DIR", help="data directory (./pyrostore-data)")
     group.add_argument("--host", metavar="H", help="address services bind to (127.0.0.1)")
     group.add_argument("--serializer", help="Pyro5 serializer (msgpack)")
+    group.add_argument("--coordinator-addrs", metavar="LIST",
+                       help="the coordinators' host:port:raft_port, comma-separated")
     group.add_argument("--log-level", metavar="LEVEL", type=str.upper, help="INFO")
     parser = argparse.ArgumentParser(
         prog="pyrostore", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -130,7 +133,8 @@ AddCommand = Callable[..., argparse.ArgumentParser]
 def _add_run_commands(add: AddCommand) -> None:
     """The commands that run the store or a part of it."""
     up = add("up", cmd_up, "start the whole store in the foreground (Ctrl-C stops it)")
-    for role, default in (("catalogs", 2), ("orders", 2), ("frontends", 1)):
+    for role, default in (("coordinators", 3), ("catalogs", 2), ("orders", 2),
+                          ("frontends", 1)):
         up.add_argument(
             f"--{role}",
             type=int,
@@ -139,12 +143,14 @@ def _add_run_commands(add: AddCommand) -> None:
             help=f"{role[:-1]} replicas to start ({default})",
         )
     up.add_argument("--no-cache", action="store_true", help="frontends cache nothing")
-    add("nameserver", cmd_nameserver, "run a Pyro5 name server in the foreground")
+    ns = add("nameserver", cmd_nameserver, "run a Pyro5 name server in the foreground")
+    ns.add_argument("--storage", metavar="KIND",
+                    help="Pyro5 name server storage: memory (default) or sql:FILE (kept "
+                         "across restarts)")
     for role in SERVICES:
-        what = "the coordinator" if role == "coordinator" else f"one {role} replica"
+        what = "one coordinator" if role == "coordinator" else f"one {role} replica"
         service = add(role, cmd_service, f"run {what} in the foreground")
-        if role != "coordinator":
-            service.add_argument("--id", type=int, default=1, help="replica id (1)")
+        service.add_argument("--id", type=int, default=1, help="replica id (1)")
         if role == "frontend":
             service.add_argument("--no-cache", action="store_true", help="cache nothing")
         service.set_defaults(role=role)
@@ -180,12 +186,13 @@ def cmd_up(args: argparse.Namespace, settings: Settings, console: Console) -> in
     for flag in ("catalogs", "orders", "frontends"):
         if not 1 <= getattr(args, flag) <= 16:
             raise ConfigError(f"--{flag} must be 1..16")
+    if not 1 <= args.coordinators <= 9:
+        raise ConfigError("--coordinators must be 1..9 (3 survives one death; 1 none)")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    cluster = Cluster(
-        settings, catalogs=args.catalogs, orders=args.orders, frontends=args.frontends
-    )
+    cluster = Cluster(settings, coordinators=args.coordinators, catalogs=args.catalogs,
+                      orders=args.orders, frontends=args.frontends)
     try:
         with console.status("starting the store…"):
             cluster.start(progress=lambda text: console.print(f"[green]✓[/green] {text}"))
@@ -208,7 +215,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings, console: Console) -> in
 
 def cmd_nameserver(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     """Run a name server until SIGTERM/SIGINT."""
-    run_name_server(settings)
+    run_name_server(settings, storage=args.storage)
     return 0
 
 

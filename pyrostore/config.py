@@ -25,6 +25,24 @@ DEFAULT_INVENTORY = Path(__file__).resolve().parent.parent / "inventory.csv"
 
 
 @dataclasses.dataclass(frozen=True)
+class CoordinatorAddress:
+    """Where one coordinator serves: its Pyro5 daemon's port and its Raft port."""
+
+    host: str
+    port: int
+    raft_port: int
+
+    def uri(self, replica_id: int) -> str:
+        """The Pyro5 URI of coordinator ``replica_id`` at this address."""
+        return f"PYRO:pyrostore.coordinator.{replica_id}@{self.host}:{self.port}"
+
+    @property
+    def raft(self) -> str:
+        """``host:raft_port``, the coordinator's name among the Raft nodes."""
+        return f"{self.host}:{self.raft_port}"
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """Every knob of the store, with its unit. Build with :meth:`from_env`; it validates."""
 
@@ -47,6 +65,10 @@ class Settings:
     failover_timeout: float = 10.0
     """Seconds a call keeps trying other replicas (riding out a failover) before it gives up
     with ``Unavailable`` or ``OutcomeUnknown``; more than ``lease``."""
+    coordinators: str = ""
+    """The coordinator group, in id order: ``host:port:raft_port`` of each, comma-separated
+    (``port`` serves Pyro5, ``raft_port`` the coordinators' Raft traffic). Empty: one
+    coordinator, found through the name server. ``pyrostore up`` sets it."""
     heartbeat_interval: float = 0.1
     """Seconds between a replica's heartbeats to the coordinator."""
     lease: float = 1.0
@@ -104,9 +126,27 @@ class Settings:
         """Where replica ``replica_id`` of group ``role`` keeps its SQLite file."""
         return self.data_dir / f"{role}-{replica_id}.sqlite3"
 
+    def coordinator_addresses(self) -> list[CoordinatorAddress]:
+        """The coordinator group from ``coordinators``, in id order (empty if unset)."""
+        addresses = []
+        for entry in filter(None, (e.strip() for e in self.coordinators.split(","))):
+            host, _, ports = entry.rpartition(":")
+            host, _, port = host.rpartition(":")
+            try:
+                address = CoordinatorAddress(host, int(port), int(ports))
+            except ValueError:
+                raise ConfigError(f"coordinators: {entry!r} is not host:port:raft_port") from None
+            _check_address("coordinators", host)
+            for number in (address.port, address.raft_port):
+                if not 0 < number < 65536:
+                    raise ConfigError(f"coordinators: port {number} is not 1..65535")
+            addresses.append(address)
+        return addresses
+
     def _validate(self) -> None:
         for name in ("ns_host", "host"):
             _check_address(name, getattr(self, name))
+        self.coordinator_addresses()
         if not 0 < self.ns_port < 65536:
             raise ConfigError(f"ns_port must be 1..65535, not {self.ns_port}")
         if self.serializer not in SERIALIZERS:

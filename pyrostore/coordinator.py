@@ -1,254 +1,418 @@
-"""The coordinator: the one place where "who is primary" is decided (``pyrostore.coordinator``).
+"""A coordinator: one member of the control plane's Raft group, ``pyrostore.coordinator.<id>``.
 
-For each replica group (catalog, order) it keeps the view ``(epoch, primary, backups)`` in
-SQLite and changes it only by making a new epoch, saved before anyone hears of it:
+The group (3 by default, 1 allowed) decides every replica group's view (epoch, primary,
+backups) and grants the replicas' leases. Its state is :class:`~pyrostore.control.ControlState`,
+replicated with PySyncObj; what the leader judges on its clock is
+:class:`~pyrostore.control.Judge`. This module is the shell around them:
 
-- every replica heartbeats about every 100 ms; each answer grants a lease that the replica
-  counts from when it *sent* the heartbeat, so the coordinator, counting from when it
-  *received* it, never thinks a lease over before the replica does;
-- a member is removed only once its lease is certainly over (its heartbeats stopped, or the
-  primary reported it and the coordinator stopped renewing it);
-- a dead primary is replaced by the live member of the last view with the highest applied
-  position: every member of a view holds every acknowledged write; nobody else is promoted;
-- a joiner becomes a backup when the primary, having given it a snapshot under its write
-  lock, asks for it (:meth:`Coordinator.add_member`).
+- **Pyro5 calls** (the daemon's threads): a renewal, a failure report or a new member is proposed
+  as a Raft command and answered only once it is committed and applied; anything else (a
+  timeout, a lost leadership, a discarded entry) grants nothing and raises ``NotServing``. A
+  follower refuses such calls with :class:`~pyrostore.errors.NotLeader`, naming the leader. Any
+  coordinator answers ``view`` and ``views`` from its own applied state.
+- **Raft's tick thread** (PySyncObj's) applies committed commands to the state, under
+  ``_lock``, and tells the judge when a renewal was applied and when leadership changed.
+- **The judge thread** (``_judge_views``), on the leader only, proposes the view changes the
+  judge plans, and compacts the Raft log when that is safe.
+- **SQLite**: every applied view is written to ``<data>/coordinator-<id>.sqlite3``
+  (``synchronous=FULL``) before any caller hears of it, and a new epoch is always above every
+  epoch in that file, so a Raft node that forgot entries (see docs) never reissues an epoch.
 
-After a restart the coordinator cannot know which leases are still running, so it treats
-every lease as renewed at start-up and changes nothing for one lease.
+What PySyncObj is trusted with, and how it is configured, is in :func:`raft_config` and the
+architecture document.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import logging
+import secrets
+import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import Pyro5.api
+import Pyro5.errors
+from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj.syncobj import SyncObjException
 
-from pyrostore.config import Settings
-from pyrostore.errors import InvalidRequest, StaleEpoch
+from pyrostore.config import CoordinatorAddress, Settings
+from pyrostore.control import (
+    GROUPS,
+    ControlState,
+    Judge,
+    Renewal,
+    check_group,
+    check_replica,
+)
+from pyrostore.discovery import NotSent, ProxyPool
+from pyrostore.errors import InvalidRequest, NotLeader, NotServing, StaleEpoch
 from pyrostore.metrics import timed_methods
-from pyrostore.models import View
+from pyrostore.models import View, check_int, check_text
 from pyrostore.schemas import ViewStore
 from pyrostore.serving import Service
 
 log = logging.getLogger(__name__)
+RAFT_STATES = {0: "follower", 1: "candidate", 2: "leader"}
+COMPACT_AFTER = 200_000
+"""Raft log entries after which the log is compacted, once every node is up and level (about
+an hour of heartbeats from 4 replicas)."""
+_NEVER = 10**9
 
-GROUPS = ("catalog", "order")
-CLOCK_MARGIN = 1.1
-"""Leases are counted over by the coordinator only after lease x this (clock rate drift)."""
+
+def raft_config(settings: Settings, replica_id: int, *, secret: str,
+                on_state_changed: Any) -> SyncObjConf:
+    """PySyncObj's settings, and why (each was measured: see docs/architecture.md).
+
+    Batching off (else every commit waits ~100 ms); elections after 0.3-0.9 s of silence, with
+    heartbeats (append entries) every 0.05 s, a third of the shortest timeout; a leader that has
+    lost its followers for as long steps down. Compaction runs only when :meth:`Coordinator.
+    _compact` asks, in-process (no fork): PySyncObj's forked compaction can lose entries a node
+    had accepted if it dies at the wrong moment. The transport is pickle over TCP, so it binds
+    to the node's own address and encrypts with the group's secret.
+    """
+    data = settings.data_dir
+    return SyncObjConf(
+        appendEntriesUseBatch=False, appendEntriesPeriod=0.05,
+        raftMinTimeout=0.3, raftMaxTimeout=0.9, leaderFallbackTimeout=0.9,
+        connectionTimeout=0.9, connectionRetryTime=0.5, commandsWaitLeader=False,
+        journalFile=str(data / f"coordinator-{replica_id}.raft-journal"),
+        fullDumpFile=str(data / f"coordinator-{replica_id}.raft-dump"), useFork=False,
+        logCompactionMinEntries=_NEVER, logCompactionMinTime=_NEVER,
+        password=secret, onStateChanged=on_state_changed, maxBindRetries=20)
 
 
-@dataclasses.dataclass
-class Member:
-    """What the coordinator knows of one replica from its heartbeats."""
+def group_secret(data_dir: Path) -> str:
+    """The secret the coordinators' Raft traffic is encrypted with: ``<data>/coordinator.secret``,
+    made (readable by its owner only) if missing."""
+    path = data_dir / "coordinator.secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32))
+    return path.read_text().strip()
 
-    uri: str
-    incarnation: str = ""
-    applied: int = 0
-    epoch: int = 0
-    state: str = "joining"
-    granted_at: float = 0.0
-    suspended: bool = False
+
+class _ReplicatedState(SyncObjConsumer):
+    """The :class:`ControlState` as PySyncObj's consumer: ``execute`` is the one command."""
+
+    def __init__(self, on_applied: Any) -> None:
+        self.lock = threading.Lock()  # set before the consumer's __init__: not serialized
+        self.on_applied = on_applied
+        super().__init__()
+        self.state = ControlState()
+
+    @replicated
+    def execute(self, command: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            result = self.state.apply(command)
+        self.on_applied(command, result)
+        return result
 
 
 @timed_methods
 class Coordinator(Service):
-    """The view service as a Pyro5 object."""
+    """One coordinator as a Pyro5 object and a PySyncObj node."""
 
     role = "coordinator"
 
     def __init__(self, settings: Settings, replica_id: int = 1) -> None:
         super().__init__(settings, replica_id)
-        self._store = ViewStore(settings.data_dir / "coordinator.sqlite3")
-        self._views: dict[str, View] = {g: View() for g in GROUPS} | self._store.load()
-        self._members: dict[str, dict[int, Member]] = {g: {} for g in GROUPS}
-        self._leader_incarnation: dict[str, str | None] = {g: None for g in GROUPS}
-        self._lock = threading.Lock()
+        self.peers = (settings.coordinator_addresses()
+                      or [CoordinatorAddress(settings.host, 0, free_port(settings.host))])
+        if not 1 <= replica_id <= len(self.peers):
+            raise InvalidRequest(f"coordinator {replica_id} is not among the "
+                                 f"{len(self.peers)} in PYROSTORE_COORDINATORS")
+        me = self.peers[replica_id - 1]
+        self.host, self.port = me.host, me.port
+        self._views = ViewStore(settings.data_dir / f"coordinator-{replica_id}.sqlite3")
+        self._saved = self._views.load()
+        self._saved_lock = threading.Lock()
+        self._judge = Judge(lease=settings.lease)
+        self._judge_lock = threading.Lock()
+        self._machine = _ReplicatedState(self._on_applied)
+        self._raft: SyncObj | None = None
+        self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._started = time.monotonic()
+        self._peers = ProxyPool(settings, timeout=settings.heartbeat_interval)
+        self._nudger = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nudge")
+        self.incidents: dict[str, int] = {}
+
+    # -- what replicas call -----------------------------------------------------------------
 
     @Pyro5.api.expose
-    def heartbeat(self, group: str, replica_id: int, uri: str, incarnation: str, epoch: int,
-                  applied: int, state: str) -> dict[str, Any]:
-        """Renew a replica's lease; answer the group's view and the lease in seconds.
-
-        ``incarnation`` is new each time the replica's process starts, so that a primary that
-        restarted (and so forgot that it leads) is told apart from one that goes on.
-        """
-        now = time.monotonic()
-        with self._lock:
-            members = self._group_members(group)
-            member = members.setdefault(replica_id, Member(uri))
-            restarted = member.incarnation not in ("", incarnation)
-            member.uri, member.incarnation = uri, incarnation
-            member.applied, member.epoch, member.state = applied, epoch, state
-            if not member.suspended:
-                member.granted_at = now
-            view = self._views[group]
-            if view.primary == replica_id and not self._leads(group, member):
-                self._replace_primary(group, now)
-            elif restarted and replica_id in view.backups and view.primary is not None:
-                # its old process is gone; it must rejoin (unless the group waits for it)
-                backups = tuple(b for b in view.backups if b != replica_id)
-                self._install(group, View(view.epoch + 1, view.primary, backups),
-                              f"backup {replica_id} restarted; it must join again")
-            lease = 0.0 if member.suspended else self.settings.lease
-            return {"view": self._wire(group), "lease": lease}
-
-    def _leads(self, group: str, member: Member) -> bool:
-        """Whether the view's primary, heartbeating as ``member``, still leads the group."""
-        view, known = self._views[group], self._leader_incarnation[group]
-        if known is None:  # the coordinator restarted: believe a primary that says it leads
-            if member.state == "primary" and member.epoch == view.epoch:
-                self._leader_incarnation[group] = member.incarnation
-                return True
-            return member.epoch < view.epoch and member.state != "joining"
-        if member.incarnation != known:
-            return False  # restarted: it must lead anew, in a new epoch
-        return not (member.state == "joining" and member.epoch == view.epoch)  # it resigned
+    def renew(self, renewal: dict[str, Any]) -> dict[str, Any]:
+        """A replica's heartbeat: ``{view, lease, leader}``. The lease (seconds, counted by the
+        replica from when it sent this) is granted only once the renewal is committed."""
+        checked = Renewal.from_wire(renewal)
+        result = self._commit({"op": "renew", "renewal": checked.to_wire()})
+        lease = self.settings.lease if result["granted"] else 0.0
+        return {"view": self.view(checked.group), "lease": lease, "leader": self.uri}
 
     @Pyro5.api.expose
-    def report_failure(self, group: str, epoch: int, reporter: int, failed: int) -> None:
-        """The primary could not reach a backup: stop renewing it; it goes once its lease has."""
-        with self._lock:
-            view = self._views[self._checked(group)]
-            if epoch != view.epoch or reporter != view.primary or failed not in view.backups:
-                return
-            member = self._members[group].get(failed)
-            if member is not None and not member.suspended:
-                log.warning("%s primary %d reports backup %d failed", group, reporter, failed)
-                member.suspended = True
+    def report_failure(self, report: dict[str, Any]) -> None:
+        """A primary could not reach a backup: renew it no more; it goes once its lease has.
+        ``report``: ``{group, epoch, reporter, failed}``."""
+        group, epoch, reporter, failed = _named(report, "group", "epoch", "reporter", "failed")
+        outcome = self._commit({"op": "suspend", "group": check_group(group),
+                                "epoch": check_int(epoch, "epoch", low=0, high=2**62),
+                                "reporter": check_replica(reporter),
+                                "failed": check_replica(failed)})
+        if outcome["ok"]:
+            log.warning("%s primary %s reports backup %s failed", group, reporter, failed)
 
     @Pyro5.api.expose
-    def add_member(self, group: str, epoch: int, primary: int, joiner: int,
-                   joiner_uri: str) -> dict[str, Any]:
-        """The primary has given ``joiner`` a snapshot: make it a backup in a new epoch."""
-        with self._lock:
-            view = self._views[self._checked(group)]
-            if epoch != view.epoch or primary != view.primary:
-                raise StaleEpoch(f"{group} view is at epoch {view.epoch}, primary {view.primary}")
-            member = self._members[group].setdefault(joiner, Member(joiner_uri))
-            member.suspended, member.granted_at = False, time.monotonic()
-            backups = tuple(sorted({*view.backups, joiner} - {primary}))
-            self._install(group, View(view.epoch + 1, primary, backups), f"{joiner} joined")
-            return self._wire(group)
+    def add_member(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The primary has given a joiner a snapshot: make it a backup in a new epoch.
+        ``request``: ``{group, epoch, primary, joiner, incarnation}``; the new view."""
+        group, epoch, primary, joiner, incarnation = _named(
+            request, "group", "epoch", "primary", "joiner", "incarnation")
+        group = check_group(group)
+        outcome = self._commit({
+            "op": "add_member", "group": group,
+            "epoch": check_int(epoch, "epoch", low=0, high=2**62),
+            "primary": check_replica(primary), "joiner": check_replica(joiner),
+            "incarnation": check_text(incarnation, "incarnation"),
+            "new_epoch": self._next_epoch(group)})
+        if not outcome["ok"]:
+            raise StaleEpoch(f"{group}: {outcome['why']}")
+        return self.view(group)
 
     @Pyro5.api.expose
     def view(self, group: str) -> dict[str, Any]:
-        """The group's current view, with the members' URIs."""
-        with self._lock:
-            return self._wire(self._checked(group))
+        """The group's view as this coordinator has applied it, with the members' URIs."""
+        with self._machine.lock:
+            state = self._machine.state.groups[check_group(group)]
+            view, uris = state.view, state.uris()
+        self._persist(group, view)
+        return view.to_wire(uris)
 
     @Pyro5.api.expose
     def views(self) -> dict[str, Any]:
         """Every group's view and what each replica last said of itself (for ``status``)."""
         now = time.monotonic()
-        with self._lock:
-            return {group: {**self._wire(group), "replicas": {
-                str(i): {"uri": m.uri, "applied": m.applied, "epoch": m.epoch, "state": m.state,
-                         "lease_left": round(max(0.0, m.granted_at + self.settings.lease - now),
-                                             3),
-                         "suspended": m.suspended}
-                for i, m in sorted(self._members[group].items())}} for group in GROUPS}
+        answer = {}
+        for group in GROUPS:
+            answer[group] = self.view(group)
+            with self._machine.lock:
+                reports = dict(self._machine.state.groups[group].reports)
+            with self._judge_lock:
+                answer[group]["replicas"] = {str(i): {
+                    "uri": r.uri, "applied": r.applied, "epoch": r.epoch, "state": r.state,
+                    "suspended": r.suspended,
+                    "lease_over": self._judge.lease_over(group, i, now)}
+                    for i, r in sorted(reports.items())}
+        return answer
 
     def details(self) -> dict[str, Any]:
-        return {"groups": self.views()}
+        raft = self.raft_status()
+        return {"state": raft["state"], "raft": raft, "groups": self.views(),
+                "incidents": dict(self.incidents)}
+
+    def raft_status(self) -> dict[str, Any]:
+        """This node's Raft state, term, commit index and leader (for ``status``)."""
+        if self._raft is None:
+            return {"state": "starting"}
+        status = _status(self._raft)
+        leader = status.get("leader")
+        return {"state": RAFT_STATES.get(status.get("state", -1), "?"),
+                "term": status.get("raft_term"), "commit": status.get("commit_idx"),
+                "applied": status.get("last_applied"), "log": status.get("log_len"),
+                "leader": self._coordinator_id(str(leader)) if leader is not None else None}
+
+    # -- life ---------------------------------------------------------------------------------
 
     def start(self) -> None:
-        threading.Thread(target=self._watch, name="watch", daemon=True).start()
+        _watch_pysyncobj_log(self.incidents)
+        me = self.peers[self.replica_id - 1]
+        conf = raft_config(self.settings, self.replica_id,
+                           secret=group_secret(self.settings.data_dir),
+                           on_state_changed=self._on_state_changed)
+        conf.bindAddress = me.raft
+        others = [p.raft for p in self.peers if p is not me]
+        self._raft = SyncObj(me.raft, others, conf, consumers=[self._machine])
+        threading.Thread(target=self._judge_views, name="judge", daemon=True).start()
 
     def close(self) -> None:
         self._stopping.set()
-        self._store.close()
+        self._wake.set()
+        if self._raft is not None:
+            self._raft.destroy()
+        self._nudger.shutdown(wait=False, cancel_futures=True)
+        self._peers.close()
+        self._views.close()
 
-    def _watch(self) -> None:
-        """Every half heartbeat: replace dead primaries, drop dead backups, start groups."""
-        while not self._stopping.wait(self.settings.heartbeat_interval / 2):
-            now = time.monotonic()
-            with self._lock:
-                for group in GROUPS:
-                    self._check(group, now)
+    # -- the shell around the state machine and the judge -----------------------------------
 
-    def _check(self, group: str, now: float) -> None:
-        view = self._views[group]
-        if view.epoch == 0:
-            self._bootstrap(group, now)
+    def _commit(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Propose ``command`` and wait until it is applied here; refuse unless leading."""
+        raft = self._raft
+        if raft is None or not raft._isLeader():
+            raise NotLeader(f"{self.name} is not the leader", leader=self._leader_uri())
+        try:
+            result: dict[str, Any] = self._machine.execute(
+                command, sync=True, timeout=self.settings.lease / 2)
+        except SyncObjException as exc:
+            raise NotServing(f"{self.name} could not commit {command['op']} "
+                             f"({exc.errorCode})", leader=self._leader_uri()) from None
+        return result
+
+    def _on_applied(self, command: dict[str, Any], result: dict[str, Any]) -> None:
+        """(Raft's tick thread.) Note the local time of each granted renewal."""
+        if command["op"] == "renew" and result.get("granted"):
+            renewal = command["renewal"]
+            with self._judge_lock:
+                self._judge.renewed(renewal["group"], renewal["replica"], time.monotonic())
+        elif result.get("ok") and "view" in result:
+            log.info("%s epoch %d: primary %s, backups %s (%s)", command["group"],
+                     result["view"]["epoch"], result["view"]["primary"],
+                     result["view"]["backups"], command.get("why", "joined"))
+            self._wake.set()
+
+    def _on_state_changed(self, old: int, new: int) -> None:
+        """(Raft's tick thread.) Leading starts the judge's clock; anything else stops it."""
+        with self._judge_lock:
+            if new == 2:
+                self._judge.became_leader(time.monotonic())
+            else:
+                self._judge.lost_leadership()
+        log.info("%s: raft %s -> %s", self.name, RAFT_STATES.get(old), RAFT_STATES.get(new))
+        self._wake.set()
+
+    def _judge_views(self) -> None:
+        """While leading: propose what the judge plans; now and then compact the log."""
+        compacted_at = time.monotonic()
+        while not self._stopping.is_set():
+            self._wake.wait(self.settings.heartbeat_interval / 4)
+            self._wake.clear()
+            for group in GROUPS:
+                self.view(group)  # every applied view goes to the file, leader or not
+            raft = self._raft
+            if raft is None or not raft._isLeader():
+                continue
+            for command in self._plan():
+                try:
+                    result = self._commit(command)
+                except NotServing as exc:
+                    log.debug("%s: view change not committed: %s", self.name, exc)
+                    continue
+                if result["ok"]:
+                    self._nudge(command["group"])
+            if time.monotonic() > compacted_at + 5:
+                compacted_at = time.monotonic()
+                self._compact(raft)
+
+    def _nudge(self, group: str) -> None:
+        """Tell a new view's members to heartbeat now rather than within the next interval:
+        a promoted backup starts to lead at once."""
+        view = self.view(group)
+        for uri in view.get("uris", {}).values():
+            self._nudger.submit(self._send_nudge, uri)
+
+    def _send_nudge(self, uri: str) -> None:
+        with contextlib.suppress(NotSent, Pyro5.errors.CommunicationError):
+            self._peers.call(uri, "nudge")
+
+    def _plan(self) -> list[dict[str, Any]]:
+        with self._saved_lock:
+            saved = dict(self._saved)
+        floors = {group: view.epoch for group, view in saved.items()}
+        with self._machine.lock, self._judge_lock:
+            return self._judge.plan(self._machine.state, time.monotonic(), floors=floors,
+                                    saved=saved)
+
+    def _next_epoch(self, group: str) -> int:
+        with self._saved_lock:
+            floor = self._saved.get(group, View()).epoch
+        with self._machine.lock:
+            state = self._machine.state.groups[group]
+            return max(state.view.epoch, state.highest_epoch, floor) + 1
+
+    def _persist(self, group: str, view: View) -> None:
+        """Write ``view`` to this coordinator's file unless it holds that epoch or a newer."""
+        with self._saved_lock:
+            if view.epoch > self._saved.get(group, View()).epoch:
+                self._views.save(group, view)
+                self._saved[group] = view
+
+    def _compact(self, raft: SyncObj) -> None:
+        """Compact the Raft log once it is long, and only while every node is up and level."""
+        status = _status(raft)
+        if status.get("log_len", 0) < COMPACT_AFTER:
             return
-        if now < self._started + self._lease_over:
-            return  # leases granted before a restart may still run
-        if view.primary is None or self._expired(group, view.primary, now):
-            self._replace_primary(group, now)
-            return
-        gone = [b for b in view.backups if self._expired(group, b, now)]
-        if gone:
-            backups = tuple(b for b in view.backups if b not in gone)
-            self._install(group, View(view.epoch + 1, view.primary, backups),
-                          f"backup(s) {gone} gone")
+        partners = [v for k, v in status.items() if k.startswith("partner_node_status_server_")]
+        matched = [v for k, v in status.items() if k.startswith("match_idx_server_")]
+        commit = status.get("commit_idx", 0)
+        if all(p == 2 for p in partners) and all(m >= commit for m in matched):
+            log.info("%s compacts its Raft log (%d entries)", self.name, status["log_len"])
+            raft.forceLogCompaction()
 
-    def _bootstrap(self, group: str, now: float) -> None:
-        """A group that never had a view: the first live replica leads, others join."""
-        live = [(m.applied, -i, i) for i, m in self._members[group].items()
-                if not self._expired(group, i, now)]
-        if live:
-            self._promote(group, View(), max(live)[2], (), "starts the group")
+    def _leader_uri(self) -> str:
+        raft = self._raft
+        leader = raft._getLeader() if raft is not None else None
+        if leader is None:
+            return ""
+        replica_id = self._coordinator_id(str(leader))
+        if replica_id == self.replica_id:
+            return self.uri
+        return self.peers[replica_id - 1].uri(replica_id) if replica_id else ""
 
-    def _replace_primary(self, group: str, now: float) -> None:
-        """Promote the live member of the last view that applied most; none: wait for one."""
-        view = self._views[group]
-        candidates = [(m.applied, -i, i) for i, m in self._members[group].items()
-                      if i in view.members and not m.suspended and m.incarnation
-                      and not self._expired(group, i, now)]
-        if not candidates:
-            if view.primary is not None:
-                log.warning("%s: primary %s gone and no member of epoch %d is alive; waiting",
-                            group, view.primary, view.epoch)
-                for member_id in view.members:  # no primary commits without them now
-                    if member_id in self._members[group]:
-                        self._members[group][member_id].suspended = False
-                self._install(group, View(view.epoch + 1, None, view.members), "no primary")
-            return
-        chosen = max(candidates)[2]
-        backups = tuple(i for _, _, i in sorted(candidates) if i != chosen)
-        leased = [i for i in view.backups
-                  if i not in backups and i != chosen and not self._expired(group, i, now)]
-        if leased:
-            return  # a backup left out may still serve reads on its lease: wait it out
-        self._promote(group, view, chosen, backups, f"replaces {view.primary}")
+    def _coordinator_id(self, raft_address: str) -> int | None:
+        for replica_id, peer in enumerate(self.peers, start=1):
+            if peer.raft == raft_address:
+                return replica_id
+        return None
 
-    def _promote(self, group: str, view: View, chosen: int, backups: tuple[int, ...],
-                 why: str) -> None:
-        self._leader_incarnation[group] = self._members[group][chosen].incarnation
-        self._install(group, View(view.epoch + 1, chosen, backups), f"{chosen} {why}")
 
-    def _expired(self, group: str, replica_id: int, now: float) -> bool:
-        member = self._members[group].get(replica_id)
-        granted_at = self._started if member is None else max(member.granted_at, self._started)
-        return now > granted_at + self._lease_over
+def free_port(host: str) -> int:
+    """A TCP port free on ``host`` a moment ago (a lone coordinator's Raft port)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
-    @property
-    def _lease_over(self) -> float:
-        return self.settings.lease * CLOCK_MARGIN
 
-    def _install(self, group: str, view: View, why: str) -> None:
-        self._store.save(group, view)
-        self._views[group] = view
-        for replica_id in set(self._members[group]) - set(view.members):
-            self._members[group][replica_id].suspended = False
-        log.info("%s epoch %d: primary %s, backups %s (%s)", group, view.epoch, view.primary,
-                 list(view.backups), why)
+def _status(raft: SyncObj) -> dict[str, Any]:
+    """PySyncObj's status (read from its tick thread's fields: retry if one changed)."""
+    for _ in range(3):
+        try:
+            return dict(raft.getStatus())
+        except RuntimeError:
+            continue
+    return {}
 
-    def _wire(self, group: str) -> dict[str, Any]:
-        uris = {i: m.uri for i, m in self._members[group].items()}
-        return self._views[group].to_wire(uris)
 
-    def _group_members(self, group: str) -> dict[int, Member]:
-        return self._members[self._checked(group)]
+def _named(message: Any, *names: str) -> list[Any]:
+    """The fields of a named plain-dict message, in order; anything else is refused."""
+    if not isinstance(message, dict) or set(message) != set(names):
+        raise InvalidRequest(f"expected a dict with exactly {', '.join(names)}")
+    return [message[name] for name in names]
 
-    @staticmethod
-    def _checked(group: str) -> str:
-        if group not in GROUPS:
-            raise InvalidRequest(f"unknown group {group!r}; groups are {', '.join(GROUPS)}")
-        return group
+
+class _PySyncObjLog(logging.Filter):
+    """PySyncObj's log, read for what matters: a node that forgot entries is an incident (it
+    is logged as an error and counted in ``status``); "truncating already-applied log entries"
+    fires thousands of times a minute with no fault and is dropped."""
+
+    def __init__(self, incidents: dict[str, int]) -> None:
+        super().__init__()
+        self.incidents = incidents
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "truncating already-applied" in message:
+            return False
+        if "exceeds journal end" in message:
+            self.incidents["raft_journal_lost_entries"] = (
+                self.incidents.get("raft_journal_lost_entries", 0) + 1)
+            log.error("INCIDENT: this coordinator's Raft journal lost entries it had accepted "
+                      "(%s); epochs stay above its SQLite file's, leases are judged from its "
+                      "leadership start", message)
+            return False
+        return True
+
+
+def _watch_pysyncobj_log(incidents: dict[str, int]) -> None:
+    logging.getLogger("pysyncobj.syncobj").addFilter(_PySyncObjLog(incidents))

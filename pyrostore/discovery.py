@@ -21,25 +21,28 @@ import Pyro5.api
 import Pyro5.errors
 
 from pyrostore.config import Settings
-from pyrostore.errors import NotServing, OutcomeUnknown, PyrostoreError, Unavailable
+from pyrostore.errors import NotLeader, NotServing, OutcomeUnknown, PyrostoreError, Unavailable
 
 log = logging.getLogger(__name__)
 
 ROLES = ("coordinator", "catalog", "order", "frontend")
+GROUPS = ("catalog", "order")
+"""The roles that are replica groups, with views kept by the coordinators."""
 PREFIX = "pyrostore."
 TAG = "pyrostore"
 HOPS_BELOW = {"frontend": 2, "order": 1, "catalog": 0, "coordinator": 0}
 """Remote hops a call to a role may wait on: its timeout is call_timeout x (1 + this), so a
 caller does not give up on a frontend while the frontend's own call to a replica is still
 within its timeout (a failover ridden out below may take longer: the caller then retries)."""
+RETRY_DELAY = 0.05
+"""Longest pause between two tries of a call riding out a failover (tries start at 10 ms)."""
 MAX_IDLE_CONNECTIONS = 16
 """Connections kept open per replica for reuse (each holds a worker thread at the replica)."""
 
 
 def service_name(role: str, replica_id: int) -> str:
-    """The name a service registers under: ``pyrostore.<role>.<id>``, or the one coordinator's
-    ``pyrostore.coordinator``."""
-    return f"{PREFIX}{role}" if role == "coordinator" else f"{PREFIX}{role}.{replica_id}"
+    """The name a service registers under: ``pyrostore.<role>.<id>``."""
+    return f"{PREFIX}{role}.{replica_id}"
 
 
 def service_tags(role: str, replica_id: int) -> set[str]:
@@ -114,7 +117,7 @@ def find(settings: Settings, role: str | None = None) -> dict[str, str]:
 
 
 def parse_name(name: str) -> tuple[str, int]:
-    """``("catalog", 1)`` from ``"pyrostore.catalog.1"``; the coordinator is ``1``."""
+    """``("catalog", 1)`` from ``"pyrostore.catalog.1"``."""
     _, role, *replica_id = name.split(".", 2)
     return role, int(replica_id[0]) if replica_id else 1
 
@@ -184,6 +187,82 @@ class NotSent(Exception):
     """A connection could not be made: the request never left this process."""
 
 
+class Coordinators:
+    """The coordinator group as the store calls it: reads from any member, commands (lease
+    renewals, failure reports, new members) to the Raft leader, found by following the hints
+    that followers give (:class:`~pyrostore.errors.NotLeader`).
+
+    The members' URIs come from ``settings.coordinators`` (fixed addresses), else from the name
+    server. Each call tries each coordinator at most once (a hint may add one more try), so it
+    fails within a few call timeouts: callers that repeat (heartbeats) just call again.
+    """
+
+    def __init__(self, settings: Settings, *, timeout: float | None = None) -> None:
+        self.settings = settings
+        self._pool = ProxyPool(settings, timeout=timeout)
+        self._lock = threading.Lock()
+        self._leader: str | None = None
+        self._found: list[str] = []
+
+    def uris(self) -> list[str]:
+        """Every coordinator's URI, the leader (as last known) first."""
+        configured = [address.uri(i) for i, address in
+                      enumerate(self.settings.coordinator_addresses(), start=1)]
+        if not configured:
+            with contextlib.suppress(Unavailable):
+                self._found = sorted(find(self.settings, "coordinator").values()) or self._found
+            configured = list(self._found)
+        with self._lock:
+            leader = self._leader
+        return sorted(configured, key=lambda uri: uri != leader)
+
+    def command(self, method: str, *args: Any) -> Any:
+        """``method(*args)`` on the leader. Raises :class:`Unavailable` if no coordinator took
+        it, :class:`OutcomeUnknown` if one may have (a connection lost mid-call)."""
+        return self._call(method, args, leader_only=True)
+
+    def read(self, method: str, *args: Any) -> Any:
+        """``method(*args)`` on any coordinator that answers, the leader first."""
+        return self._call(method, args, leader_only=False)
+
+    def _call(self, method: str, args: tuple[Any, ...], *, leader_only: bool) -> Any:
+        queue, tried = self.uris(), set()
+        may_have_run, last_error = False, "no coordinator is known"
+        while queue:
+            uri = queue.pop(0)
+            if uri in tried:
+                continue
+            tried.add(uri)
+            try:
+                result = self._pool.call(uri, method, *args)
+            except NotLeader as exc:
+                last_error = str(exc)
+                hint = exc.details.get("leader")
+                if isinstance(hint, str) and hint and hint not in tried:
+                    queue.insert(0, hint)
+                continue
+            except (NotSent, NotServing) as exc:
+                last_error = str(exc)
+                continue
+            except Pyro5.errors.CommunicationError as exc:
+                may_have_run, last_error = True, str(exc)
+                continue
+            if leader_only:
+                with self._lock:
+                    self._leader = uri
+            return result
+        with self._lock:
+            self._leader = None
+        if may_have_run and leader_only:
+            raise OutcomeUnknown(f"coordinator {method} may or may not have run ({last_error})")
+        raise Unavailable(f"no coordinator could take {method} ({last_error})",
+                          role="coordinator")
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._pool.close()
+
+
 class ReplicaSet:
     """The live replicas of one role, with calls spread over them and failover.
 
@@ -204,39 +283,56 @@ class ReplicaSet:
         self.role = role
         self._clock = clock
         self._lock = threading.Lock()
-        self._uris: list[str] = []
+        self._by_name: dict[str, str] = {}  # every replica ever seen, by name: never shrinks
         self._refreshed_at = float("-inf")
         self._primary: str | None = None
         self._turn = itertools.count()
         self._pool = ProxyPool(settings, timeout=settings.call_timeout * (1 + HOPS_BELOW[role]))
-        self._coordinator: ReplicaSet | None = None
+        self._coordinators: Coordinators | None = None
         self._avoid: dict[str, float] = {}  # uri -> until when reads skip it
 
     def uris(self, *, refresh: bool = False) -> list[str]:
-        """The known replicas' URIs, refreshed if stale or if asked to."""
+        """The known replicas' URIs, refreshed if stale or if asked to.
+
+        A group's members come from the coordinators' view first, then the name server; an
+        answer only adds or updates names, so a restarted name server's empty or partial list
+        never hides a replica that still runs (one that is gone fails and is skipped).
+        """
         with self._lock:
             stale = self._clock() - self._refreshed_at > self.settings.refresh_interval
-            known = list(self._uris)
-        if refresh or stale or not known:
-            try:
-                known = sorted(find(self.settings, self.role).values())
-            except Unavailable:
-                if not known:
-                    raise
-                log.warning("name server unreachable; keeping %d known %s replicas",
-                            len(known), self.role)
-            with self._lock:
-                self._uris, self._refreshed_at = known, self._clock()
-        return known
+            known = sorted(self._by_name.values())
+        if not (refresh or stale or not known):
+            return known
+        found: dict[str, str] = {}
+        if self.role in GROUPS:
+            with contextlib.suppress(PyrostoreError):
+                view = self.coordinators().read("view", self.role)
+                found.update({service_name(self.role, int(i)): uri
+                              for i, uri in view.get("uris", {}).items()})
+        try:
+            found.update(find(self.settings, self.role))
+        except Unavailable:
+            if not (found or known):
+                raise
+            log.debug("name server unreachable; keeping %d known %s replicas",
+                      len(known) or len(found), self.role)
+        with self._lock:
+            self._by_name.update(found)
+            self._refreshed_at = self._clock()
+            return sorted(self._by_name.values())
+
+    def coordinators(self) -> Coordinators:
+        """The coordinator group, as this replica set asks it for views."""
+        if self._coordinators is None:
+            self._coordinators = Coordinators(self.settings)
+        return self._coordinators
 
     def primary(self, *, refresh: bool = False) -> str | None:
-        """The URI of the group's primary, as the coordinator last said."""
+        """The URI of the group's primary, as the coordinators last said."""
         with self._lock:
             known = self._primary
         if known is None or refresh:
-            if self._coordinator is None:
-                self._coordinator = ReplicaSet(self.settings, "coordinator")
-            view = self._coordinator.call("view", self.role, patience=0)
+            view = self.coordinators().read("view", self.role)
             known = view.get("uris", {}).get(str(view["primary"]))
             with self._lock:
                 self._primary = known
@@ -270,7 +366,7 @@ class ReplicaSet:
                 break
             log.debug("%s.%s: %s; trying again", self.role, method, last_error)
             time.sleep(delay)  # back off before the next try; there is no event to wait on
-            delay = min(delay * 2, 0.2)
+            delay = min(delay * 2, RETRY_DELAY)
         if may_have_run:
             raise OutcomeUnknown(f"{self.role}.{method} may or may not have run ({last_error}); "
                                  "retry with the same request id", role=self.role)
@@ -302,8 +398,8 @@ class ReplicaSet:
     def close(self) -> None:
         """Close every pooled connection."""
         self._pool.close()
-        if self._coordinator is not None:
-            self._coordinator.close()
+        if self._coordinators is not None:
+            self._coordinators.close()
 
 
 def survey(settings: Settings, *, timeout: float = 1.0) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@
     ├── OutOfStock                 a buy asked for more than the stock; nothing was changed
     ├── Unavailable                the store could not run the request *and did not run it*
     │   └── NotServing             this replica may not serve it now (not primary, no lease)
+    │       └── NotLeader          this coordinator is not the Raft leader; it may name it
     ├── OutcomeUnknown             a call failed mid-way: it may have run; retry its request id
     ├── StaleEpoch                 replication: a message from a deposed primary (fencing)
     └── ConfigError                a setting (flag or PYROSTORE_* variable) is invalid
@@ -72,6 +73,12 @@ class NotServing(Unavailable):
     """
 
 
+class NotLeader(NotServing):
+    """Raised by a coordinator that is not the Raft leader for a call only the leader takes
+    (a lease renewal, a view change); it did *not* run it. ``details["leader"]`` is the
+    leader's URI when this coordinator knows it."""
+
+
 class StaleEpoch(PyrostoreError):
     """Raised by a replica to a primary of an older epoch than its own: that primary is deposed."""
 
@@ -96,6 +103,7 @@ ALL_ERRORS: tuple[type[PyrostoreError], ...] = (
     OutOfStock,
     Unavailable,
     NotServing,
+    NotLeader,
     StaleEpoch,
     OutcomeUnknown,
     ConfigError,

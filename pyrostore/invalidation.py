@@ -7,8 +7,12 @@ write it tells each of them which keys the write changed (:meth:`CacheLeases.inv
 no read shows the write before that (see :mod:`pyrostore.replication`). A frontend
 that cannot be told is waited for until its lease is certainly over (it then serves nothing
 from its cache, and flushes it before it serves again): an unreachable frontend delays writes by
-at most one lease. A primary that has just taken over does not know the leases its predecessor
-granted, so it writes only once those are certainly over (:meth:`CacheLeases.fence`).
+at most one lease.
+
+A cache lease never outlasts the primary's own lease: it is granted for what is left of that
+(:meth:`CacheLeases.grant`) and counted by the frontend from when it *sent* the renewal. The
+coordinators replace a primary only once its lease is certainly over, so by then every cache
+lease it granted is over too, and a new primary writes at once, with no fence of its own.
 """
 
 from __future__ import annotations
@@ -39,24 +43,19 @@ class CacheLeases:
         self._stopping = stopping
         self._lock = threading.Lock()
         self._until: dict[str, float] = {}  # frontend uri -> when its lease is certainly over
-        self._writes_from = 0.0
         self.counters = {"invalidations_sent": 0, "unreachable": 0, "waited_ms": 0.0}
 
-    def grant(self, frontend_uri: str) -> float:
-        """Renew a frontend's cache lease; the lease in seconds, from its sending time."""
+    def grant(self, frontend_uri: str, primary_lease_left: float) -> float:
+        """Renew a frontend's cache lease for what is left of this primary's own lease (at
+        most one lease); the lease in seconds, which the frontend counts from its sending."""
+        granted = max(0.0, min(self.lease, primary_lease_left))
         with self._lock:
-            self._until[frontend_uri] = time.monotonic() + self.lease * CLOCK_MARGIN
-        return self.lease
-
-    def fence(self) -> None:
-        """A new primary: hold writes until every lease a predecessor granted is over."""
-        with self._lock:
-            self._writes_from = time.monotonic() + self.lease * CLOCK_MARGIN
+            self._until[frontend_uri] = time.monotonic() + granted * CLOCK_MARGIN
+        return granted
 
     def invalidate(self, epoch: int, changes: list[tuple[list[str], int]]) -> None:
         """Tell every leased frontend what a batch of writes changes: for each write of
         ``epoch``, its read keys and its sequence number."""
-        self._wait_until(self._writes_from)
         with self._lock:
             now = time.monotonic()
             leased = {uri: until for uri, until in self._until.items() if until > now}

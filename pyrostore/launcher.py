@@ -27,6 +27,7 @@ from typing import IO
 import Pyro5.errors
 
 from pyrostore.config import Settings
+from pyrostore.coordinator import free_port, group_secret
 from pyrostore.discovery import find, make_proxy, name_server_answers, service_name, survey
 from pyrostore.errors import ConfigError, PyrostoreError, Unavailable
 
@@ -76,14 +77,16 @@ class Cluster:
         self,
         settings: Settings,
         *,
+        coordinators: int = 3,
         catalogs: int = 2,
         orders: int = 2,
         frontends: int = 1,
         extra_args: dict[str, list[str]] | None = None,
     ) -> None:
-        self.settings = settings
-        self.counts = {"coordinator": 1, "catalog": catalogs, "order": orders,
-                       "frontend": frontends}
+        self.settings = settings.replace(
+            coordinators=settings.coordinators or coordinator_addresses(settings, coordinators))
+        self.counts = {"coordinator": len(self.settings.coordinator_addresses()),
+                       "catalog": catalogs, "order": orders, "frontend": frontends}
         self.extra_args = extra_args or {}
         self.children: list[Child] = []
         self.log_dir = settings.data_dir / "logs"
@@ -92,10 +95,11 @@ class Cluster:
         """The arguments of ``pyrostore`` that start replica ``replica_id`` of ``role``."""
         s = self.settings
         argv = [role, "--ns-host", s.ns_host, "--ns-port", str(s.ns_port)]
-        if role != "nameserver":
-            argv += ["--data", str(s.data_dir), "--host", s.host]
-        if role not in ("nameserver", "coordinator"):
-            argv += ["--id", str(replica_id)]
+        if role == "nameserver":
+            argv += ["--storage", f"sql:{s.data_dir / 'nameserver.sqlite3'}"]
+        else:
+            argv += ["--data", str(s.data_dir), "--host", s.host,
+                     "--coordinator-addrs", s.coordinators, "--id", str(replica_id)]
         return argv + self.extra_args.get(role, [])
 
     def start(
@@ -103,6 +107,7 @@ class Cluster:
     ) -> None:
         """Start everything and wait until each service is registered, or raise."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        group_secret(self.settings.data_dir)  # before the coordinators, who would race for it
         if name_server_answers(self.settings):
             self._refuse_a_second_store()
         else:
@@ -113,8 +118,7 @@ class Cluster:
             started = [self.spawn(role, i) for i in range(1, count + 1)]
             self._wait(functools.partial(self._all_ready, started), timeout, started,
                        f"the {role} service(s)")
-            _say(progress, f"{count} {role} service(s) ready" if role != "coordinator"
-                 else "coordinator ready")
+            _say(progress, f"{count} {role} service(s) ready")
 
     def _refuse_a_second_store(self) -> None:
         """Two stores on one name server would take each other's names: refuse."""
@@ -139,6 +143,8 @@ class Cluster:
             return False  # not up yet, or the entry of a process that died
         if info.get("pid") != child.pid:
             return False
+        if child.role == "coordinator":
+            return info.get("raft", {}).get("leader") is not None
         return child.role not in ("catalog", "order") or bool(info.get("serving"))
 
     def spawn(self, role: str, replica_id: int) -> Child:
@@ -231,6 +237,24 @@ class Cluster:
                 )
             time.sleep(delay)  # polling a condition with a deadline; nothing to wait on
             delay = min(delay * 2, 0.25)
+
+
+def coordinator_addresses(settings: Settings, count: int) -> str:
+    """The coordinator group's addresses (``Settings.coordinators``): those this data directory
+    used before, if it held as many, so that a restarted store's Raft nodes keep their names;
+    else free ports of ``settings.host``, saved there for next time."""
+    if not 1 <= count <= 9:
+        raise ConfigError(f"--coordinators must be 1..9, not {count}")
+    saved = settings.data_dir / "coordinators"
+    with contextlib.suppress(OSError, ConfigError):
+        previous = settings.replace(coordinators=saved.read_text().strip())
+        if len(previous.coordinator_addresses()) == count:
+            return previous.coordinators
+    addresses = ",".join(f"{settings.host}:{free_port(settings.host)}:{free_port(settings.host)}"
+                         for _ in range(count))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    saved.write_text(addresses + "\n")
+    return addresses
 
 
 def _popen(argv: list[str], log_file: IO[bytes], env: dict[str, str]

@@ -11,8 +11,15 @@ answer grants (counted from when the heartbeat was *sent*), and follows the grou
   coordinator add it in the next epoch.
 
 It refuses any message from a primary older than the newest epoch it has seen (fencing), and
-nothing is served, reads included, without a valid lease. :mod:`pyrostore.replication` builds
-the write and read paths on top of it.
+nothing is served, reads included, without a valid lease. What it decides is
+:class:`~pyrostore.replica_core.ReplicaCore`'s (a plain object); this is the shell that feeds
+it (heartbeats, the primary's messages) and acts on its answers (levelling, joining).
+:mod:`pyrostore.replication` builds the write and read paths on top of it.
+
+Threads: the daemon's threads serve calls; ``heartbeat`` renews the lease (and hears of views);
+``_lead`` levels the backups of a new view; ``_join`` asks the primary to take this replica in.
+``core`` belongs to whoever holds ``_changed`` (a condition, notified on every change); the
+database's write lock (``db.locked()``) is taken before ``_changed`` when both are needed.
 """
 
 from __future__ import annotations
@@ -29,10 +36,11 @@ import Pyro5.api
 import Pyro5.errors
 
 from pyrostore.config import Settings
-from pyrostore.discovery import NotSent, ProxyPool, ReplicaSet
-from pyrostore.errors import NotServing, PyrostoreError, StaleEpoch
+from pyrostore.discovery import Coordinators, NotSent, ProxyPool
+from pyrostore.errors import InvalidRequest, NotServing, PyrostoreError, StaleEpoch
 from pyrostore.metrics import timed_methods
-from pyrostore.models import View, view_uris
+from pyrostore.models import View, check_int, check_text, view_uris
+from pyrostore.replica_core import ReplicaCore, needs_snapshot
 from pyrostore.serving import Service
 from pyrostore.store import Database
 
@@ -51,24 +59,17 @@ class Membership(Service):
         super().__init__(settings, replica_id)
         self.db = db
         self.incarnation = uuid.uuid4().hex
-        self._changed = threading.Condition()  # guards the fields below; notified on change
-        self.view = View()
-        self.uris: dict[int, str] = {}
-        self.state = "joining"
-        self.lease_until = 0.0
-        self.confirmed_epoch = 0  # the epoch in which this replica is level with its primary
-        self.committed_seq = 0  # every write up to here is known to be committed
-        self.dirty: dict[str, int] = {}  # key -> newest write to it not known to be committed
-        self.fence = 0  # the newest epoch any primary or view has shown: older ones are refused
+        self._changed = threading.Condition()  # guards core; notified on every change
+        self.core = ReplicaCore(replica_id, self.incarnation, name=self.name)
         self._stopping = threading.Event()
+        self._nudged = threading.Event()  # set to heartbeat at once (and on stopping)
         self._joiner: threading.Thread | None = None
         self._peers = ProxyPool(settings)
         self._bulk = ProxyPool(settings, timeout=max(SNAPSHOT_TIMEOUT, settings.call_timeout))
-        self._coordinator = ReplicaSet(settings, "coordinator")
-
-    def _on_lead(self, continuing: bool) -> None:
-        """Called when this replica starts to serve as primary (``continuing``: it already did,
-        in the epoch before)."""
+        # a renewal must fail fast: a dead coordinator leader is replaced within the lease
+        self._coordinators = Coordinators(settings, timeout=min(settings.call_timeout,
+                                                                settings.lease / 3))
+        self._heartbeat_seq = 0
 
     # -- what a primary calls on its backups ---------------------------------------------
 
@@ -93,24 +94,25 @@ class Membership(Service):
             self._accept_from_primary(epoch)
             self.db.install(snapshot)
             with self._changed:
-                self.dirty.clear()
-                self.committed_seq = int(snapshot["applied"])
+                self.core.installed(int(snapshot["applied"]))
         log.info("%s installed a snapshot at %d (epoch %d)", self.name, snapshot["applied"],
                  epoch)
 
     @Pyro5.api.expose
-    def join(self, replica_id: int, uri: str) -> dict[str, Any]:
-        """A joiner asks to become a backup: snapshot it, then have the coordinator add it."""
+    def join(self, joiner: dict[str, Any]) -> dict[str, Any]:
+        """A joiner asks to become a backup: snapshot it, then have the coordinators add it.
+        ``joiner``: ``{replica, uri, incarnation}``."""
+        replica_id, uri, incarnation = _joiner(joiner)
         self._await_ready_primary()
         with self.db.locked():
             with self._changed:
                 self._check_serving(("primary",))
-                epoch = self.view.epoch
+                epoch = self.core.view.epoch
             self._bulk.call(uri, "install_snapshot", epoch, self.db.snapshot())
             try:
-                answer: dict[str, Any] = self._coordinator.call(
-                    "add_member", self.role, epoch, self.replica_id, replica_id, uri,
-                    patience=0)
+                answer: dict[str, Any] = self._coordinators.command("add_member", {
+                    "group": self.role, "epoch": epoch, "primary": self.replica_id,
+                    "joiner": replica_id, "incarnation": incarnation})
             except StaleEpoch:
                 raise
             except PyrostoreError:
@@ -122,8 +124,9 @@ class Membership(Service):
         return answer
     def _report(self, epoch: int, backup: int) -> None:
         try:
-            self._coordinator.call("report_failure", self.role, epoch, self.replica_id, backup,
-                                   patience=0)
+            self._coordinators.command("report_failure", {
+                "group": self.role, "epoch": epoch, "reporter": self.replica_id,
+                "failed": backup})
         except PyrostoreError as exc:
             log.warning("%s could not report backup %d: %s", self.name, backup, exc)
 
@@ -132,56 +135,59 @@ class Membership(Service):
     def start(self) -> None:
         threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
 
+    @Pyro5.api.expose
+    @Pyro5.api.oneway
+    def nudge(self) -> None:
+        """The coordinators changed this replica's view: heartbeat now to hear of it."""
+        self._nudged.set()
+
     def close(self) -> None:
         self._stopping.set()
+        self._nudged.set()
         with self._changed:
             self._changed.notify_all()
         self._peers.close()
         self._bulk.close()
-        self._coordinator.close()
+        self._coordinators.close()
 
     def _heartbeats(self) -> None:
         interval = self.settings.heartbeat_interval
         while not self._stopping.is_set():
             sent = time.monotonic()
             with self._changed:
-                epoch, state = self.view.epoch, self.state
+                epoch, state = self.core.view.epoch, self.core.state
+            self._heartbeat_seq += 1
             try:
-                answer = self._coordinator.call(
-                    "heartbeat", self.role, self.replica_id, self.uri, self.incarnation, epoch,
-                    self.db.applied(), state, patience=0)
+                answer = self._coordinators.command("renew", {
+                    "group": self.role, "replica": self.replica_id,
+                    "incarnation": self.incarnation, "seq": self._heartbeat_seq,
+                    "uri": self.uri, "applied": self.db.applied(), "epoch": epoch,
+                    "state": state})
             except (PyrostoreError, sqlite3.Error) as exc:
                 log.debug("%s heartbeat failed: %s", self.name, exc)
             else:
                 with self._changed:
-                    if answer["lease"] > 0:
-                        self.lease_until = max(self.lease_until, sent + answer["lease"])
+                    self.core.renewed(sent, answer["lease"])
                     self._adopt(View.from_wire(answer["view"]), view_uris(answer["view"]))
                     self._changed.notify_all()
-            self._stopping.wait(max(0.0, sent + interval - time.monotonic()))
+            self._nudged.wait(max(0.0, sent + interval - time.monotonic()))
+            self._nudged.clear()
 
     def _adopt(self, view: View, uris: dict[int, str]) -> None:
-        """Take a newer view from the coordinator (called with ``_changed`` held)."""
+        """Take a newer view from the coordinators, and act on it."""
         with self._changed:
-            self.uris.update(uris)
-            if view.epoch <= self.view.epoch:
+            adopted = self.core.adopt(view, uris)
+            if adopted is None:
                 return
-            continuing = self._leads() and self.confirmed_epoch == self.view.epoch
-            self.view = view
-            role = view.role_of(self.replica_id)
             log.info("%s: epoch %d, primary %s, backups %s: %s", self.name, view.epoch,
-                     view.primary, list(view.backups), role)
-            if role == "primary":  # promoted, or leading on in a new epoch: level, then serve
-                self.state = "primary"
-                self._start(self._lead, view, continuing)
-            elif role == "backup" and self.state != "primary":
-                self.state = "backup"
-            else:
-                self._step_down(f"not a backup of epoch {view.epoch}" if role == "backup"
-                                else f"outside epoch {view.epoch}")
+                     view.primary, list(view.backups), self.core.state)
+            if adopted.action == "lead":
+                self._start(self._lead, view)
+            elif adopted.action == "join":
+                self._stepped_down(adopted.why, was_serving=adopted.was_serving)
             self._changed.notify_all()
 
-    def _lead(self, view: View, continuing: bool) -> None:
+    def _lead(self, view: View) -> None:
         """Bring every backup level (or see it dropped), then serve as primary of ``view``."""
         with self.db.locked():
             applied = self.db.applied()
@@ -191,10 +197,7 @@ class Membership(Service):
                 if snapshot is _GIVE_UP:
                     return
             with self._changed:
-                if self.view.epoch == view.epoch and self.state == "primary":
-                    self.confirmed_epoch, self.committed_seq = view.epoch, applied
-                    self.dirty.clear()
-                    self._on_lead(continuing)
+                if self.core.led(view.epoch, applied):
                     self._changed.notify_all()
                     log.info("%s leads epoch %d at %d", self.name, view.epoch, applied)
 
@@ -207,18 +210,20 @@ class Membership(Service):
         deadline = time.monotonic() + self.settings.failover_timeout
         while True:
             with self._changed:
-                if self.view.epoch != view.epoch or not self._leads():
+                if self.core.view.epoch != view.epoch or not self.core.leads():
                     return _GIVE_UP  # superseded: a newer view has its own _lead
-                if backup not in self.view.backups:
+                if backup not in self.core.view.backups:
                     return snapshot
                 if time.monotonic() > deadline:
                     self._step_down(f"could not level backup {backup}")
                     return _GIVE_UP
-                uri = self.uris.get(backup, "")
+                uri = self.core.uris.get(backup, "")
             try:
                 position = self._peers.call(uri, "position", view.epoch)
-                last = self.db.request_at(applied)
-                if position != applied or self._peers.call(uri, "request_at", applied) != last:
+                if needs_snapshot(applied=applied, last_request=self.db.request_at(applied),
+                                  position=position,
+                                  request_at_applied=(self._peers.call(uri, "request_at", applied)
+                                                      if position == applied else None)):
                     snapshot = snapshot or self.db.snapshot()
                     self._bulk.call(uri, "install_snapshot", view.epoch, snapshot)
                 self._peers.call(uri, "committed", view.epoch, applied)
@@ -242,12 +247,14 @@ class Membership(Service):
         """While outside the view: ask the primary to take this replica in."""
         while not self._stopping.is_set():
             with self._changed:
-                if self.state != "joining":
+                if self.core.state != "joining":
                     return
-                primary_uri = self.uris.get(self.view.primary or 0)
+                primary_uri = self.core.primary_uri()
             if primary_uri:
                 try:
-                    answer = self._peers.call(primary_uri, "join", self.replica_id, self.uri)
+                    answer = self._peers.call(primary_uri, "join", {
+                        "replica": self.replica_id, "uri": self.uri,
+                        "incarnation": self.incarnation})
                     self._adopt(View.from_wire(answer), view_uris(answer))
                 except (*PEER_FAILURES, PyrostoreError) as exc:
                     log.debug("%s: join failed: %s", self.name, exc)
@@ -256,9 +263,12 @@ class Membership(Service):
 
     def _step_down(self, why: str) -> None:
         """Stop serving and rejoin by snapshot (called with ``_changed`` held)."""
-        if self.state != "joining":
+        self._stepped_down(why, was_serving=self.core.step_down())
+
+    def _stepped_down(self, why: str, *, was_serving: bool) -> None:
+        """The core has stepped down: say why, and ask to join again."""
+        if was_serving:
             log.warning("%s stops serving: %s", self.name, why)
-        self.state, self.confirmed_epoch = "joining", 0
         self._changed.notify_all()
         if self._joiner is None or not self._joiner.is_alive():
             self._joiner = self._start(self._join)
@@ -273,48 +283,31 @@ class Membership(Service):
     def _accept_from_primary(self, epoch: int) -> None:
         """Fencing (called under the write lock): refuse a primary older than any seen."""
         with self._changed:
-            newest = max(self.view.epoch, self.fence)
-            if epoch < newest:
-                raise StaleEpoch(f"{self.name} is at epoch {newest}, not {epoch}")
-            if self.state == "primary":
-                if epoch > self.view.epoch:
-                    self._step_down(f"a primary of epoch {epoch} wrote to it")
-                raise NotServing(f"{self.name} is itself the primary of epoch {self.view.epoch}")
-            self.fence = epoch
+            verdict = self.core.fencing(epoch)
+            if verdict == "stale":
+                raise StaleEpoch(f"{self.name} is at epoch "
+                                 f"{max(self.core.view.epoch, self.core.fence)}, not {epoch}")
+            if verdict == "deposed":
+                self._stepped_down(f"a primary of epoch {epoch} wrote to it", was_serving=True)
+            if verdict != "accept":
+                raise NotServing(f"{self.name} is itself a primary (epoch "
+                                 f"{self.core.view.epoch})")
 
     def _confirm(self, epoch: int, committed: int) -> None:
         with self._changed:
-            self.confirmed_epoch = max(self.confirmed_epoch, epoch)
-            if committed > self.committed_seq:
-                self.committed_seq = committed
-                self.dirty = {k: s for k, s in self.dirty.items() if s > committed}
+            self.core.confirm(epoch, committed)
             self._changed.notify_all()
 
     def _is_dirty(self, keys: list[str]) -> bool:
-        if self.committed_seq < self.db.applied() and not self.dirty:
-            return True  # restarted with writes whose keys it no longer knows
-        return any(key in self.dirty for key in keys)
-
-    def _leads(self) -> bool:
-        return self.state == "primary" and self.view.primary == self.replica_id
+        return self.core.is_dirty(keys, self.db.applied())
 
     def _view(self) -> View:
         with self._changed:
-            return self.view
+            return self.core.view
 
     def _check_serving(self, roles: tuple[str, ...]) -> None:
         """Raise NotServing unless this replica is ready in one of ``roles`` with a lease."""
-        if (self.state not in roles or self.confirmed_epoch != self.view.epoch
-                or time.monotonic() >= self.lease_until):
-            raise NotServing(f"{self.name} is not serving ({self._why_not()})",
-                             primary=self.uris.get(self.view.primary or 0, ""))
-
-    def _why_not(self) -> str:
-        if time.monotonic() >= self.lease_until:
-            return "no lease"
-        if self.confirmed_epoch != self.view.epoch:
-            return f"{self.state}, not yet level in epoch {self.view.epoch}"
-        return f"it is a {self.state}"
+        self.core.check_serving(roles, time.monotonic())
 
     def _await_ready_primary(self) -> None:
         """Wait (up to a lease) for a primary still levelling; refuse if not the primary."""
@@ -325,22 +318,22 @@ class Membership(Service):
                     self._check_serving(("primary",))
                     return
                 except NotServing:
-                    if self.state != "primary" or time.monotonic() >= deadline:
+                    if self.core.state != "primary" or time.monotonic() >= deadline:
                         raise
                 self._changed.wait(self.settings.heartbeat_interval)
 
     def details(self) -> dict[str, Any]:
         with self._changed:
-            serving = (self.state in ("primary", "backup")
-                       and self.confirmed_epoch == self.view.epoch
-                       and time.monotonic() < self.lease_until)
-            return {"state": self.state, "serving": serving, "epoch": self.view.epoch,
-                    "applied": self.db.applied(), "primary": self.view.primary,
-                    "backups": list(self.view.backups), "confirmed_epoch": self.confirmed_epoch,
-                    "lease_left": round(max(0.0, self.lease_until - time.monotonic()), 3)}
-
+            return {**self.core.details(time.monotonic()), "applied": self.db.applied()}
 
 
 _GIVE_UP: dict[str, Any] = {}
 """Returned by ``_level`` when this replica no longer leads the view it was levelling."""
 
+
+def _joiner(message: Any) -> tuple[int, str, str]:
+    """``(replica, uri, incarnation)`` of a join request, checked."""
+    if not isinstance(message, dict) or set(message) != {"replica", "uri", "incarnation"}:
+        raise InvalidRequest("a join request is {replica, uri, incarnation}")
+    return (check_int(message["replica"], "replica", low=1, high=9999),
+            check_text(message["uri"], "uri"), check_text(message["incarnation"], "incarnation"))

@@ -78,22 +78,30 @@ class View:
     epoch: int = 0
     primary: int | None = None
     backups: tuple[int, ...] = ()
+    incarnations: dict[int, str] = dataclasses.field(default_factory=dict, compare=False)
+    """The process (incarnation) of each member that the view was made with: a member that has
+    restarted since is not the member the view names (it must lead or join anew)."""
 
     @property
     def members(self) -> tuple[int, ...]:
         """The primary (if any) and the backups."""
         return self.backups if self.primary is None else (self.primary, *self.backups)
 
-    def role_of(self, replica_id: int) -> str:
-        """``primary``, ``backup`` or ``joining`` (outside the view)."""
-        if replica_id == self.primary:
-            return "primary"
-        return "backup" if replica_id in self.backups else "joining"
+    def role_of(self, replica_id: int, incarnation: str | None = None) -> str:
+        """``primary``, ``backup`` or ``joining`` (outside the view). With ``incarnation``, a
+        member whose process is not the one the view was made with is ``joining`` too."""
+        if replica_id not in self.members:
+            return "joining"
+        known = self.incarnations.get(replica_id, "")
+        if incarnation is not None and known and known != incarnation:
+            return "joining"
+        return "primary" if replica_id == self.primary else "backup"
 
     def to_wire(self, uris: dict[int, str] | None = None) -> dict[str, Any]:
         """The plain dict that crosses Pyro5, with the members' URIs if known."""
         wire: dict[str, Any] = {"epoch": self.epoch, "primary": self.primary,
-                                "backups": list(self.backups)}
+                                "backups": list(self.backups),
+                                "incarnations": {str(i): c for i, c in self.incarnations.items()}}
         if uris is not None:
             wire["uris"] = {str(i): uris[i] for i in self.members if i in uris}
         return wire
@@ -101,7 +109,8 @@ class View:
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> View:
         """Rebuild a View from :meth:`to_wire`'s dict (URIs are read with :func:`view_uris`)."""
-        return cls(int(data["epoch"]), data["primary"], tuple(data["backups"]))
+        return cls(int(data["epoch"]), data["primary"], tuple(data["backups"]),
+                   {int(i): str(c) for i, c in data.get("incarnations", {}).items()})
 
 
 def view_uris(data: dict[str, Any]) -> dict[int, str]:

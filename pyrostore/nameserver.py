@@ -1,8 +1,9 @@
 """Pyro5's own name server, run in the foreground (what ``pyrostore up`` embeds).
 
 It binds to ``settings.ns_host:ns_port`` with broadcast off: the store always finds it by
-explicit address. Registrations live in memory; every service re-registers itself if a
-restarted name server has forgotten it.
+explicit address. Registrations live in memory, or with ``storage="sql:FILE"`` (what
+``pyrostore up`` uses) in SQLite, so that a restarted name server still knows every service;
+every service re-registers itself within half a second if one has forgotten it.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from pyrostore.config import Settings
 log = logging.getLogger(__name__)
 
 
-def run_name_server(settings: Settings) -> None:
-    """Serve the name server until SIGTERM or SIGINT."""
+def run_name_server(settings: Settings, *, storage: str | None = None) -> None:
+    """Serve the name server until SIGTERM or SIGINT (``storage``: Pyro5's, e.g. ``sql:FILE``)."""
     uri, daemon, _ = nameserver.start_ns(
-        host=settings.ns_host, port=settings.ns_port, enableBroadcast=False
+        host=settings.ns_host, port=settings.ns_port, enableBroadcast=False, storage=storage
     )
     stopping = threading.Event()
 

@@ -182,8 +182,8 @@ class ReplicatedService(Membership):
         with self._changed:
             self._check_serving(("primary", "backup"))
             self._await_acknowledged(keys)
-            dirty = self.state == "backup" and self._is_dirty(keys)
-            primary_uri = self.uris.get(self.view.primary or 0, "")
+            dirty = self.core.state == "backup" and self._is_dirty(keys)
+            primary_uri = self.core.primary_uri()
         if dirty:
             try:
                 answer: T = self._peers.call(primary_uri, method, *args)
@@ -195,7 +195,7 @@ class ReplicatedService(Membership):
         with self._changed:
             self._check_serving(("primary", "backup"))  # the lease held while reading
             self._await_acknowledged(keys)  # a write committed here while we read: wait it out
-            dirty = self.state == "backup" and self._is_dirty(keys)  # a write landed meanwhile
+            dirty = self.core.state == "backup" and self._is_dirty(keys)  # a write landed meanwhile
         if dirty:
             return self._read(keys, local, method, *args)
         return value
@@ -218,7 +218,7 @@ class ReplicatedService(Membership):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise NotServing(f"{self.name} has a write to {keys} in flight",
-                                 primary=self.uris.get(self.view.primary or 0, ""))
+                                 primary=self.core.primary_uri())
             self._changed.wait(left)
         self._check_serving(("primary", "backup"))
 
@@ -245,8 +245,7 @@ class ReplicatedService(Membership):
                 fresh.append((Write(op, request_id, apply, seq=seq, result=result), keys))
             if fresh:
                 with self._changed:  # dirty before it is applied: no read sees it early
-                    for write, keys in fresh:
-                        self.dirty.update(dict.fromkeys(keys, write.seq))
+                    self.core.applying([(write.seq, keys) for write, keys in fresh])
                 self.db.apply_replicated([write for write, _ in fresh])
         self._confirm(epoch, committed)
 
@@ -267,8 +266,9 @@ class ReplicatedService(Membership):
         published.result()
         self.hooks.point("hold_before_ack")  # tests: a primary stopped before it answers
         with self._changed:
-            if not self._leads() or time.monotonic() >= self.lease_until:
-                self._step_down("lease lost before acknowledging a write")
+            # every backup holds these writes: this replica may lead on if its lease is
+            # renewed in this epoch (a coordinator election), but it may not answer now
+            if not self.core.leads() or time.monotonic() >= self.core.lease_until:
                 raise OutcomeUnknown(f"{self.name} lost its lease during a write; "
                                      "retry with the same request id")
 
@@ -277,13 +277,13 @@ class ReplicatedService(Membership):
         reported = False
         while True:
             with self._changed:
-                if backup not in self.view.backups:
+                if backup not in self.core.view.backups:
                     return  # dropped from the view: these writes no longer need it
-                if not self._leads() or time.monotonic() > deadline:
+                if not self.core.leads() or time.monotonic() > deadline:
                     self._step_down("deposed during a write")
                     raise OutcomeUnknown(f"{self.name} stopped leading during a write; "
                                          "retry with the same request id")
-                epoch, uri = self.view.epoch, self.uris.get(backup, "")
+                epoch, uri = self.core.view.epoch, self.core.uris.get(backup, "")
             try:
                 self._peers.call(uri, "replicate", epoch, message, message[0][0] - 1)
                 return
@@ -364,11 +364,11 @@ class _CommitNotifier:
                 if self._carried >= self._latest:
                     continue  # a later forward told them
             with replica._changed:
-                view, leads = replica.view, replica._leads()
+                view, leads, uris = replica.core.view, replica.core.leads(), dict(replica.core.uris)
             if not leads or view.epoch != epoch:
                 continue  # a newer epoch confirms its backups itself (_lead)
             for backup in view.backups:
                 try:
-                    replica._peers.call(replica.uris.get(backup, ""), "committed", epoch, seq)
+                    replica._peers.call(uris.get(backup, ""), "committed", epoch, seq)
                 except (*PEER_FAILURES, PyrostoreError) as exc:
                     log.debug("commit notice to %d failed: %s", backup, exc)

@@ -27,6 +27,8 @@ from pyrostore.hooks import Hooks
 from pyrostore.metrics import MethodStats
 
 log = logging.getLogger(__name__)
+REREGISTER_INTERVAL = 0.5
+"""Seconds between checks that the name server still knows this service."""
 
 
 class Service:
@@ -42,6 +44,9 @@ class Service:
         self.metrics = MethodStats()
         self.hooks = Hooks(enabled=settings.test_hooks, names=self.hook_names)
         self.uri = ""
+        self.host = settings.host
+        self.port = 0
+        """Where its daemon binds: port 0 is any free one (coordinators have fixed ones)."""
         self.started_at = time.time()
 
     @property
@@ -103,7 +108,7 @@ class Service:
 def serve(service: Service, *, on_ready: Callable[[str], None] | None = None) -> None:
     """Serve ``service`` until SIGTERM/SIGINT (or :func:`stop`), then clean up."""
     settings = service.settings
-    daemon = Pyro5.api.Daemon(host=settings.host, port=0)
+    daemon = Pyro5.api.Daemon(host=service.host, port=service.port)
     service.uri = str(daemon.register(service, objectId=service.name))
     stopping = threading.Event()
 
@@ -136,7 +141,7 @@ def serve(service: Service, *, on_ready: Callable[[str], None] | None = None) ->
 def _stay_registered(service: Service, stopping: threading.Event) -> None:
     """Re-register if the name server lost our entry (it was restarted without storage)."""
     settings = service.settings
-    while not stopping.wait(settings.refresh_interval):
+    while not stopping.wait(REREGISTER_INTERVAL):
         try:
             if not is_registered(settings, service.role, service.replica_id, service.uri):
                 log.warning("%s missing from the name server; registering again", service.name)

@@ -156,7 +156,8 @@ class Database:
         it runs on the caller's thread while the COMMIT (its fsync) runs on the committer
         thread, so that this disk's flush and the backups' overlap. The write lock is held
         until both are over. If either fails, the other may already have happened: the
-        caller must treat the writes as possibly applied here, possibly there.
+        caller must treat the writes as possibly applied here, possibly there. If both fail,
+        the commit's error is raised (from the other).
         """
         with self._write_lock:
             conn = self._writer
@@ -179,8 +180,11 @@ class Database:
             committing = self._committer.submit(self._commit)
             try:
                 alongside(applied)
-            except BaseException:
-                futures.wait([committing])  # whatever the commit did, this failure is the news
+            except BaseException as exc:
+                futures.wait([committing])
+                failed = committing.exception()
+                if failed is not None:  # here and there differ: that is the news
+                    raise failed from exc
                 raise
             committing.result()
 

@@ -73,13 +73,14 @@ def test_orders(store: Cluster) -> None:
 def test_status_json_finds_every_process(store: Cluster) -> None:
     rows = cli_json(store.settings, "status")
     assert {(r["role"], r["id"]) for r in rows} == {
-        ("coordinator", 1), ("frontend", 1),
+        *(("coordinator", i) for i in (1, 2, 3)), ("frontend", 1),
         *((g, i) for g in ("catalog", "order") for i in (1, 2))}
     for row in rows:
         assert row["pid"] == store.child(row["role"], row["id"]).pid
         assert row["uri"].startswith("PYRO:")
-        assert row["state"] in (("primary", "backup") if row["role"] in ("catalog", "order")
-                                else ("serving",))
+        assert row["state"] in {"catalog": ("primary", "backup"), "order": ("primary", "backup"),
+                                "coordinator": ("leader", "follower")}.get(row["role"],
+                                                                          ("serving",))
         assert {"epoch", "applied"} <= set(row)
 
 
@@ -134,7 +135,8 @@ def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
 def _services(settings: Settings) -> list[dict[str, object]] | None:
     done = run_cli(settings, "status", "--json")
     rows = json.loads(done.stdout) if done.returncode == 0 else []
-    ready = len(rows) == 6 and all(r["state"] in ("serving", "primary", "backup") for r in rows)
+    ready = len(rows) == 8 and all(r["state"] in ("serving", "primary", "backup", "leader",
+                                                  "follower") for r in rows)
     return rows if ready else None
 
 

@@ -174,7 +174,7 @@ def test_every_service_times_its_methods(store: Cluster, client: Client) -> None
 
 def test_status_lists_every_service(client: Client, store: Cluster) -> None:
     rows = {row["name"]: row for row in client.status()}
-    assert set(rows) == {"pyrostore.coordinator", "pyrostore.frontend.1",
+    assert set(rows) == {*(f"pyrostore.coordinator.{i}" for i in (1, 2, 3)), "pyrostore.frontend.1",
                          *(f"pyrostore.{g}.{i}" for g in ("catalog", "order") for i in (1, 2))}
     for name, row in rows.items():
         assert row["pid"] == store.child(row["role"], row["id"]).pid, name

@@ -27,7 +27,7 @@ def test_tree_shape() -> None:
     assert not issubclass(errors.OutOfStock, errors.InvalidRequest)
     assert {cls.__name__ for cls in ALL_ERRORS} == {
         "PyrostoreError", "InvalidRequest", "ConflictingRequest", "NotFound", "OutOfStock",
-        "Unavailable", "NotServing", "StaleEpoch", "OutcomeUnknown", "ConfigError",
+        "Unavailable", "NotServing", "NotLeader", "StaleEpoch", "OutcomeUnknown", "ConfigError",
     }
     assert issubclass(errors.NotServing, errors.Unavailable)
 

@@ -12,7 +12,7 @@ import Pyro5.api
 import pytest
 
 from pyrostore.client import Client
-from pyrostore.discovery import find, make_proxy
+from pyrostore.discovery import Coordinators, find, make_proxy
 from pyrostore.errors import NotServing, OutcomeUnknown, PyrostoreError, StaleEpoch
 from pyrostore.launcher import Cluster
 from tests.conftest import start_cluster, wait_until
@@ -37,9 +37,17 @@ def info(cluster: Cluster, role: str, replica_id: int) -> dict[str, Any]:
 
 
 def view(cluster: Cluster, group: str) -> dict[str, Any]:
-    with make_proxy(find(cluster.settings, "coordinator")["pyrostore.coordinator"],
-                    cluster.settings) as coordinator:
-        return dict(coordinator.view(group))
+    """The group's view, as any coordinator that answers has applied it."""
+    coordinators = Coordinators(cluster.settings)
+    try:
+        return dict(coordinators.read("view", group))
+    finally:
+        coordinators.close()
+
+
+def coordinators(cluster: Cluster) -> list[int]:
+    """The coordinators' ids."""
+    return [c.replica_id for c in cluster.children if c.role == "coordinator"]
 
 
 def primary(cluster: Cluster, group: str) -> int:
@@ -179,7 +187,8 @@ def test_a_retry_queued_behind_a_failed_write_is_refused_not_answered(cluster: C
             retry.start()
             wait_until(lambda: info(cluster, "catalog", leader)["queued_writes"] == 1,
                        what="the retry queued behind it")
-            cluster.kill("coordinator", 1, signal.SIGSTOP)  # no more leases for anyone
+            for coordinator in coordinators(cluster):  # no more leases for anyone
+                cluster.kill("coordinator", coordinator, signal.SIGSTOP)
             try:
                 wait_until(lambda: info(cluster, "catalog", leader)["lease_left"] == 0,
                            what="the primary's lease to run out")
@@ -187,7 +196,8 @@ def test_a_retry_queued_behind_a_failed_write_is_refused_not_answered(cluster: C
                 first.join(30)
                 retry.join(30)
             finally:
-                cluster.kill("coordinator", 1, signal.SIGCONT)
+                for coordinator in coordinators(cluster):
+                    cluster.kill("coordinator", coordinator, signal.SIGCONT)
     finally:
         first.join(30)
         retry.join(30)
@@ -272,17 +282,33 @@ def test_a_paused_primary_serves_nothing_stale(cluster: Cluster) -> None:
         assert rejoined.lookup(1)["stock"] == stock
 
 
-def test_the_coordinator_restarts_without_losing_a_view(cluster: Cluster) -> None:
+def snapshots_installed(cluster: Cluster, group: str) -> int:
+    """How many snapshots the group's replicas have installed since they started."""
+    total = 0
+    for replica_id in (1, 2):
+        with proxy(cluster, group, replica_id) as replica:
+            total += replica.stats()["methods"].get("install_snapshot", {}).get("count", 0)
+    return total
+
+
+def test_every_coordinator_restarts_without_losing_a_view(cluster: Cluster) -> None:
     before = {group: view(cluster, group) for group in ("catalog", "order")}
-    cluster.kill("coordinator", 1)
-    restart(cluster, "coordinator", 1)
-    after = {group: view(cluster, group) for group in ("catalog", "order")}
-    for group in ("catalog", "order"):
-        assert after[group]["epoch"] >= before[group]["epoch"] > 0
+    snapshots = {group: snapshots_installed(cluster, group) for group in ("catalog", "order")}
+    for coordinator in coordinators(cluster):
+        cluster.kill("coordinator", coordinator)
+    for coordinator in coordinators(cluster):
+        cluster.spawn("coordinator", coordinator)
+    for coordinator in coordinators(cluster):
+        cluster.wait_ready("coordinator", coordinator)
     with Client(settings=cluster.settings) as client:
         assert client.buy(6)["qty"] == 1
         assert client.lookup(6)["stock"] == 11
+    for group in ("catalog", "order"):
+        after = view(cluster, group)
+        assert after["epoch"] >= before[group]["epoch"] > 0
+        assert after["primary"] == before[group]["primary"]
     wait_until(lambda: level(cluster, "catalog") and level(cluster, "order"), what="level")
+    assert {group: snapshots_installed(cluster, group) for group in snapshots} == snapshots
 
 
 def test_a_write_sent_to_a_backup_is_refused_with_the_primary_named(cluster: Cluster) -> None:

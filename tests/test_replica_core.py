@@ -1,0 +1,103 @@
+"""A replica's decision core, stepped by hand with a fake clock (no threads, no I/O)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyrostore.errors import NotServing
+from pyrostore.models import View
+from pyrostore.replica_core import ReplicaCore, needs_snapshot
+
+URIS = {1: "PYRO:r1@h:1", 2: "PYRO:r2@h:2", 3: "PYRO:r3@h:3"}
+
+
+def core(replica_id: int = 2, incarnation: str = "me") -> ReplicaCore:
+    return ReplicaCore(replica_id, incarnation)
+
+
+def test_the_lease_counts_from_the_heartbeat_sent_and_never_shrinks() -> None:
+    replica = core()
+    replica.renewed(sent=10.0, lease=1.0)
+    replica.renewed(sent=9.5, lease=1.0)  # a late answer to an older heartbeat
+    assert replica.lease_until == 11.0
+    replica.renewed(sent=10.5, lease=0.0)  # not granted: nothing
+    assert replica.lease_until == 11.0
+
+
+def test_a_backup_serves_only_with_a_lease_and_once_confirmed_level() -> None:
+    replica = core()
+    adopted = replica.adopt(View(4, 1, (2,), {1: "p", 2: "me"}), URIS)
+    assert adopted is not None and adopted.action == "serve"
+    replica.renewed(sent=0.0, lease=1.0)
+    assert replica.why_not_serving(("primary", "backup"), 0.5) == \
+        "backup, not yet level in epoch 4"
+    replica.confirm(4, 0)
+    assert replica.why_not_serving(("primary", "backup"), 0.5) is None
+    assert replica.why_not_serving(("primary", "backup"), 1.0) == "no lease"
+    with pytest.raises(NotServing) as refused:
+        replica.check_serving(("primary",), 0.5)
+    assert refused.value.details["primary"] == URIS[1]
+
+
+def test_a_view_made_with_another_process_of_this_replica_makes_it_join() -> None:
+    replica = core(incarnation="restarted")
+    adopted = replica.adopt(View(4, 2, (1,), {2: "before-the-crash", 1: "p"}), URIS)
+    assert adopted is not None and adopted.action == "join" and not adopted.was_serving
+    assert replica.state == "joining"
+
+
+def test_a_promotion_leads_and_serves_only_once_levelled() -> None:
+    replica = core()
+    replica.adopt(View(4, 1, (2,), {1: "p", 2: "me"}), URIS)
+    replica.confirm(4, 7)
+    adopted = replica.adopt(View(5, 2, (3,), {2: "me", 3: "b"}), URIS)
+    assert adopted is not None and adopted.action == "lead"
+    replica.renewed(sent=0.0, lease=1.0)
+    assert replica.why_not_serving(("primary",), 0.1) is not None
+    assert replica.led(5, 9)
+    assert replica.why_not_serving(("primary",), 0.1) is None and replica.committed_seq == 9
+    again = replica.adopt(View(6, 2, (), {2: "me"}), URIS)
+    assert again is not None and again.action == "lead"
+    assert not replica.led(5, 9)  # levelling for an older view: superseded
+
+
+def test_an_old_view_changes_nothing() -> None:
+    replica = core()
+    replica.adopt(View(4, 1, (2,), {1: "p", 2: "me"}), URIS)
+    assert replica.adopt(View(3, 2, (), {2: "me"}), URIS) is None
+    assert replica.state == "backup"
+
+
+def test_fencing_refuses_older_primaries_and_deposes_this_one_for_a_newer() -> None:
+    replica = core()
+    replica.adopt(View(4, 1, (2,), {1: "p", 2: "me"}), URIS)
+    assert replica.fencing(4) == "accept"
+    assert replica.fencing(6) == "accept"  # a newer primary spoke: the fence rises
+    assert replica.fencing(5) == "stale"
+    leader = core(1, "p")
+    leader.adopt(View(4, 1, (2,), {1: "p", 2: "me"}), URIS)
+    assert leader.fencing(4) == "primary"
+    assert leader.state == "primary"
+    assert leader.fencing(5) == "deposed"
+    assert leader.state == "joining"
+
+
+def test_a_backup_sends_reads_of_uncommitted_writes_to_the_primary() -> None:
+    replica = core()
+    replica.adopt(View(4, 1, (2,), {1: "p", 2: "me"}), URIS)
+    replica.confirm(4, 10)
+    replica.applying([(11, ["item:1"]), (12, ["item:2", "topic:x"])])
+    assert replica.is_dirty(["item:1"], 12) and replica.is_dirty(["topic:x"], 12)
+    assert not replica.is_dirty(["item:3"], 12)
+    replica.confirm(4, 11)
+    assert not replica.is_dirty(["item:1"], 12) and replica.is_dirty(["item:2"], 12)
+    restarted = core()
+    assert restarted.is_dirty(["item:3"], 5)  # writes on disk whose keys it no longer knows
+
+
+@pytest.mark.parametrize(("position", "theirs", "needed"), [
+    (9, "r9", False), (8, "r8", True), (10, "r10", True), (9, "other", True)])
+def test_levelling_keeps_a_backup_only_if_it_holds_exactly_the_primary_state(
+        position: int, theirs: str, needed: bool) -> None:
+    assert needs_snapshot(applied=9, last_request="r9", position=position,
+                          request_at_applied=theirs) is needed
