@@ -6,7 +6,8 @@
 If the name server already knows a running store (``pyrostore up`` in another shell), the demo
 shops in that one and starts nothing; otherwise it starts one with its own data in a temporary
 directory, kills its catalog primary to show the store selling on and the replica rejoining,
-and stops exactly the processes it started.
+then its coordinator leader to show the same of the control plane, and stops exactly the
+processes it started.
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ def survive_a_crash(cluster: Cluster, store: Client, console: Console) -> None:
                   if row["role"] == "catalog" and row["state"] == "primary")
     step(console, "Kill the catalog primary", f"kill -9 {victim['pid']}")
     cluster.kill("catalog", victim["id"])
-    console.print(f"catalog replica {victim['id']} is gone; buying goes on (the coordinator "
-                  "promotes the backup once the dead primary's lease is over)…")
+    console.print(f"catalog replica {victim['id']} is gone; buying goes on (the coordinators "
+                  "promote the backup once the dead primary's lease is over)…")
     started = time.monotonic()
     order = store.buy(BOOK)
     console.print(order_table([order]))
@@ -89,6 +90,42 @@ def survive_a_crash(cluster: Cluster, store: Client, console: Console) -> None:
     with console.status("it rejoins: a snapshot from the primary, then it is a backup…"):
         cluster.wait_ready("catalog", victim["id"])
     console.print(status_table(store.status(), title="back, and level"))
+
+
+def survive_a_coordinator_crash(cluster: Cluster, store: Client, console: Console) -> None:
+    """Kill the coordinator leader with SIGKILL: the other two elect a new one, and buys go on."""
+    leader = next(row for row in store.status()
+                  if row["role"] == "coordinator" and row["state"] == "leader")
+    store.update(BOOK, stock_delta=1000)  # enough to buy without pause for a while
+    step(console, "Kill the coordinator leader", f"kill -9 {leader['pid']}")
+    cluster.kill("coordinator", leader["id"])
+    console.print(f"coordinator {leader['id']} is gone; the other two elect a leader (Raft) "
+                  "while the replicas' leases still run, so buying hardly pauses…")
+    started, bought = time.monotonic(), 0
+    while time.monotonic() < started + 2.0:
+        store.buy(BOOK)
+        bought += 1
+    console.print(f"{bought} buys in the 2 s after the kill")
+    new_leader = wait_for_leader(store, other_than=leader["id"])
+    console.print(f"coordinator {new_leader} leads now")
+    step(console, "Restart it with the same command", cluster.child(
+        "coordinator", leader["id"]).command())
+    cluster.spawn("coordinator", leader["id"])
+    with console.status("it catches up with the others' log…"):
+        cluster.wait_ready("coordinator", leader["id"])
+    console.print(status_table(store.status(), title="three coordinators again"))
+
+
+def wait_for_leader(store: Client, *, other_than: int) -> int:
+    """The id of the coordinator leading now (not ``other_than``)."""
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        for row in store.status():
+            if (row["role"] == "coordinator" and row["state"] == "leader"
+                    and row["id"] != other_than):
+                return int(row["id"])
+        time.sleep(0.1)  # polling the cluster's status; nothing to wait on
+    raise PyrostoreError("no coordinator leads 10 s after the leader died")
 
 
 def open_shell(store: Client) -> None:
@@ -139,6 +176,7 @@ def run(settings: Settings, console: Console, *, shell: bool = False) -> None:
         with Client(settings=settings) as store:
             walk_through(store, console)
             survive_a_crash(cluster, store, console)
+            survive_a_coordinator_crash(cluster, store, console)
             if shell:
                 open_shell(store)
         console.print(Rule())

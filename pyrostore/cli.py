@@ -241,8 +241,9 @@ def cmd_client(args: argparse.Namespace, settings: Settings, console: Console) -
 def cmd_status(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     """Every registered service and its state, asked of each service directly."""
     rows = survey(settings)
-    groups: dict[str, Any] = next(
-        (row.get("groups", {}) for row in rows if row["role"] == "coordinator"), {})
+    coordinators = sorted((row for row in rows if row["role"] == "coordinator"),
+                          key=lambda row: row.get("state") != "leader")  # the leader's view first
+    groups: dict[str, Any] = next((row["groups"] for row in coordinators if "groups" in row), {})
     return _show(console, args, rows, lambda: Group(
         status_table(rows, title="services"), group_table(groups, title="groups"),
         cache_table(rows, title="frontend caches")))

@@ -15,7 +15,8 @@ Two plain objects, with no threads, sockets, Pyro5, PySyncObj or SQLite inside:
   margin``; a replica counts its lease from when it *sent* the renewal, which is before any
   coordinator applied it, so the leader never thinks a lease over before the replica does.
   A new leader proposes no view change before ``leader_since + lease x margin``: whatever
-  renewal its predecessor granted, even one this coordinator never saw, is over by then.
+  renewal its predecessor granted, even one this coordinator never saw, is over by then. (The
+  one exception is a group that never had a view: no replica of it holds a role to wait out.)
 
 The coordinator service (:mod:`pyrostore.coordinator`) is the shell: it feeds Raft's applies and
 its clock to these objects, and proposes what the judge decides.
@@ -182,6 +183,7 @@ class Judge:
     """
 
     def __init__(self, *, lease: float, margin: float = LEASE_MARGIN) -> None:
+        self.lease = lease
         self.lease_over_after = lease * margin
         self.leader_since: float | None = None
         self._renewed_at: dict[tuple[str, int], float] = {}
@@ -206,6 +208,12 @@ class Judge:
                     self.leader_since)
         return now > since + self.lease_over_after
 
+    def lease_left(self, group: str, replica_id: int, now: float) -> float:
+        """Seconds left of that replica's last renewal this coordinator applied, counted from
+        when it applied it (for ``status``: the replica's own count ends a little sooner)."""
+        renewed = self._renewed_at.get((group, replica_id))
+        return 0.0 if renewed is None else max(0.0, renewed + self.lease - now)
+
     def may_change_views(self, now: float) -> bool:
         """Leading for long enough that every lease a predecessor granted is over."""
         return self.leader_since is not None and now > self.leader_since + self.lease_over_after
@@ -219,12 +227,14 @@ class Judge:
         goes above it even if the Raft log forgot it); ``saved``: the views in that file, used
         to restore a group whose Raft state was lost rather than start it anew.
         """
-        if not self.may_change_views(now):
+        if self.leader_since is None:
             return []
         commands = []
         for name in GROUPS:
             group = state.groups[name]
             floor = (floors or {}).get(name, 0)
+            if not (self.may_change_views(now) or _never_served(group, floor)):
+                continue
             planner = _GroupPlanner(self, name, group, now,
                                     max(group.view.epoch, group.highest_epoch, floor) + 1)
             change = planner.plan((saved or {}).get(name))
@@ -310,6 +320,12 @@ class _GroupPlanner:
 
     def _lease_over(self, replica_id: int) -> bool:
         return self.judge.lease_over(self.name, replica_id, self.now)
+
+
+def _never_served(group: GroupState, floor: int) -> bool:
+    """No replica of the group ever held a role: nobody's lease needs waiting out to start it
+    (a replica serves only in a view, and every view's epoch is above zero)."""
+    return group.view.epoch == 0 and group.highest_epoch == 0 and floor == 0
 
 
 def check_group(value: Any) -> str:

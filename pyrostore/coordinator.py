@@ -203,11 +203,12 @@ class Coordinator(Service):
                 answer[group]["replicas"] = {str(i): {
                     "uri": r.uri, "applied": r.applied, "epoch": r.epoch, "state": r.state,
                     "suspended": r.suspended,
-                    "lease_over": self._judge.lease_over(group, i, now)}
+                    "lease_left": round(self._judge.lease_left(group, i, now), 3)}
                     for i, r in sorted(reports.items())}
         return answer
 
     def details(self) -> dict[str, Any]:
+        """The Raft state as the service's ``state``, and the groups as this node sees them."""
         raft = self.raft_status()
         return {"state": raft["state"], "raft": raft, "groups": self.views(),
                 "incidents": dict(self.incidents)}

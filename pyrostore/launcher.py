@@ -129,6 +129,8 @@ class Cluster:
                 f"({', '.join(alive)}); stop it, or use another --ns-port")
 
     def _all_ready(self, children: list[Child]) -> bool:
+        if all(child.role == "nameserver" for child in children):
+            return name_server_answers(self.settings)
         registered = find(self.settings)
         return all(self._ready(child, registered.get(child.name)) for child in children)
 

@@ -200,6 +200,31 @@ def test_a_new_catalog_primary_leaves_no_stale_cache(tmp_path: Path) -> None:
                 assert fe.lookup(4)["stock"] == 3, reader
 
 
+def test_a_new_catalog_primary_needs_no_fence_for_a_mute_frontend(tmp_path: Path) -> None:
+    """Cache leases end with the primary's own lease: once the old primary's lease is over,
+    so is every cache lease it gave, and the new primary writes at once (no second lease of
+    waiting), while the mute frontend, when it wakes, serves nothing stale."""
+    with start_cluster(tmp_path / "store", frontends=2) as cluster:
+        wait_for_leases(cluster)
+        item = new_book(cluster, 10)
+        with frontend(cluster, 1) as fe:
+            assert fe.lookup(item)["stock"] == 10  # cached at frontend 1
+        cluster.kill("frontend", 1, signal.SIGSTOP)
+        try:
+            killed_at = time.monotonic()
+            cluster.kill("catalog", primary(cluster, "catalog"))
+            with frontend(cluster, 2) as fe:
+                fe.buy(item, 3)
+                failover = time.monotonic() - killed_at
+        finally:
+            cluster.kill("frontend", 1, signal.SIGCONT)
+        with frontend(cluster, 1) as fe:
+            assert fe.lookup(item)["stock"] == 7
+    lease = cluster.settings.lease
+    # about one lease (x the margin) and a heartbeat; a fence would have added a whole lease
+    assert failover < 2 * lease, failover
+
+
 def test_no_cache_reads_every_time(tmp_path: Path) -> None:
     with start_cluster(tmp_path / "store", frontends=1, no_cache=True) as cluster, \
             frontend(cluster, 1) as fe:

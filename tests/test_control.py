@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pyrostore.config import Settings
 from pyrostore.control import LEASE_MARGIN, ControlState, Judge, Renewal
-from pyrostore.errors import InvalidRequest
+from pyrostore.discovery import Coordinators
+from pyrostore.errors import InvalidRequest, Unavailable
 from pyrostore.models import View
 
 LEASE = 1.0
@@ -65,6 +69,17 @@ class Plane:
                 "op": "add_member", "group": "catalog", "epoch": view.epoch,
                 "primary": primary, "joiner": joiner, "incarnation": f"inc-{joiner}",
                 "new_epoch": view.epoch + 1})["ok"]
+
+
+def test_a_group_that_never_had_a_view_starts_at_once() -> None:
+    plane = Plane()
+    plane.judge.became_leader(plane.now)
+    plane.renew("order", 2, applied=0)
+    plane.renew("order", 1, applied=0)
+    [start] = plane.step()
+    assert start["view"]["primary"] == 1 and start["view"]["epoch"] == 1
+    plane.state.apply(renewal("catalog", 1, epoch=3))  # a replica has seen a view: wait
+    assert plane.step() == []
 
 
 def test_a_lease_is_over_only_after_the_margin() -> None:
@@ -229,3 +244,18 @@ def test_a_lost_raft_state_restores_the_saved_view_rather_than_start_anew() -> N
 def test_a_malformed_renewal_is_refused(bad: Any) -> None:
     with pytest.raises(InvalidRequest):
         Renewal.from_wire(bad)
+
+
+def test_a_call_no_coordinator_takes_is_unavailable(tmp_path: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    settings = Settings.from_env(environ={}, data_dir=tmp_path,
+                                 coordinators=f"127.0.0.1:{port}:{port}")
+    group = Coordinators(settings)
+    try:
+        with pytest.raises(Unavailable) as refused:
+            group.command("renew", {})
+        assert "no coordinator could take renew" in str(refused.value)
+    finally:
+        group.close()

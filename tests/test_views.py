@@ -160,7 +160,9 @@ SERVICES = [
                "entries": 2, "lease_left": 0.75}},
     {"role": "catalog", "id": 2, "state": "down", "pid": None},
     {"role": "catalog", "id": 1, "state": "primary", "epoch": 3, "applied": 41, "pid": 10},
-    {"role": "coordinator", "id": 1, "state": "serving", "pid": 5},
+    {"role": "coordinator", "id": 1, "state": "leader", "pid": 5,
+     "raft": {"state": "leader", "term": 4, "commit": 977}},
+    {"role": "coordinator", "id": 2, "state": "down", "pid": None},
 ]
 
 
@@ -176,6 +178,9 @@ def test_cluster_table_fits_80_columns_in_role_order() -> None:
     assert "down" in next(line for line in lines if "catalog 2" in line)
     assert "12/3" in next(line for line in lines if "frontend 1" in line)
     assert "41" in next(line for line in lines if "catalog 1" in line)
+    leader = next(line for line in lines if "coordinator 1" in line)
+    assert "leader" in leader and "term 4" in leader and "977" in leader
+    assert "down" in next(line for line in lines if "coordinator 2" in line)
 
 
 def test_cache_and_group_tables() -> None:

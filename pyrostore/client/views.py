@@ -15,6 +15,9 @@ from rich.text import Text
 
 BOOK_COLUMNS = ("item", "title", "topic", "stock", "cost")
 STATE_STYLES = {
+    "leader": "bold green",
+    "follower": "green",
+    "candidate": "yellow",
     "primary": "bold green",
     "backup": "green",
     "serving": "green",
@@ -70,24 +73,37 @@ def order_table(orders: Iterable[Mapping[str, Any]], *, title: str | None = None
 
 
 def status_table(services: Iterable[Mapping[str, Any]], *, title: str | None = None) -> Table:
-    """Services as rows: role, id, state, epoch, applied, pid, uri."""
-    table = Table(title=title, header_style="bold")
+    """Services as rows: role, id, state, epoch, applied, pid, uri (for a coordinator: its
+    Raft state, ``term N`` and its commit index)."""
+    table = Table(title=title, header_style="bold", caption=COORDINATOR_CAPTION)
     for name in ("role", "id", "state", "epoch", "applied", "pid", "uri"):
         table.add_column(
             name, justify="right" if name in ("id", "epoch", "applied", "pid") else "left"
         )
     for row in services:
-        state = str(row.get("state", "?"))
+        state, epoch, applied = _progress(row)
         table.add_row(
             str(row.get("role", "")),
             _cell(row.get("id")),
             Text(state, style=STATE_STYLES.get(state, "")),
-            _cell(row.get("epoch")),
-            _cell(row.get("applied")),
+            epoch,
+            applied,
             _cell(row.get("pid")),
             str(row.get("uri", "")),
         )
     return table
+
+
+COORDINATOR_CAPTION = "coordinators: state is the Raft state, epoch the term, applied the commit"
+
+
+def _progress(row: Mapping[str, Any]) -> tuple[str, str, str]:
+    """A service's state, epoch and applied cells (a coordinator's Raft state, term, commit)."""
+    state = str(row.get("state", "?"))
+    raft = row.get("raft")
+    if row.get("role") == "coordinator" and isinstance(raft, Mapping):
+        return state, f"term {_cell(raft.get('term'))}", _cell(raft.get("commit"))
+    return state, _cell(row.get("epoch")), _cell(row.get("applied"))
 
 
 def group_table(groups: Mapping[str, Mapping[str, Any]], *, title: str | None = None) -> Table:
@@ -173,16 +189,16 @@ def order_rows(orders: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str,
 
 def cluster_table(services: Iterable[Mapping[str, Any]], *, title: str | None = None) -> Table:
     """The cluster at a glance, 80 columns wide: each service, its part, and cache figures."""
-    table = Table(title=title, header_style="bold", expand=True)
+    table = Table(title=title, header_style="bold", expand=True, caption=COORDINATOR_CAPTION)
     for name in ("service", "state", "epoch", "applied", "pid", "cache hits/misses"):
         table.add_column(name, justify="left" if name in ("service", "state") else "right")
     for row in sorted(services, key=lambda r: (ROLE_ORDER.get(str(r.get("role")), 9),
                                                  r.get("id") or 0)):
-        state = str(row.get("state", "?"))
+        state, epoch, applied = _progress(row)
         cache = row.get("cache") or {}
         table.add_row(f"{row.get('role')} {row.get('id')}",
-                      Text(state, style=STATE_STYLES.get(state, "")),
-                      _cell(row.get("epoch")), _cell(row.get("applied")), _cell(row.get("pid")),
+                      Text(state, style=STATE_STYLES.get(state, "")), epoch, applied,
+                      _cell(row.get("pid")),
                       f"{cache['hits']}/{cache['misses']}" if cache else "")
     return table
 
