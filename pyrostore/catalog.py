@@ -15,6 +15,7 @@ from typing import Any
 import Pyro5.api
 
 from pyrostore.config import Settings
+from pyrostore.discovery import PEER_SUFFIX
 from pyrostore.errors import InvalidRequest
 from pyrostore.invalidation import CacheLeases
 from pyrostore.metrics import timed_methods
@@ -32,8 +33,9 @@ from pyrostore.models import (
     request_id_or_new,
     topic_key,
 )
-from pyrostore.replication import Changes, ReplicatedService
+from pyrostore.replication import PeerEndpoint, ReplicatedGroup
 from pyrostore.schemas import CatalogStore
+from pyrostore.serving import Service
 
 
 class CatalogMachine:
@@ -42,8 +44,10 @@ class CatalogMachine:
     def __init__(self, store: CatalogStore) -> None:
         self.store = store
 
-    def apply(self, op: dict[str, Any], conn: sqlite3.Connection, seq: int) -> dict[str, Any]:
-        """Apply ``op`` as write number ``seq`` inside the open transaction ``conn``."""
+    def apply(self, op: dict[str, Any], request_id: str, conn: sqlite3.Connection,
+              seq: int) -> dict[str, Any]:
+        """Apply ``op`` as write number ``seq`` inside the open transaction ``conn`` (the
+        request id is the replication layer's to remember)."""
         kind = op["op"]
         if kind == "take":
             before = self.store.take(conn, seq, op["item"], op["qty"])
@@ -74,37 +78,41 @@ class CatalogMachine:
 
 
 @timed_methods
-class CatalogReplica(ReplicatedService):
-    """One catalog replica as a Pyro5 object: ``pyrostore.catalog.<id>``."""
+class CatalogReplica(Service):
+    """One catalog replica as a Pyro5 object: ``pyrostore.catalog.<id>``, with its share of
+    the group (:class:`ReplicatedGroup`) and its peer endpoint beside it."""
 
     role = "catalog"
-    publishes = True
+    hook_names = ("hold_before_ack",)
 
     def __init__(self, settings: Settings, replica_id: int) -> None:
+        super().__init__(settings, replica_id)
         self.store = CatalogStore(settings.database_path(self.role, replica_id))
         self.store.seed(settings.inventory)
-        self.machine = CatalogMachine(self.store)
-        super().__init__(settings, replica_id, self.store)
-        self.caches = CacheLeases(settings, self._stopping)
+        self.caches = CacheLeases(settings)
+        self.group = ReplicatedGroup(settings, self.role, replica_id, self.store,
+                                     CatalogMachine(self.store), hooks=self.hooks,
+                                     publish=self.caches.invalidate)
+        self.peer = PeerEndpoint(self.group, self.metrics)
 
     @Pyro5.api.expose
     def topics(self) -> list[str]:
         """Every topic in the catalog."""
-        return self._read([TOPICS_KEY], self.store.topics, "topics")
+        return self.group.read([TOPICS_KEY], self.store.topics, "topics")
 
     @Pyro5.api.expose
     def search(self, topic: str, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         """``[{item, title}]`` of the books in ``topic`` (any case), one page at a time."""
         limit, offset = check_page(limit, offset)
         topic = check_text(topic, "topic")
-        return self._read([topic_key(topic)], lambda: self.store.search(topic, limit, offset),
+        return self.group.read([topic_key(topic)], lambda: self.store.search(topic, limit, offset),
                           "search", topic, limit, offset)
 
     @Pyro5.api.expose
     def lookup(self, item: int) -> dict[str, Any]:
         """``{item, title, topic, stock, cost, version}`` of one book."""
         item = check_item(item)
-        return self._read([item_key(item)], lambda: self.store.book(item).to_wire(),
+        return self.group.read([item_key(item)], lambda: self.store.book(item).to_wire(),
                           "lookup", item)
 
     @Pyro5.api.expose
@@ -113,42 +121,44 @@ class CatalogReplica(ReplicatedService):
         item = check_item(item)
 
         def read() -> dict[str, Any]:
-            epoch = self.core.view.epoch  # before the read: a version may only err low
+            epoch = self.group.member.core.view.epoch  # before the read: a version may only err low
             book = self.store.book(item)
             return {"value": book.to_wire(), "version": [epoch, book.version]}
 
-        return self._read([item_key(item)], read, "lookup_at", item)
+        return self.group.read([item_key(item)], read, "lookup_at", item)
 
     @Pyro5.api.expose
     def search_at(self, topic: str, limit: int = 100, offset: int = 0) -> dict[str, Any]:
         """For caches: ``{value: search(...), version: [epoch, applied position read]}``."""
         limit, offset = check_page(limit, offset)
         topic = check_text(topic, "topic")
-        return self._read([topic_key(topic)],
+        return self.group.read([topic_key(topic)],
                           lambda: self._versioned(lambda: self.store.search(topic, limit, offset)),
                           "search_at", topic, limit, offset)
 
     @Pyro5.api.expose
     def topics_at(self) -> dict[str, Any]:
         """For caches: ``{value: topics(), version: [epoch, applied position read]}``."""
-        return self._read([TOPICS_KEY], lambda: self._versioned(self.store.topics), "topics_at")
+        return self.group.read([TOPICS_KEY], lambda: self._versioned(self.store.topics),
+                               "topics_at")
 
     @Pyro5.api.expose
     def cache_lease(self, frontend_uri: str) -> dict[str, Any]:
         """A frontend renews its cache lease: ``{epoch, lease}`` (seconds from its sending)."""
-        self._await_ready_primary()
-        with self.db.locked():  # not while a batch is telling the leased frontends
-            with self._changed:
-                self._check_serving(("primary",))
-                epoch = self.core.view.epoch
-                lease_left = self.core.lease_until - time.monotonic()
+        member = self.group.member
+        member.await_ready_primary()
+        with self.store.locked():  # not while a batch is telling the leased frontends
+            with member.changed:
+                member.check_serving(("primary",))
+                epoch = member.core.view.epoch
+                lease_left = member.core.lease_until - time.monotonic()
             return {"epoch": epoch, "lease": self.caches.grant(frontend_uri, lease_left)}
 
     @Pyro5.api.expose
     def take(self, item: int, qty: int, request_id: str) -> dict[str, Any]:
         """Take ``qty`` copies of ``item`` for a buy, or raise OutOfStock; at most once per id."""
         op = {"op": "take", "item": check_item(item), "qty": check_quantity(qty)}
-        result: dict[str, Any] = self._write(op, check_request_id(request_id))
+        result: dict[str, Any] = self.group.write(op, check_request_id(request_id))
         return result
 
     @Pyro5.api.expose
@@ -160,7 +170,7 @@ class CatalogReplica(ReplicatedService):
         op = {"op": "update", "item": check_item(item),
               "cost": None if cost is None else check_cost(cost),
               "stock_delta": None if stock_delta is None else check_stock_delta(stock_delta)}
-        result: dict[str, Any] = self._write(op, request_id_or_new(request_id))
+        result: dict[str, Any] = self.group.write(op, request_id_or_new(request_id))
         return result
 
     @Pyro5.api.expose
@@ -170,31 +180,27 @@ class CatalogReplica(ReplicatedService):
         op = {"op": "add", "title": check_text(title, "title"),
               "topic": check_text(topic, "topic"), "stock": check_stock(stock),
               "cost": check_cost(cost)}
-        result: dict[str, Any] = self._write(op, request_id_or_new(request_id))
+        result: dict[str, Any] = self.group.write(op, request_id_or_new(request_id))
         return result
 
-    def _apply(self, op: dict[str, Any], request_id: str, conn: sqlite3.Connection,
-               seq: int) -> dict[str, Any]:
-        return self.machine.apply(op, conn, seq)
-
-    def _keys(self, op: dict[str, Any], result: Any) -> list[str]:
-        return self.machine.keys(op, result)
-
-    def _publish(self, epoch: int, changes: Changes) -> None:
-        self.caches.invalidate(epoch, changes)
-
     def _versioned(self, read: Callable[[], Any]) -> dict[str, Any]:
-        epoch = self.core.view.epoch  # before the read: a version may only err low
+        epoch = self.group.member.core.view.epoch  # before the read: a version may only err low
         value, applied = self.store.at_position(read)
         return {"value": value, "version": [epoch, applied]}
 
     def details(self) -> dict[str, Any]:
-        details = {**super().details(), "books": self.store.book_count()}
+        details = {**self.group.details(), "books": self.store.book_count()}
         if details["state"] == "primary":
             details.update(self.caches.frontends())
         return details
 
+    def endpoints(self) -> dict[str, object]:
+        return {f"{self.name}{PEER_SUFFIX}": self.peer}
+
+    def start(self) -> None:
+        self.group.start(self.uri)
+
     def close(self) -> None:
-        super().close()
+        self.group.close()
         self.caches.close()
         self.store.close()

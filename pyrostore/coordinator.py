@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import Pyro5.api
-import Pyro5.errors
 from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.syncobj import SyncObjException
 
@@ -48,7 +47,7 @@ from pyrostore.control import (
     check_group,
     check_replica,
 )
-from pyrostore.discovery import NotSent, ProxyPool
+from pyrostore.discovery import TRANSPORT_FAILURES, ProxyPool, peer_uri
 from pyrostore.errors import InvalidRequest, NotLeader, NotServing, StaleEpoch
 from pyrostore.metrics import timed_methods
 from pyrostore.models import View, check_int, check_text
@@ -314,8 +313,8 @@ class Coordinator(Service):
             self._nudger.submit(self._send_nudge, uri)
 
     def _send_nudge(self, uri: str) -> None:
-        with contextlib.suppress(NotSent, Pyro5.errors.CommunicationError):
-            self._peers.call(uri, "nudge")
+        with contextlib.suppress(*TRANSPORT_FAILURES):
+            self._peers.call(peer_uri(uri), "nudge")
 
     def _plan(self) -> list[dict[str, Any]]:
         with self._saved_lock:

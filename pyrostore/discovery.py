@@ -45,6 +45,16 @@ def service_name(role: str, replica_id: int) -> str:
     return f"{PREFIX}{role}.{replica_id}"
 
 
+PEER_SUFFIX = ".peer"
+"""A replica's peer endpoint is the object ``<name>.peer`` on the replica's own daemon."""
+
+
+def peer_uri(uri: str) -> str:
+    """The URI of the peer endpoint beside the replica at ``uri`` (same daemon); "" for ""."""
+    name, at, location = uri.partition("@")
+    return f"{name}{PEER_SUFFIX}@{location}" if at else uri
+
+
 def service_tags(role: str, replica_id: int) -> set[str]:
     """The metadata tags a service registers with."""
     return {TAG, f"role:{role}", f"replica:{replica_id}"}
@@ -72,7 +82,12 @@ def name_server(settings: Settings) -> Iterator[Pyro5.api.Proxy]:
                 ns_host=settings.ns_host,
                 ns_port=settings.ns_port,
             ) from exc
-        yield ns
+        try:
+            yield ns
+        except Pyro5.errors.CommunicationError as exc:  # it went away mid-call: ask again
+            raise Unavailable(f"the name server at {settings.ns_host}:{settings.ns_port} "
+                              f"failed: {exc}", ns_host=settings.ns_host,
+                              ns_port=settings.ns_port) from exc
 
 
 def name_server_answers(settings: Settings) -> bool:
@@ -143,9 +158,9 @@ class ProxyPool:
         proxy = self._borrow(uri)
         try:
             result = getattr(proxy, method)(*args)
-        except Pyro5.errors.CommunicationError:
+        except Pyro5.errors.CommunicationError as exc:
             proxy._pyroRelease()
-            raise
+            raise CallLost(f"{method} at {uri}: {exc}") from exc
         except BaseException:
             self._give_back(uri, proxy)
             raise
@@ -185,6 +200,17 @@ class ProxyPool:
 
 class NotSent(Exception):
     """A connection could not be made: the request never left this process."""
+
+
+class CallLost(Exception):
+    """A call failed after it was sent (the connection closed, it timed out): it may have run.
+
+    With :class:`NotSent`, the only transport failures the store's own code sees: Pyro5's
+    errors are translated here, in :class:`ProxyPool`, and nowhere else."""
+
+
+TRANSPORT_FAILURES = (NotSent, CallLost)
+"""A call that did not reach its object, or whose answer did not come back."""
 
 
 class Coordinators:
@@ -244,7 +270,7 @@ class Coordinators:
             except (NotSent, NotServing) as exc:
                 last_error = str(exc)
                 continue
-            except Pyro5.errors.CommunicationError as exc:
+            except CallLost as exc:
                 may_have_run, last_error = True, str(exc)
                 continue
             if leader_only:
@@ -359,7 +385,7 @@ class ReplicaSet:
             except (NotSent, Unavailable) as exc:
                 last_error, refresh = str(exc), True
                 self._shun(uri)
-            except (Pyro5.errors.CommunicationError, OutcomeUnknown) as exc:
+            except (CallLost, OutcomeUnknown) as exc:
                 may_have_run, last_error, refresh = True, str(exc), True
                 self._shun(uri)
             if self._clock() + delay > deadline:

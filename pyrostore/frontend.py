@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, NamedTuple
 
 import Pyro5.api
 
@@ -40,6 +40,19 @@ from pyrostore.serving import Service
 log = logging.getLogger(__name__)
 
 
+class CatalogRead(NamedTuple):
+    """A catalog read by its two names: ``plain`` answers the value, ``versioned`` answers
+    ``{value, version}`` for the cache."""
+
+    plain: str
+    versioned: str
+
+
+TOPICS = CatalogRead("topics", "topics_at")
+SEARCH = CatalogRead("search", "search_at")
+LOOKUP = CatalogRead("lookup", "lookup_at")
+
+
 class CachedCatalog:
     """Catalog reads through a versioned cache, valid only under a cache lease."""
 
@@ -55,11 +68,11 @@ class CachedCatalog:
         self._lease_epoch: int | None = None
         self._stopping = threading.Event()
 
-    def read(self, key: str, variant: Hashable, method: str, *args: Any) -> Any:
-        """The cached answer of catalog ``method(*args)``, or a read through to a replica."""
+    def read(self, key: str, variant: Hashable, read: CatalogRead, *args: Any) -> Any:
+        """The cached answer of catalog ``read``, or a read through to a replica."""
         if time.monotonic() >= self._lease_until:  # no lease: no cached answer, no fill
-            return self.replicas.call(method.removesuffix("_at"), *args)
-        return self.cache.load(key, variant, lambda: self._read_versioned(method, *args),
+            return self.replicas.call(read.plain, *args)
+        return self.cache.load(key, variant, lambda: self._read_versioned(read.versioned, *args),
                                before_fill=self._before_fill)
 
     def invalidate(self, epoch: int, changes: list[tuple[list[str], Version]]) -> None:
@@ -127,14 +140,14 @@ class Frontend(Service):
     @Pyro5.api.expose
     def topics(self) -> list[str]:
         """Every topic in the catalog."""
-        topics: list[str] = self._read(TOPICS_KEY, None, "topics_at")
+        topics: list[str] = self._read(TOPICS_KEY, None, TOPICS)
         return topics
 
     @Pyro5.api.expose
     def search(self, topic: str, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         """``[{item, title}]`` of the books in ``topic`` (any case), one page at a time."""
         topic, (limit, offset) = check_text(topic, "topic"), check_page(limit, offset)
-        books: list[dict[str, Any]] = self._read(topic_key(topic), (limit, offset), "search_at",
+        books: list[dict[str, Any]] = self._read(topic_key(topic), (limit, offset), SEARCH,
                                                  topic, limit, offset)
         return books
 
@@ -142,7 +155,7 @@ class Frontend(Service):
     def lookup(self, item: int) -> dict[str, Any]:
         """``{item, title, topic, stock, cost, version}`` of one book."""
         item = check_item(item)
-        book: dict[str, Any] = self._read(item_key(item), None, "lookup_at", item)
+        book: dict[str, Any] = self._read(item_key(item), None, LOOKUP, item)
         return book
 
     @Pyro5.api.expose
@@ -153,10 +166,10 @@ class Frontend(Service):
             self.cached.invalidate(epoch, [(list(keys), (int(version[0]), int(version[1])))
                                            for keys, version in changes])
 
-    def _read(self, key: str, variant: Hashable, method: str, *args: Any) -> Any:
+    def _read(self, key: str, variant: Hashable, read: CatalogRead, *args: Any) -> Any:
         if self.cached is None:
-            return self.catalog.call(method.removesuffix("_at"), *args)
-        return self.cached.read(key, variant, method, *args)
+            return self.catalog.call(read.plain, *args)
+        return self.cached.read(key, variant, read, *args)
 
     @Pyro5.api.expose
     def buy(self, item: int, qty: int = 1, request_id: str | None = None) -> dict[str, Any]:

@@ -22,10 +22,8 @@ import threading
 import time
 from typing import Any
 
-import Pyro5.errors
-
 from pyrostore.config import Settings
-from pyrostore.discovery import NotSent, ProxyPool
+from pyrostore.discovery import TRANSPORT_FAILURES, ProxyPool
 from pyrostore.errors import PyrostoreError
 
 log = logging.getLogger(__name__)
@@ -36,11 +34,11 @@ CLOCK_MARGIN = 1.1
 class CacheLeases:
     """The cache leases this primary granted, and the invalidations it sends."""
 
-    def __init__(self, settings: Settings, stopping: threading.Event) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.lease = settings.lease
         # a mute frontend holds a call for at most a lease: then its lease is over anyway
         self._peers = ProxyPool(settings, timeout=settings.lease)
-        self._stopping = stopping
+        self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._until: dict[str, float] = {}  # frontend uri -> when its lease is certainly over
         self.counters = {"invalidations_sent": 0, "unreachable": 0, "waited_ms": 0.0}
@@ -65,7 +63,7 @@ class CacheLeases:
                 self._peers.call(uri, "invalidate", epoch,
                                  [[keys, [epoch, seq]] for keys, seq in changes])
                 self.counters["invalidations_sent"] += 1
-            except (NotSent, Pyro5.errors.CommunicationError, PyrostoreError) as exc:
+            except (*TRANSPORT_FAILURES, PyrostoreError) as exc:
                 log.warning("frontend %s unreachable (%s); waiting out its cache lease", uri, exc)
                 self.counters["unreachable"] += 1
                 started = time.monotonic()
@@ -84,7 +82,8 @@ class CacheLeases:
         return {"cache_leases": leases, **self.counters}
 
     def close(self) -> None:
-        """Close the connections to the frontends."""
+        """Stop waiting for any frontend, and close the connections to them."""
+        self._stopping.set()
         self._peers.close()
 
     def _wait_until(self, moment: float) -> None:

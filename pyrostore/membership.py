@@ -18,8 +18,8 @@ it (heartbeats, the primary's messages) and acts on its answers (levelling, join
 
 Threads: the daemon's threads serve calls; ``heartbeat`` renews the lease (and hears of views);
 ``_lead`` levels the backups of a new view; ``_join`` asks the primary to take this replica in.
-``core`` belongs to whoever holds ``_changed`` (a condition, notified on every change); the
-database's write lock (``db.locked()``) is taken before ``_changed`` when both are needed.
+``core`` belongs to whoever holds ``changed`` (a condition, notified on every change); the
+database's write lock (``db.locked()``) is taken before ``changed`` when both are needed.
 """
 
 from __future__ import annotations
@@ -32,39 +32,47 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import Pyro5.api
-import Pyro5.errors
-
 from pyrostore.config import Settings
-from pyrostore.discovery import Coordinators, NotSent, ProxyPool
+from pyrostore.discovery import (
+    TRANSPORT_FAILURES,
+    Coordinators,
+    ProxyPool,
+    peer_uri,
+    service_name,
+)
 from pyrostore.errors import InvalidRequest, NotServing, PyrostoreError, StaleEpoch
-from pyrostore.metrics import timed_methods
 from pyrostore.models import View, check_int, check_text, view_uris
 from pyrostore.replica_core import ReplicaCore, needs_snapshot
-from pyrostore.serving import Service
 from pyrostore.store import Database
 
 log = logging.getLogger(__name__)
-PEER_FAILURES = (NotSent, NotServing, Pyro5.errors.CommunicationError)
+PEER_FAILURES = (*TRANSPORT_FAILURES, NotServing)
 """What a peer's failure to take a message looks like."""
 SNAPSHOT_TIMEOUT = 60.0
 """Seconds a snapshot transfer may take (a large catalog is megabytes)."""
 
 
-@timed_methods
-class Membership(Service):
-    """A replica's part in its group, as the coordinator's views and its lease decide."""
+class Membership:
+    """A replica's part in its group, as the coordinators' views and its lease decide.
 
-    def __init__(self, settings: Settings, replica_id: int, db: Database) -> None:
-        super().__init__(settings, replica_id)
+    Composed into a :class:`~pyrostore.replication.ReplicatedGroup`; what peers call on it
+    arrives through that group's :class:`~pyrostore.replication.PeerEndpoint`.
+    """
+
+    def __init__(self, settings: Settings, role: str, replica_id: int, db: Database) -> None:
+        self.settings = settings
+        self.role = role
+        self.replica_id = replica_id
+        self.name = service_name(role, replica_id)
+        self.uri = ""  # the replica's service URI, once it serves (start)
         self.db = db
         self.incarnation = uuid.uuid4().hex
-        self._changed = threading.Condition()  # guards core; notified on every change
+        self.changed = threading.Condition()  # guards core; notified on every change
         self.core = ReplicaCore(replica_id, self.incarnation, name=self.name)
-        self._stopping = threading.Event()
+        self.stopping = threading.Event()
         self._nudged = threading.Event()  # set to heartbeat at once (and on stopping)
         self._joiner: threading.Thread | None = None
-        self._peers = ProxyPool(settings)
+        self.peers = ProxyPool(settings)
         self._bulk = ProxyPool(settings, timeout=max(SNAPSHOT_TIMEOUT, settings.call_timeout))
         # a renewal must fail fast: a dead coordinator leader is replaced within the lease
         self._coordinators = Coordinators(settings, timeout=min(settings.call_timeout,
@@ -73,42 +81,38 @@ class Membership(Service):
 
     # -- what a primary calls on its backups ---------------------------------------------
 
-    @Pyro5.api.expose
     def committed(self, epoch: int, seq: int) -> None:
         """The primary of ``epoch`` has committed every write up to ``seq``."""
         with self.db.locked():
-            self._accept_from_primary(epoch)
-            self._confirm(epoch, seq)
+            self.accept_from_primary(epoch)
+            self.confirm(epoch, seq)
 
-    @Pyro5.api.expose
     def position(self, epoch: int) -> int:
         """This replica's applied position, for a primary levelling its backups."""
         with self.db.locked():
-            self._accept_from_primary(epoch)
+            self.accept_from_primary(epoch)
             return self.db.applied()
 
-    @Pyro5.api.expose
     def install_snapshot(self, epoch: int, snapshot: dict[str, Any]) -> None:
         """Replace this replica's whole state by the primary's, dropping any tail of its own."""
         with self.db.locked():
-            self._accept_from_primary(epoch)
+            self.accept_from_primary(epoch)
             self.db.install(snapshot)
-            with self._changed:
+            with self.changed:
                 self.core.installed(int(snapshot["applied"]))
         log.info("%s installed a snapshot at %d (epoch %d)", self.name, snapshot["applied"],
                  epoch)
 
-    @Pyro5.api.expose
     def join(self, joiner: dict[str, Any]) -> dict[str, Any]:
         """A joiner asks to become a backup: snapshot it, then have the coordinators add it.
         ``joiner``: ``{replica, uri, incarnation}``."""
         replica_id, uri, incarnation = _joiner(joiner)
-        self._await_ready_primary()
+        self.await_ready_primary()
         with self.db.locked():
-            with self._changed:
-                self._check_serving(("primary",))
+            with self.changed:
+                self.check_serving(("primary",))
                 epoch = self.core.view.epoch
-            self._bulk.call(uri, "install_snapshot", epoch, self.db.snapshot())
+            self._bulk.call(peer_uri(uri), "install_snapshot", epoch, self.db.snapshot())
             try:
                 answer: dict[str, Any] = self._coordinators.command("add_member", {
                     "group": self.role, "epoch": epoch, "primary": self.replica_id,
@@ -117,12 +121,23 @@ class Membership(Service):
                 raise
             except PyrostoreError:
                 # the coordinator may have added it: writes without it could then be lost
-                with self._changed:
-                    self._step_down(f"the outcome of adding {replica_id} is unknown")
+                with self.changed:
+                    self.step_down(f"the outcome of adding {replica_id} is unknown")
                 raise
             self._adopt(View.from_wire(answer), view_uris(answer))
         return answer
-    def _report(self, epoch: int, backup: int) -> None:
+
+    def request_at(self, seq: int) -> str | None:
+        """The request id of this replica's write ``seq`` (levelling compares it)."""
+        return self.db.request_at(seq)
+
+    def nudge(self) -> None:
+        """The coordinators changed this replica's view: heartbeat now to hear of it."""
+        self._nudged.set()
+
+    def report(self, epoch: int, backup: int) -> None:
+        """As primary of ``epoch``: ``backup`` did not take a message (the coordinators renew it
+        no more, and drop it once its lease is over)."""
         try:
             self._coordinators.command("report_failure", {
                 "group": self.role, "epoch": epoch, "reporter": self.replica_id,
@@ -132,29 +147,26 @@ class Membership(Service):
 
     # -- the view: heartbeats, adopting views, leading and joining -----------------------
 
-    def start(self) -> None:
+    def start(self, uri: str) -> None:
+        """Heartbeat (and so join the group) as the replica serving at ``uri``."""
+        self.uri = uri
         threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
 
-    @Pyro5.api.expose
-    @Pyro5.api.oneway
-    def nudge(self) -> None:
-        """The coordinators changed this replica's view: heartbeat now to hear of it."""
-        self._nudged.set()
-
     def close(self) -> None:
-        self._stopping.set()
+        """Stop every thread and close every connection."""
+        self.stopping.set()
         self._nudged.set()
-        with self._changed:
-            self._changed.notify_all()
-        self._peers.close()
+        with self.changed:
+            self.changed.notify_all()
+        self.peers.close()
         self._bulk.close()
         self._coordinators.close()
 
     def _heartbeats(self) -> None:
         interval = self.settings.heartbeat_interval
-        while not self._stopping.is_set():
+        while not self.stopping.is_set():
             sent = time.monotonic()
-            with self._changed:
+            with self.changed:
                 epoch, state = self.core.view.epoch, self.core.state
             self._heartbeat_seq += 1
             try:
@@ -166,16 +178,16 @@ class Membership(Service):
             except (PyrostoreError, sqlite3.Error) as exc:
                 log.debug("%s heartbeat failed: %s", self.name, exc)
             else:
-                with self._changed:
+                with self.changed:
                     self.core.renewed(sent, answer["lease"])
                     self._adopt(View.from_wire(answer["view"]), view_uris(answer["view"]))
-                    self._changed.notify_all()
+                    self.changed.notify_all()
             self._nudged.wait(max(0.0, sent + interval - time.monotonic()))
             self._nudged.clear()
 
     def _adopt(self, view: View, uris: dict[int, str]) -> None:
         """Take a newer view from the coordinators, and act on it."""
-        with self._changed:
+        with self.changed:
             adopted = self.core.adopt(view, uris)
             if adopted is None:
                 return
@@ -185,7 +197,7 @@ class Membership(Service):
                 self._start(self._lead, view)
             elif adopted.action == "join":
                 self._stepped_down(adopted.why, was_serving=adopted.was_serving)
-            self._changed.notify_all()
+            self.changed.notify_all()
 
     def _lead(self, view: View) -> None:
         """Bring every backup level (or see it dropped), then serve as primary of ``view``."""
@@ -196,9 +208,9 @@ class Membership(Service):
                 snapshot = self._level(view, backup, applied, snapshot)
                 if snapshot is _GIVE_UP:
                     return
-            with self._changed:
+            with self.changed:
                 if self.core.led(view.epoch, applied):
-                    self._changed.notify_all()
+                    self.changed.notify_all()
                     log.info("%s leads epoch %d at %d", self.name, view.epoch, applied)
 
     def _level(self, view: View, backup: int, applied: int,
@@ -209,67 +221,62 @@ class Membership(Service):
         longer leads ``view``."""
         deadline = time.monotonic() + self.settings.failover_timeout
         while True:
-            with self._changed:
+            with self.changed:
                 if self.core.view.epoch != view.epoch or not self.core.leads():
                     return _GIVE_UP  # superseded: a newer view has its own _lead
                 if backup not in self.core.view.backups:
                     return snapshot
                 if time.monotonic() > deadline:
-                    self._step_down(f"could not level backup {backup}")
+                    self.step_down(f"could not level backup {backup}")
                     return _GIVE_UP
-                uri = self.core.uris.get(backup, "")
+                uri = peer_uri(self.core.uris.get(backup, ""))
             try:
-                position = self._peers.call(uri, "position", view.epoch)
+                position = self.peers.call(uri, "position", view.epoch)
                 if needs_snapshot(applied=applied, last_request=self.db.request_at(applied),
                                   position=position,
-                                  request_at_applied=(self._peers.call(uri, "request_at", applied)
+                                  request_at_applied=(self.peers.call(uri, "request_at", applied)
                                                       if position == applied else None)):
                     snapshot = snapshot or self.db.snapshot()
                     self._bulk.call(uri, "install_snapshot", view.epoch, snapshot)
-                self._peers.call(uri, "committed", view.epoch, applied)
+                self.peers.call(uri, "committed", view.epoch, applied)
                 return snapshot
             except StaleEpoch:
-                with self._changed:
-                    self._step_down("a backup is in a newer epoch")
+                with self.changed:
+                    self.step_down("a backup is in a newer epoch")
                 return _GIVE_UP
             except PEER_FAILURES as exc:
                 log.warning("%s could not level backup %d: %s", self.name, backup, exc)
-                self._report(view.epoch, backup)
-            with self._changed:
-                self._changed.wait(self.settings.heartbeat_interval)
-
-    @Pyro5.api.expose
-    def request_at(self, seq: int) -> str | None:
-        """The request id of this replica's write ``seq`` (levelling compares it)."""
-        return self.db.request_at(seq)
+                self.report(view.epoch, backup)
+            with self.changed:
+                self.changed.wait(self.settings.heartbeat_interval)
 
     def _join(self) -> None:
         """While outside the view: ask the primary to take this replica in."""
-        while not self._stopping.is_set():
-            with self._changed:
+        while not self.stopping.is_set():
+            with self.changed:
                 if self.core.state != "joining":
                     return
                 primary_uri = self.core.primary_uri()
             if primary_uri:
                 try:
-                    answer = self._peers.call(primary_uri, "join", {
+                    answer = self.peers.call(peer_uri(primary_uri), "join", {
                         "replica": self.replica_id, "uri": self.uri,
                         "incarnation": self.incarnation})
                     self._adopt(View.from_wire(answer), view_uris(answer))
                 except (*PEER_FAILURES, PyrostoreError) as exc:
                     log.debug("%s: join failed: %s", self.name, exc)
-            with self._changed:
-                self._changed.wait(self.settings.lease / 2)
+            with self.changed:
+                self.changed.wait(self.settings.lease / 2)
 
-    def _step_down(self, why: str) -> None:
-        """Stop serving and rejoin by snapshot (called with ``_changed`` held)."""
+    def step_down(self, why: str) -> None:
+        """Stop serving and rejoin by snapshot (called with ``changed`` held)."""
         self._stepped_down(why, was_serving=self.core.step_down())
 
     def _stepped_down(self, why: str, *, was_serving: bool) -> None:
         """The core has stepped down: say why, and ask to join again."""
         if was_serving:
             log.warning("%s stops serving: %s", self.name, why)
-        self._changed.notify_all()
+        self.changed.notify_all()
         if self._joiner is None or not self._joiner.is_alive():
             self._joiner = self._start(self._join)
 
@@ -280,9 +287,9 @@ class Membership(Service):
 
     # -- checks ----------------------------------------------------------------------------
 
-    def _accept_from_primary(self, epoch: int) -> None:
+    def accept_from_primary(self, epoch: int) -> None:
         """Fencing (called under the write lock): refuse a primary older than any seen."""
-        with self._changed:
+        with self.changed:
             verdict = self.core.fencing(epoch)
             if verdict == "stale":
                 raise StaleEpoch(f"{self.name} is at epoch "
@@ -293,37 +300,41 @@ class Membership(Service):
                 raise NotServing(f"{self.name} is itself a primary (epoch "
                                  f"{self.core.view.epoch})")
 
-    def _confirm(self, epoch: int, committed: int) -> None:
-        with self._changed:
+    def confirm(self, epoch: int, committed: int) -> None:
+        """The primary of ``epoch`` says writes up to ``committed`` are committed."""
+        with self.changed:
             self.core.confirm(epoch, committed)
-            self._changed.notify_all()
+            self.changed.notify_all()
 
-    def _is_dirty(self, keys: list[str]) -> bool:
+    def is_dirty(self, keys: list[str]) -> bool:
+        """(Holding ``changed``.) Whether a read of ``keys`` must go to the primary."""
         return self.core.is_dirty(keys, self.db.applied())
 
-    def _view(self) -> View:
-        with self._changed:
+    def view(self) -> View:
+        """The view held now."""
+        with self.changed:
             return self.core.view
 
-    def _check_serving(self, roles: tuple[str, ...]) -> None:
+    def check_serving(self, roles: tuple[str, ...]) -> None:
         """Raise NotServing unless this replica is ready in one of ``roles`` with a lease."""
         self.core.check_serving(roles, time.monotonic())
 
-    def _await_ready_primary(self) -> None:
+    def await_ready_primary(self) -> None:
         """Wait (up to a lease) for a primary still levelling; refuse if not the primary."""
         deadline = time.monotonic() + self.settings.lease
-        with self._changed:
+        with self.changed:
             while True:
                 try:
-                    self._check_serving(("primary",))
+                    self.check_serving(("primary",))
                     return
                 except NotServing:
                     if self.core.state != "primary" or time.monotonic() >= deadline:
                         raise
-                self._changed.wait(self.settings.heartbeat_interval)
+                self.changed.wait(self.settings.heartbeat_interval)
 
     def details(self) -> dict[str, Any]:
-        with self._changed:
+        """Its part of the replica's ``info()``."""
+        with self.changed:
             return {**self.core.details(time.monotonic()), "applied": self.db.applied()}
 
 

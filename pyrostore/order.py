@@ -14,7 +14,7 @@ from typing import Any
 import Pyro5.api
 
 from pyrostore.config import Settings
-from pyrostore.discovery import ReplicaSet
+from pyrostore.discovery import PEER_SUFFIX, ReplicaSet
 from pyrostore.errors import InvalidRequest, OutcomeUnknown, Unavailable
 from pyrostore.metrics import timed_methods
 from pyrostore.models import (
@@ -26,8 +26,9 @@ from pyrostore.models import (
     check_request_id,
     order_key,
 )
-from pyrostore.replication import ReplicatedService
+from pyrostore.replication import PeerEndpoint, ReplicatedGroup
 from pyrostore.schemas import OrderStore
+from pyrostore.serving import Service
 
 
 class OrderMachine:
@@ -55,22 +56,26 @@ class OrderMachine:
         return order.to_wire()
 
     @staticmethod
-    def keys(result: dict[str, Any]) -> list[str]:
+    def keys(op: dict[str, Any], result: dict[str, Any]) -> list[str]:
         """The read keys a new order changes: itself and the log."""
         return [order_key(result['order_id']), ORDERS_KEY]
 
 
 @timed_methods
-class OrderReplica(ReplicatedService):
-    """One order replica as a Pyro5 object: ``pyrostore.order.<id>``."""
+class OrderReplica(Service):
+    """One order replica as a Pyro5 object: ``pyrostore.order.<id>``, with its share of the
+    group (:class:`ReplicatedGroup`) and its peer endpoint beside it."""
 
     role = "order"
+    hook_names = ("hold_before_ack",)
 
     def __init__(self, settings: Settings, replica_id: int) -> None:
+        super().__init__(settings, replica_id)
         self.store = OrderStore(settings.database_path(self.role, replica_id))
-        self.machine = OrderMachine(self.store)
         self.catalog = ReplicaSet(settings, "catalog")
-        super().__init__(settings, replica_id, self.store)
+        self.group = ReplicatedGroup(settings, self.role, replica_id, self.store,
+                                     OrderMachine(self.store), hooks=self.hooks)
+        self.peer = PeerEndpoint(self.group, self.metrics)
 
     @Pyro5.api.expose
     def buy(self, item: int, qty: int = 1, request_id: str | None = None) -> dict[str, Any]:
@@ -79,12 +84,12 @@ class OrderReplica(ReplicatedService):
         if request_id is None:
             raise InvalidRequest("buy needs a request_id (the frontend or client makes one)")
         request_id = check_request_id(request_id)
-        self._await_ready_primary()  # before taking stock that only the primary may record
+        self.group.member.await_ready_primary()  # before taking stock only it may record
         taken = self.catalog.call("take", item, qty, request_id, primary=True)
         op = {"op": "record", "item": item, "qty": qty, "title": taken["title"],
               "unit_cost": taken["unit_cost"], "created_at": taken["taken_at"]}
         try:
-            result: dict[str, Any] = self._write(op, request_id)
+            result: dict[str, Any] = self.group.write(op, request_id)
         except Unavailable as exc:  # the stock is taken: this buy is not "did not run"
             raise OutcomeUnknown(f"the order could not be recorded ({exc}); "
                                  "retry with the same request id") from exc
@@ -94,28 +99,27 @@ class OrderReplica(ReplicatedService):
     def order(self, order_id: int) -> dict[str, Any]:
         """One order by its id."""
         order_id = check_int(order_id, "order_id", low=1, high=2**62)
-        return self._read([order_key(order_id)],
+        return self.group.read([order_key(order_id)],
                           lambda: self.store.order(order_id).to_wire(), "order", order_id)
 
     @Pyro5.api.expose
     def orders(self, limit: int = 20, offset: int = 0) -> list[dict[str, Any]]:
         """The order log, newest first, one page at a time."""
         limit, offset = check_page(limit, offset)
-        return self._read([ORDERS_KEY], lambda: [o.to_wire() for o in
+        return self.group.read([ORDERS_KEY], lambda: [o.to_wire() for o in
                                                self.store.orders(limit, offset)],
                           "orders", limit, offset)
 
-    def _apply(self, op: dict[str, Any], request_id: str, conn: sqlite3.Connection,
-               seq: int) -> dict[str, Any]:
-        return self.machine.apply(op, request_id, conn, seq)
-
-    def _keys(self, op: dict[str, Any], result: Any) -> list[str]:
-        return self.machine.keys(result)
-
     def details(self) -> dict[str, Any]:
-        return {**super().details(), "orders": self.store.order_count()}
+        return {**self.group.details(), "orders": self.store.order_count()}
+
+    def endpoints(self) -> dict[str, object]:
+        return {f"{self.name}{PEER_SUFFIX}": self.peer}
+
+    def start(self) -> None:
+        self.group.start(self.uri)
 
     def close(self) -> None:
-        super().close()
+        self.group.close()
         self.catalog.close()
         self.store.close()

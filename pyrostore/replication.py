@@ -1,13 +1,15 @@
 """Primary-backup replication of a group's state machine: the same for catalog and order.
 
-A :class:`ReplicatedService` is one replica; its place in the group (lease, view, primary,
-backup or joining) is :class:`~pyrostore.membership.Membership`'s. On top of it:
+A :class:`ReplicatedGroup` is one replica's share of its group, composed into the catalog or
+order service with the group's state machine (:class:`StateMachine`); its place in the group
+(lease, view, primary, backup or joining) is its :class:`~pyrostore.membership.Membership`'s.
+On top of that:
 
 - **writes** (primary only): writes queue up and go in batches (group commit), one batch at a
   time under the database's write lock; each write gets the next sequence number and is
   applied in the batch's open transaction. Then three things run at once: it commits
   here, it is forwarded to every backup (each applies it durably and acks), and the caches
-  are told (``_publish``). It is acknowledged once all three are done, and only while this
+  are told (``publish``). It is acknowledged once all three are done, and only while this
   replica still leads; until then reads of the keys it changed wait at the primary (it may
   be on this disk and no other). A backup that does not ack is reported; the write waits
   until the coordinator has dropped it (after its lease), so an acknowledged write is on
@@ -17,6 +19,16 @@ backup or joining) is :class:`~pyrostore.membership.Membership`'s. On top of it:
   writes. An item written by a write not yet known to be committed is *dirty*: its reads are
   asked of the primary (CRAQ), so reads spread over all replicas stay linearizable.
 - **reads** are served only with a valid lease, checked again after reading.
+
+What the other replicas call (forwards, levelling, joining) arrives at the
+:class:`PeerEndpoint`, a Pyro5 object of its own beside the service on the same daemon
+(``<name>.peer``): the service's API stays the clients' only.
+
+Threads: callers' threads run the write and read paths; the batch that a caller's thread
+takes runs on it, under the database's write lock; ``_aside`` tells the caches; the commit
+notifier tells idle backups how far writes are committed. ``_queue`` and ``_batching`` belong
+to whoever holds ``_queue_changed``; ``_in_flight`` to whoever holds the membership's
+``changed``.
 """
 
 from __future__ import annotations
@@ -28,16 +40,23 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import Pyro5.api
-import Pyro5.errors
 
 from pyrostore.config import Settings
-from pyrostore.discovery import NotSent
-from pyrostore.errors import NotServing, OutcomeUnknown, PyrostoreError, StaleEpoch
+from pyrostore.discovery import TRANSPORT_FAILURES, peer_uri
+from pyrostore.errors import (
+    InvalidRequest,
+    NotServing,
+    OutcomeUnknown,
+    PyrostoreError,
+    StaleEpoch,
+)
+from pyrostore.hooks import Hooks
 from pyrostore.membership import PEER_FAILURES, Membership
-from pyrostore.metrics import timed_methods
+from pyrostore.metrics import MethodStats, timed_methods
+from pyrostore.models import check_int, check_request_id
 from pyrostore.store import Database, Write
 
 log = logging.getLogger(__name__)
@@ -50,6 +69,19 @@ _NOTHING_TO_PUBLISH: Future[None] = Future()
 _NOTHING_TO_PUBLISH.set_result(None)
 Changes = list[tuple[list[str], int]]
 """What a batch changes: for each write, the read keys and its sequence number."""
+WRITE_FIELDS = ("seq", "op", "request_id", "result", "keys")
+"""A forwarded write, as a named plain dict."""
+
+
+class StateMachine(Protocol):
+    """What a group's state machine gives replication (the catalog's, the order log's)."""
+
+    def apply(self, op: dict[str, Any], request_id: str, conn: sqlite3.Connection,
+              seq: int) -> Any:
+        """Apply ``op`` as write ``seq`` in the open transaction; its plain-dict result."""
+
+    def keys(self, op: dict[str, Any], result: Any) -> list[str]:
+        """The read keys a write changes (``item:1``, ``topic:…``): what turns dirty."""
 
 
 class _Request(Write):
@@ -62,41 +94,31 @@ class _Request(Write):
         self.done = False
 
 
-@timed_methods
-class ReplicatedService(Membership):
-    """One replica of a group; subclasses give the state machine (``_apply``, ``_keys``)."""
+class ReplicatedGroup:
+    """One replica's share of its group: its membership, and the write and read paths."""
 
-    hook_names = ("hold_before_ack",)
-    publishes = False
-    """Whether ``_publish`` does anything (the catalog tells the frontends' caches)."""
-
-    def __init__(self, settings: Settings, replica_id: int, db: Database) -> None:
-        super().__init__(settings, replica_id, db)
+    def __init__(self, settings: Settings, role: str, replica_id: int, db: Database,
+                 machine: StateMachine, *, hooks: Hooks,
+                 publish: Callable[[int, Changes], None] | None = None) -> None:
+        self.settings = settings
+        self.db = db
+        self.machine = machine
+        self.hooks = hooks
+        self.member = Membership(settings, role, replica_id, db)
+        self.name = self.member.name
+        self._publish = publish
+        """Called once per batch, while it is forwarded and before it is acknowledged, with
+        each write's keys and seq (the catalog tells the frontends' caches)."""
         self._aside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish")
         self._queue: list[_Request] = []  # writes waiting for the next batch
         self._batching = False  # a thread is running a batch
         self._queue_changed = threading.Condition()  # guards both; notified when a batch ends
-        self._notifier = _CommitNotifier(self)
+        self._notifier = _CommitNotifier(self.member)
         self._in_flight: dict[str, int] = {}  # primary: key -> its write not yet acknowledged
-
-    # -- what a group's state machine provides -----------------------------------------
-
-    def _apply(self, op: dict[str, Any], request_id: str, conn: sqlite3.Connection,
-               seq: int) -> Any:
-        """Apply ``op`` as write ``seq`` in the open transaction; its plain-dict result."""
-        raise NotImplementedError
-
-    def _keys(self, op: dict[str, Any], result: Any) -> list[str]:
-        """The read keys a write changes (``item:1``, ``topic:…``): what turns dirty."""
-        raise NotImplementedError
-
-    def _publish(self, epoch: int, changes: Changes) -> None:
-        """Called once per batch, while it is forwarded and before it is acknowledged, with
-        each write's keys and seq (caches hook here)."""
 
     # -- the service's own calls ---------------------------------------------------------
 
-    def _write(self, op: dict[str, Any], request_id: str) -> Any:
+    def write(self, op: dict[str, Any], request_id: str) -> Any:
         """The one path of every write: at the primary, replicated, at most once per id.
 
         Writes that arrive while a batch is under way queue up; when it ends, one of the
@@ -104,7 +126,7 @@ class ReplicatedService(Membership):
         forward to each backup, one invalidation, one fsync on each replica, however many
         writes it holds. The others return as soon as the batch that took theirs ends.
         """
-        self._await_ready_primary()
+        self.member.await_ready_primary()
         request = _Request(op, request_id, self._apply_request)
         with self._queue_changed:
             self._queue.append(request)
@@ -124,9 +146,9 @@ class ReplicatedService(Membership):
                     self._queue_changed.notify_all()
 
     def _apply_request(self, request: _Request, conn: sqlite3.Connection, seq: int) -> Any:
-        result = self._apply(request.op, request.request_id, conn, seq)
-        request.keys = self._keys(request.op, result)
-        with self._changed:  # committed here before the backups hold it: hide it till then
+        result = self.machine.apply(request.op, request.request_id, conn, seq)
+        request.keys = self.machine.keys(request.op, result)
+        with self.member.changed:  # committed here before the backups hold it: hide it till then
             self._in_flight.update(dict.fromkeys(request.keys, seq))
         return result
 
@@ -146,26 +168,26 @@ class ReplicatedService(Membership):
             self._replicate(under_way)
 
         try:
-            with self._changed:
-                self._check_serving(("primary",))
+            with self.member.changed:
+                self.member.check_serving(("primary",))
             self.db.execute_many(list(batch), alongside=replicate)
             acknowledged = bool(under_way)
         except BaseException as exc:
             if under_way and not isinstance(exc, OutcomeUnknown):
-                with self._changed:  # it may be here and not there, or there and not here
-                    self._step_down(f"writes {under_way[0].seq}-{under_way[-1].seq} failed "
+                with self.member.changed:  # it may be here and not there, or there and not here
+                    self.member.step_down(f"writes {under_way[0].seq}-{under_way[-1].seq} failed "
                                     f"once under way: {exc}")
             for request in batch:
                 request.result, request.error = None, self._failure(exc, bool(under_way))
         finally:
-            with self._changed:
+            with self.member.changed:
                 for request in batch:
                     request.done = True
                     for key in request.keys:
                         self._in_flight.pop(key, None)
-                self._changed.notify_all()
+                self.member.changed.notify_all()
         if acknowledged:  # not a failed batch's: this replica has stepped down
-            self._notifier.committed(self._view().epoch, under_way[-1].seq)
+            self._notifier.committed(self.member.view().epoch, under_way[-1].seq)
 
     def _failure(self, exc: BaseException, under_way: bool) -> BaseException:
         """What a request of a failed batch is told (an error of its own: callers' threads
@@ -177,28 +199,32 @@ class ReplicatedService(Membership):
         failure.__cause__ = exc
         return failure
 
-    def _read(self, keys: list[str], local: Callable[[], T], method: str, *args: Any) -> T:
+    def read(self, keys: list[str], local: Callable[[], T], method: str, *args: Any) -> T:
         """A read served here if this replica may, else refused; dirty keys go to the primary."""
-        with self._changed:
-            self._check_serving(("primary", "backup"))
+        with self.member.changed:
+            self.member.check_serving(("primary", "backup"))
             self._await_acknowledged(keys)
-            dirty = self.core.state == "backup" and self._is_dirty(keys)
-            primary_uri = self.core.primary_uri()
+            dirty = self._ask_primary(keys)
+            primary_uri = self.member.core.primary_uri()
         if dirty:
             try:
-                answer: T = self._peers.call(primary_uri, method, *args)
+                answer: T = self.member.peers.call(primary_uri, method, *args)
                 return answer
-            except (NotSent, Pyro5.errors.CommunicationError) as exc:
+            except TRANSPORT_FAILURES as exc:
                 raise NotServing(f"{self.name} cannot reach its primary",
                                  primary=primary_uri) from exc
         value = local()
-        with self._changed:
-            self._check_serving(("primary", "backup"))  # the lease held while reading
+        with self.member.changed:
+            self.member.check_serving(("primary", "backup"))  # the lease held while reading
             self._await_acknowledged(keys)  # a write committed here while we read: wait it out
-            dirty = self.core.state == "backup" and self._is_dirty(keys)  # a write landed meanwhile
+            dirty = self._ask_primary(keys)  # a write landed meanwhile
         if dirty:
-            return self._read(keys, local, method, *args)
+            return self.read(keys, local, method, *args)
         return value
+
+    def _ask_primary(self, keys: list[str]) -> bool:
+        """(Holding ``changed``.) A backup's read of a dirty key goes to the primary (CRAQ)."""
+        return self.member.core.state == "backup" and self.member.is_dirty(keys)
 
     def _await_acknowledged(self, keys: list[str]) -> None:
         """(Holding ``_changed``.) Wait until the writes to ``keys`` in flight here are over.
@@ -218,101 +244,180 @@ class ReplicatedService(Membership):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise NotServing(f"{self.name} has a write to {keys} in flight",
-                                 primary=self.core.primary_uri())
-            self._changed.wait(left)
-        self._check_serving(("primary", "backup"))
+                                 primary=self.member.core.primary_uri())
+            self.member.changed.wait(left)
+        self.member.check_serving(("primary", "backup"))
 
-    # -- what the primary calls on backups -----------------------------------------------
+    # -- what the primary calls on backups (through the peer endpoint) -------------------
 
-    @Pyro5.api.expose
-    def replicate(self, epoch: int, writes: list[list[Any]], committed: int) -> None:
-        """Apply the primary's writes ``[[seq, op, request_id, result, keys], ...]`` durably,
+    def replicate(self, epoch: int, writes: list[dict[str, Any]], committed: int) -> None:
+        """Apply the primary's writes (``{seq, op, request_id, result, keys}`` each) durably,
         in one transaction (a repeat is acknowledged again)."""
         with self.db.locked():
-            self._accept_from_primary(epoch)
+            self.member.accept_from_primary(epoch)
             applied = self.db.applied()
             fresh: list[tuple[Write, list[str]]] = []
-            for seq, op, request_id, result, keys in writes:
+            for write in map(_forwarded, writes):
+                seq, request_id = write["seq"], write["request_id"]
                 if seq <= applied:
                     if self.db.request_at(seq) != request_id:
-                        with self._changed:
-                            self._step_down(f"write {seq} here is not the primary's")
+                        with self.member.changed:
+                            self.member.step_down(f"write {seq} here is not the primary's")
                         raise NotServing(f"{self.name} holds another write {seq}; it rejoins")
                     continue
                 if seq != applied + len(fresh) + 1:
                     raise NotServing(f"{self.name} is at {applied}, cannot apply {seq}")
-                apply = functools.partial(self._apply, op, request_id)
-                fresh.append((Write(op, request_id, apply, seq=seq, result=result), keys))
+                apply = functools.partial(self.machine.apply, write["op"], request_id)
+                fresh.append((Write(write["op"], request_id, apply, seq=seq,
+                                    result=write["result"]), write["keys"]))
             if fresh:
-                with self._changed:  # dirty before it is applied: no read sees it early
-                    self.core.applying([(write.seq, keys) for write, keys in fresh])
-                self.db.apply_replicated([write for write, _ in fresh])
-        self._confirm(epoch, committed)
+                with self.member.changed:  # dirty before it is applied: no read sees it early
+                    self.member.core.applying([(w.seq, keys) for w, keys in fresh])
+                self.db.apply_replicated([w for w, _ in fresh])
+        self.member.confirm(epoch, committed)
 
     # -- the primary's side of a write ---------------------------------------------------
 
     def _replicate(self, writes: list[_Request]) -> None:
         """Forward ``writes`` to every backup; return once this replica may acknowledge them."""
         # telling the caches does not depend on the backups: do both at once
-        view = self._view()
+        view = self.member.view()
         changes = [(request.keys, request.seq) for request in writes]
-        published = (self._aside.submit(self._publish, view.epoch, changes) if self.publishes
-                     else _NOTHING_TO_PUBLISH)
-        message = [[request.seq, request.op, request.request_id, request.result, request.keys]
-                   for request in writes]
+        published = (self._aside.submit(self._publish, view.epoch, changes)
+                     if self._publish is not None else _NOTHING_TO_PUBLISH)
+        message = [{"seq": r.seq, "op": r.op, "request_id": r.request_id, "result": r.result,
+                    "keys": r.keys} for r in writes]
         for backup in view.backups:
             self._forward(backup, message)
         self._notifier.carried(view.epoch, writes[0].seq - 1)
         published.result()
         self.hooks.point("hold_before_ack")  # tests: a primary stopped before it answers
-        with self._changed:
+        with self.member.changed:
             # every backup holds these writes: this replica may lead on if its lease is
             # renewed in this epoch (a coordinator election), but it may not answer now
-            if not self.core.leads() or time.monotonic() >= self.core.lease_until:
+            if not self.member.core.leads() or time.monotonic() >= self.member.core.lease_until:
                 raise OutcomeUnknown(f"{self.name} lost its lease during a write; "
                                      "retry with the same request id")
 
-    def _forward(self, backup: int, message: list[list[Any]]) -> None:
+    def _forward(self, backup: int, message: list[dict[str, Any]]) -> None:
         deadline = time.monotonic() + self.settings.failover_timeout
         reported = False
         while True:
-            with self._changed:
-                if backup not in self.core.view.backups:
+            with self.member.changed:
+                if backup not in self.member.core.view.backups:
                     return  # dropped from the view: these writes no longer need it
-                if not self.core.leads() or time.monotonic() > deadline:
-                    self._step_down("deposed during a write")
+                if not self.member.core.leads() or time.monotonic() > deadline:
+                    self.member.step_down("deposed during a write")
                     raise OutcomeUnknown(f"{self.name} stopped leading during a write; "
                                          "retry with the same request id")
-                epoch, uri = self.core.view.epoch, self.core.uris.get(backup, "")
+                epoch, uri = self.member.core.view.epoch, self.member.core.uris.get(backup, "")
             try:
-                self._peers.call(uri, "replicate", epoch, message, message[0][0] - 1)
+                self.member.peers.call(peer_uri(uri), "replicate", epoch, message,
+                                       message[0]["seq"] - 1)
                 return
             except StaleEpoch:
-                with self._changed:
-                    self._step_down("a backup is in a newer epoch")
+                with self.member.changed:
+                    self.member.step_down("a backup is in a newer epoch")
                 raise OutcomeUnknown(f"{self.name} was deposed during a write") from None
             except PEER_FAILURES as exc:
                 if not reported:
                     log.warning("%s: backup %d failed (%s); reporting it", self.name, backup,
                                 exc)
                     reported = True
-                self._report(epoch, backup)  # every round: a report can be lost
-            with self._changed:  # wait for the coordinator to drop it (after its lease)
-                self._changed.wait(self.settings.heartbeat_interval)
+                self.member.report(epoch, backup)  # every round: a report can be lost
+            with self.member.changed:  # wait for the coordinator to drop it (after its lease)
+                self.member.changed.wait(self.settings.heartbeat_interval)
 
     def details(self) -> dict[str, Any]:
+        """The replica's part of ``info()``: its membership, and the writes queued."""
         with self._queue_changed:
             queued = len(self._queue)
-        return {**super().details(), "queued_writes": queued}
+        return {**self.member.details(), "queued_writes": queued}
 
-    def start(self) -> None:
-        super().start()
+    def start(self, uri: str) -> None:
+        """Join the group as the replica serving at ``uri``."""
+        self.member.start(uri)
         self._notifier.start()
 
     def close(self) -> None:
+        """Stop every thread and close every connection."""
         self._notifier.stop()
         self._aside.shutdown(wait=False, cancel_futures=True)
-        super().close()
+        self.member.close()
+
+
+@timed_methods
+class PeerEndpoint:
+    """What the other replicas of a group (and the coordinators) call on this one: a Pyro5
+    object of its own, ``<name>.peer`` on the replica's daemon, timed with the service's own
+    figures. Every call is checked here and fenced by epoch below."""
+
+    def __init__(self, group: ReplicatedGroup, metrics: MethodStats) -> None:
+        self.group = group
+        self.member = group.member
+        self.metrics = metrics
+
+    @Pyro5.api.expose
+    def replicate(self, epoch: int, writes: list[dict[str, Any]], committed: int) -> None:
+        """Apply the primary's writes ``[{seq, op, request_id, result, keys}, ...]``."""
+        self.group.replicate(_epoch(epoch), _writes(writes), _seq(committed))
+
+    @Pyro5.api.expose
+    def committed(self, epoch: int, seq: int) -> None:
+        """The primary of ``epoch`` has committed every write up to ``seq``."""
+        self.member.committed(_epoch(epoch), _seq(seq))
+
+    @Pyro5.api.expose
+    def position(self, epoch: int) -> int:
+        """This replica's applied position, for a primary levelling its backups."""
+        return self.member.position(_epoch(epoch))
+
+    @Pyro5.api.expose
+    def install_snapshot(self, epoch: int, snapshot: dict[str, Any]) -> None:
+        """Replace this replica's whole state by the primary's."""
+        if not isinstance(snapshot, dict):
+            raise InvalidRequest("a snapshot is a dict")
+        self.member.install_snapshot(_epoch(epoch), snapshot)
+
+    @Pyro5.api.expose
+    def join(self, joiner: dict[str, Any]) -> dict[str, Any]:
+        """A joiner (``{replica, uri, incarnation}``) asks the primary to take it in."""
+        return self.member.join(joiner)
+
+    @Pyro5.api.expose
+    def request_at(self, seq: int) -> str | None:
+        """The request id of this replica's write ``seq`` (levelling compares it)."""
+        return self.member.request_at(_seq(seq))
+
+    @Pyro5.api.expose
+    @Pyro5.api.oneway
+    def nudge(self) -> None:
+        """The coordinators changed this replica's view: heartbeat now to hear of it."""
+        self.member.nudge()
+
+
+def _epoch(value: Any) -> int:
+    return check_int(value, "epoch", low=0, high=2**62)
+
+
+def _seq(value: Any) -> int:
+    return check_int(value, "seq", low=0, high=2**62)
+
+
+def _writes(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not value:
+        raise InvalidRequest("writes must be a non-empty list")
+    return value
+
+
+def _forwarded(write: Any) -> dict[str, Any]:
+    """A forwarded write, checked: ``{seq, op, request_id, result, keys}``."""
+    if not isinstance(write, dict) or set(write) != set(WRITE_FIELDS):
+        raise InvalidRequest(f"a forwarded write is {{{', '.join(WRITE_FIELDS)}}}")
+    if not isinstance(write["op"], dict) or not isinstance(write["keys"], list):
+        raise InvalidRequest("a forwarded write's op is a dict and its keys a list")
+    return {**write, "seq": _seq(write["seq"]),
+            "request_id": check_request_id(write["request_id"])}
 
 
 class _CommitNotifier:
@@ -324,8 +429,8 @@ class _CommitNotifier:
     milliseconds (until then, its reads of the written keys go to the primary).
     """
 
-    def __init__(self, replica: ReplicatedService) -> None:
-        self.replica = replica
+    def __init__(self, member: Membership) -> None:
+        self.member = member
         self._latest = (0, 0)  # (epoch, seq) of the newest commit
         self._sent = (0, 0)
         self._carried = (0, 0)  # the newest commit forwards told every backup of
@@ -353,7 +458,7 @@ class _CommitNotifier:
             self._wake.notify()
 
     def _run(self) -> None:
-        replica = self.replica
+        member = self.member
         while True:
             with self._wake:
                 self._wake.wait_for(lambda: self._stopping or self._latest > self._sent)
@@ -363,12 +468,12 @@ class _CommitNotifier:
                 epoch, seq = self._sent = self._latest
                 if self._carried >= self._latest:
                     continue  # a later forward told them
-            with replica._changed:
-                view, leads, uris = replica.core.view, replica.core.leads(), dict(replica.core.uris)
+            with member.changed:
+                view, leads, uris = member.core.view, member.core.leads(), dict(member.core.uris)
             if not leads or view.epoch != epoch:
                 continue  # a newer epoch confirms its backups itself (_lead)
             for backup in view.backups:
                 try:
-                    replica._peers.call(uris.get(backup, ""), "committed", epoch, seq)
+                    member.peers.call(peer_uri(uris.get(backup, "")), "committed", epoch, seq)
                 except (*PEER_FAILURES, PyrostoreError) as exc:
                     log.debug("commit notice to %d failed: %s", backup, exc)

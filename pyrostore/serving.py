@@ -98,6 +98,11 @@ class Service:
         """Role-specific figures added to ``info()``; overridden by subclasses."""
         return {}
 
+    def endpoints(self) -> dict[str, object]:
+        """Other Pyro5 objects to serve beside it on its daemon, by object id (a replica's
+        peer endpoint)."""
+        return {}
+
     def start(self) -> None:
         """Called once the service is registered; start background work here."""
 
@@ -110,6 +115,8 @@ def serve(service: Service, *, on_ready: Callable[[str], None] | None = None) ->
     settings = service.settings
     daemon = Pyro5.api.Daemon(host=service.host, port=service.port)
     service.uri = str(daemon.register(service, objectId=service.name))
+    for object_id, endpoint in service.endpoints().items():
+        daemon.register(endpoint, objectId=object_id)
     stopping = threading.Event()
 
     def request_stop(*_: object) -> None:

@@ -12,8 +12,14 @@ import Pyro5.api
 import pytest
 
 from pyrostore.client import Client
-from pyrostore.discovery import Coordinators, find, make_proxy
-from pyrostore.errors import NotServing, OutcomeUnknown, PyrostoreError, StaleEpoch
+from pyrostore.discovery import Coordinators, find, make_proxy, peer_uri
+from pyrostore.errors import (
+    InvalidRequest,
+    NotServing,
+    OutcomeUnknown,
+    PyrostoreError,
+    StaleEpoch,
+)
 from pyrostore.launcher import Cluster
 from tests.conftest import start_cluster, wait_until
 
@@ -28,6 +34,12 @@ def cluster(fresh_store: Cluster) -> Cluster:
 
 def proxy(cluster: Cluster, role: str, replica_id: int) -> Pyro5.api.Proxy:
     return make_proxy(find(cluster.settings, role)[f"pyrostore.{role}.{replica_id}"],
+                      cluster.settings)
+
+
+def peer(cluster: Cluster, role: str, replica_id: int) -> Pyro5.api.Proxy:
+    """A proxy to the replica's peer endpoint (what its fellow replicas call)."""
+    return make_proxy(peer_uri(find(cluster.settings, role)[f"pyrostore.{role}.{replica_id}"]),
                       cluster.settings)
 
 
@@ -358,22 +370,28 @@ def test_a_backup_fences_off_a_stale_primary_and_a_foreign_write(cluster: Cluste
     current = view(cluster, "catalog")
     leader, epoch = current["primary"], current["epoch"]
     snapshots = snapshots_installed(cluster, "catalog")
-    with proxy(cluster, "catalog", 3 - leader) as backup:
-        applied = backup.info()["applied"]
-        op = {"op": "update", "item": 2, "cost": 999.0, "stock_delta": None}
-        with pytest.raises(NotServing):  # a write it holds, but under another request id
-            backup.replicate(epoch, [[applied, op, uuid.uuid4().hex, {}, ["item:2"]]], applied)
+    op = {"op": "update", "item": 2, "cost": 999.0, "stock_delta": None}
+
+    def forward(seq: int) -> list[dict[str, Any]]:
+        return [{"seq": seq, "op": op, "request_id": uuid.uuid4().hex, "result": {},
+                 "keys": ["item:2"]}]
+
+    applied = info(cluster, "catalog", 3 - leader)["applied"]
+    with peer(cluster, "catalog", 3 - leader) as backup, pytest.raises(NotServing):
+        backup.replicate(epoch, forward(applied), applied)  # held, under another request id
     # it stepped down and rejoins by snapshot (so fast, on an idle machine, that its state may
     # already read "backup" again: the new epoch and the snapshot are what show it)
     wait_until(lambda: view(cluster, "catalog")["epoch"] > epoch and level(cluster, "catalog"),
                what="the backup to rejoin")
     assert snapshots_installed(cluster, "catalog") > snapshots
     epoch = view(cluster, "catalog")["epoch"]
-    with proxy(cluster, "catalog", 3 - leader) as backup:
+    applied = info(cluster, "catalog", 3 - leader)["applied"]
+    with peer(cluster, "catalog", 3 - leader) as backup:
         backup.position(epoch + 1)  # a newer primary has spoken to it...
         with pytest.raises(StaleEpoch):  # ...so a delayed forward from this epoch is refused
-            backup.replicate(epoch, [[backup.info()["applied"] + 1, op, uuid.uuid4().hex, {},
-                                      ["item:2"]]], 0)
+            backup.replicate(epoch, forward(applied + 1), 0)
+        with pytest.raises(InvalidRequest):  # and a malformed one is refused before anything
+            backup.replicate(epoch + 1, [[applied + 1, op, "r", {}, []]], 0)
     with Client(settings=cluster.settings) as client:  # the store heals and goes on
         assert client.update(3, cost=5.0)["cost"] == 5.0
     wait_until(lambda: level(cluster, "catalog"), what="both level")
