@@ -69,8 +69,11 @@ class Settings:
     """The coordinator group, in id order: ``host:port:raft_port`` of each, comma-separated
     (``port`` serves Pyro5, ``raft_port`` the coordinators' Raft traffic). Empty: one
     coordinator, found through the name server. ``pyrostore up`` sets it."""
-    heartbeat_interval: float = 0.1
-    """Seconds between a replica's heartbeats to the coordinator."""
+    heartbeat_interval: float = 0.25
+    """Seconds between a replica's heartbeats to the coordinator leader. Each is a Raft commit
+    on the coordinators, so fewer cost less CPU; a failover is judged from the last renewal, so
+    a longer interval does not slow it, but a coordinator election must fit in what is left
+    of a lease after a heartbeat (lease - interval)."""
     lease: float = 1.0
     """Seconds a replica may serve after sending a heartbeat the coordinator answered; at least
     3 x ``heartbeat_interval``. A dead primary is replaced about one lease after it died."""

@@ -119,6 +119,9 @@ class ControlState:
         report = group.reports.get(renewal.replica)
         repeat = (report is not None and report.incarnation == renewal.incarnation
                   and report.seq >= renewal.seq)
+        changed = report is None or (not repeat and (
+            report.incarnation, report.state, report.epoch) != (
+            renewal.incarnation, renewal.state, renewal.epoch))
         if report is None or not repeat:
             suspended = report is not None and report.suspended
             group.reports[renewal.replica] = Report(
@@ -126,7 +129,7 @@ class ControlState:
                 renewal.state, suspended=suspended)
             group.highest_epoch = max(group.highest_epoch, renewal.epoch)
         granted = not group.reports[renewal.replica].suspended
-        return {"ok": True, "granted": granted, "repeat": repeat}
+        return {"ok": True, "granted": granted, "repeat": repeat, "changed": changed}
 
     def _suspend(self, command: dict[str, Any]) -> dict[str, Any]:
         group = self.groups[command["group"]]
@@ -213,6 +216,15 @@ class Judge:
         when it applied it (for ``status``: the replica's own count ends a little sooner)."""
         renewed = self._renewed_at.get((group, replica_id))
         return 0.0 if renewed is None else max(0.0, renewed + self.lease - now)
+
+    def next_deadline(self, now: float) -> float:
+        """When the next lease this judge knows of may be judged over (or leading becomes a
+        lease old): the time to look again; ``now + 1`` if there is nothing to wait for."""
+        if self.leader_since is None:
+            return now + 1.0
+        times = [t + self.lease_over_after for t in self._renewed_at.values()]
+        times.append(self.leader_since + self.lease_over_after)
+        return min((t for t in times if t > now), default=now + 1.0)
 
     def may_change_views(self, now: float) -> bool:
         """Leading for long enough that every lease a predecessor granted is over."""

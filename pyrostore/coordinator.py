@@ -59,6 +59,9 @@ RAFT_STATES = {0: "follower", 1: "candidate", 2: "leader"}
 COMPACT_AFTER = 200_000
 """Raft log entries after which the log is compacted, once every node is up and level (about
 an hour of heartbeats from 4 replicas)."""
+JUDGE_INTERVAL = 1.0
+"""Most seconds between the judge's looks at the groups; it also looks when a lease may have
+ended and whenever a view, a replica's report or the Raft leadership changed."""
 _NEVER = 10**9
 
 
@@ -136,7 +139,7 @@ class Coordinator(Service):
         self._raft: SyncObj | None = None
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._peers = ProxyPool(settings, timeout=settings.heartbeat_interval)
+        self._peers = ProxyPool(settings, timeout=settings.lease / 4)  # nudges only
         self._nudger = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nudge")
         self.incidents: dict[str, int] = {}
 
@@ -262,10 +265,13 @@ class Coordinator(Service):
 
     def _on_applied(self, command: dict[str, Any], result: dict[str, Any]) -> None:
         """(Raft's tick thread.) Note the local time of each granted renewal."""
-        if command["op"] == "renew" and result.get("granted"):
+        if command["op"] == "renew":
             renewal = command["renewal"]
-            with self._judge_lock:
-                self._judge.renewed(renewal["group"], renewal["replica"], time.monotonic())
+            if result.get("granted"):
+                with self._judge_lock:
+                    self._judge.renewed(renewal["group"], renewal["replica"], time.monotonic())
+            if result.get("changed"):
+                self._wake.set()  # a new replica, a restart, a resignation: judge now
         elif result.get("ok") and "view" in result:
             log.info("%s epoch %d: primary %s, backups %s (%s)", command["group"],
                      result["view"]["epoch"], result["view"]["primary"],
@@ -286,7 +292,10 @@ class Coordinator(Service):
         """While leading: propose what the judge plans; now and then compact the log."""
         compacted_at = time.monotonic()
         while not self._stopping.is_set():
-            self._wake.wait(self.settings.heartbeat_interval / 4)
+            with self._judge_lock:
+                deadline = self._judge.next_deadline(time.monotonic())
+            # just past the next lease that may end, or sooner if something changed
+            self._wake.wait(min(JUDGE_INTERVAL, max(0.0, deadline - time.monotonic()) + 0.001))
             self._wake.clear()
             for group in GROUPS:
                 self.view(group)  # every applied view goes to the file, leader or not

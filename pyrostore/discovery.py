@@ -69,11 +69,15 @@ def make_proxy(uri: str, settings: Settings, *, timeout: float | None = None) ->
     return proxy
 
 
+def name_server_uri(settings: Settings) -> str:
+    """The name server's URI, from its explicit host and port (never found by broadcast)."""
+    return f"PYRO:Pyro.NameServer@{settings.ns_host}:{settings.ns_port}"
+
+
 @contextlib.contextmanager
 def name_server(settings: Settings) -> Iterator[Pyro5.api.Proxy]:
     """A proxy to the name server at ``settings.ns_host:ns_port``, closed afterwards."""
-    uri = f"PYRO:Pyro.NameServer@{settings.ns_host}:{settings.ns_port}"
-    with make_proxy(uri, settings) as ns:
+    with make_proxy(name_server_uri(settings), settings) as ns:
         try:
             ns._pyroBind()
         except Pyro5.errors.CommunicationError as exc:
@@ -114,13 +118,47 @@ def withdraw(settings: Settings, role: str, replica_id: int, uri: str) -> None:
             ns.remove(name)
 
 
-def is_registered(settings: Settings, role: str, replica_id: int, uri: str) -> bool:
-    """Whether the name server maps the service's name to ``uri``."""
-    with name_server(settings) as ns:
+class Registration:
+    """One service's entry in the name server, checked over one kept connection (a check every
+    half second costs a lookup, not a new connection); for the one thread that keeps it."""
+
+    def __init__(self, settings: Settings, role: str, replica_id: int, uri: str) -> None:
+        self.settings, self.role, self.replica_id, self.uri = settings, role, replica_id, uri
+        self.name = service_name(role, replica_id)
+        self._ns: Pyro5.api.Proxy | None = None
+
+    def ensure(self, *, look: bool = True) -> bool:
+        """Register again if the name server does not map the name to this URI; whether it
+        had to. With ``look=False`` only a ping, unless the connection is new (a name server
+        that restarted broke the old one). Raises :class:`Unavailable` if none answers."""
+        if self._ns is not None and not look:
+            try:
+                self._ns.ping()
+                return False
+            except Pyro5.errors.CommunicationError:
+                self.close()  # it went away; it may be back already: connect again now
         try:
-            return str(ns.lookup(service_name(role, replica_id))) == uri
-        except Pyro5.errors.NamingError:
-            return False
+            if self._ns is None:
+                ns = make_proxy(name_server_uri(self.settings), self.settings)
+                ns._pyroBind()
+                self._ns = ns
+            try:
+                if str(self._ns.lookup(self.name)) == self.uri:
+                    return False
+            except Pyro5.errors.NamingError:
+                pass
+            self._ns.register(self.name, self.uri,
+                              metadata=service_tags(self.role, self.replica_id))
+            return True
+        except Pyro5.errors.CommunicationError as exc:
+            self.close()
+            raise Unavailable(f"the name server did not answer: {exc}") from exc
+
+    def close(self) -> None:
+        """Drop the kept connection."""
+        if self._ns is not None:
+            self._ns._pyroRelease()
+            self._ns = None
 
 
 def find(settings: Settings, role: str | None = None) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """A replica's place in its group: heartbeats, leases, views, leading, levelling, joining.
 
-A :class:`Membership` heartbeats the coordinator about every 100 ms, holds the lease each
-answer grants (counted from when the heartbeat was *sent*), and follows the group's view:
+A :class:`Membership` heartbeats the coordinator leader every interval (0.25 s), holds the
+lease each answer grants (counted from when the heartbeat was *sent*), and follows the
+group's view:
 
 - named **primary**: it brings every backup level (same position and same last request id,
   else a full snapshot) or sees it dropped, and only then serves;
@@ -48,6 +49,8 @@ from pyrostore.store import Database
 log = logging.getLogger(__name__)
 PEER_FAILURES = (*TRANSPORT_FAILURES, NotServing)
 """What a peer's failure to take a message looks like."""
+RETRY_RENEWAL = 0.05
+"""Seconds before a failed heartbeat is tried again (at most; the interval if shorter)."""
 SNAPSHOT_TIMEOUT = 60.0
 """Seconds a snapshot transfer may take (a large catalog is megabytes)."""
 
@@ -163,8 +166,10 @@ class Membership:
         self._coordinators.close()
 
     def _heartbeats(self) -> None:
-        interval = self.settings.heartbeat_interval
+        """Renew the lease every interval; after a failure (a coordinator election, most
+        likely) try again sooner, so that the new leader is found within the lease."""
         while not self.stopping.is_set():
+            interval = self.settings.heartbeat_interval
             sent = time.monotonic()
             with self.changed:
                 epoch, state = self.core.view.epoch, self.core.state
@@ -177,6 +182,7 @@ class Membership:
                     "state": state})
             except (PyrostoreError, sqlite3.Error) as exc:
                 log.debug("%s heartbeat failed: %s", self.name, exc)
+                interval = min(interval, RETRY_RENEWAL)
             else:
                 with self.changed:
                     self.core.renewed(sent, answer["lease"])

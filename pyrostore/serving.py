@@ -9,6 +9,7 @@ SIGINT withdraws the registration and shuts down.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -21,7 +22,7 @@ import Pyro5.api
 import Pyro5.errors
 
 from pyrostore.config import Settings
-from pyrostore.discovery import announce, is_registered, service_name, withdraw
+from pyrostore.discovery import Registration, announce, service_name, withdraw
 from pyrostore.errors import PyrostoreError
 from pyrostore.hooks import Hooks
 from pyrostore.metrics import MethodStats
@@ -29,6 +30,9 @@ from pyrostore.metrics import MethodStats
 log = logging.getLogger(__name__)
 REREGISTER_INTERVAL = 0.5
 """Seconds between checks that the name server still knows this service."""
+LOOKUP_EVERY = 10
+"""Every how many checks the entry itself is looked up (the others ping the kept connection,
+which a restarted name server breaks)."""
 
 
 class Service:
@@ -146,12 +150,18 @@ def serve(service: Service, *, on_ready: Callable[[str], None] | None = None) ->
 
 
 def _stay_registered(service: Service, stopping: threading.Event) -> None:
-    """Re-register if the name server lost our entry (it was restarted without storage)."""
-    settings = service.settings
-    while not stopping.wait(REREGISTER_INTERVAL):
-        try:
-            if not is_registered(settings, service.role, service.replica_id, service.uri):
-                log.warning("%s missing from the name server; registering again", service.name)
-                announce(settings, service.role, service.replica_id, service.uri)
-        except (PyrostoreError, Pyro5.errors.PyroError) as exc:
-            log.debug("name server check failed: %s", exc)
+    """Re-register within half a second if the name server lost our entry (it was restarted
+    without storage, or another process took the name)."""
+    registration = Registration(service.settings, service.role, service.replica_id, service.uri)
+    try:
+        for check in itertools.count(1):
+            if stopping.wait(REREGISTER_INTERVAL):
+                return
+            try:  # a ping on the kept connection; a lookup on a new one, and now and then
+                if registration.ensure(look=check % LOOKUP_EVERY == 0):
+                    log.warning("%s was missing from the name server; registered again",
+                                service.name)
+            except (PyrostoreError, Pyro5.errors.PyroError) as exc:
+                log.debug("name server check failed: %s", exc)
+    finally:
+        registration.close()

@@ -24,7 +24,7 @@ def test_defaults() -> None:
     assert settings.call_timeout == 5.0
     assert settings.refresh_interval == 3.0
     assert settings.failover_timeout == 10.0
-    assert (settings.heartbeat_interval, settings.lease) == (0.1, 1.0)
+    assert (settings.heartbeat_interval, settings.lease) == (0.25, 1.0)
     assert settings.test_hooks is False
     assert settings.log_level == "INFO"
 

@@ -91,6 +91,25 @@ def test_a_lease_is_over_only_after_the_margin() -> None:
     assert judge.lease_over("catalog", 1, 10.0 + OVER + 1e-6)
 
 
+def test_the_judge_looks_again_when_the_next_lease_may_end() -> None:
+    judge = Judge(lease=LEASE)
+    assert judge.next_deadline(5.0) == 6.0  # not leading: nothing to wait for
+    judge.became_leader(10.0)
+    judge.renewed("catalog", 1, 10.2)
+    judge.renewed("order", 1, 10.5)
+    assert judge.next_deadline(10.6) == pytest.approx(10.0 + OVER)
+    assert judge.next_deadline(10.0 + OVER + 0.001) == pytest.approx(10.2 + OVER)
+    assert judge.next_deadline(12.0) == 13.0
+
+
+def test_a_renewal_says_when_a_report_changed() -> None:
+    state = ControlState()
+    assert state.apply(renewal("order", 1, seq=1))["changed"]  # a new replica
+    assert not state.apply(renewal("order", 1, seq=2))["changed"]
+    assert state.apply(renewal("order", 1, seq=3, state="backup", epoch=2))["changed"]
+    assert state.apply(renewal("order", 1, seq=1, incarnation="again"))["changed"]
+
+
 def test_a_follower_judges_no_lease_over() -> None:
     judge = Judge(lease=LEASE)
     judge.renewed("catalog", 1, 0.0)

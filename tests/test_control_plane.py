@@ -221,5 +221,5 @@ def test_a_primary_death_stops_buys_for_about_a_lease(cluster: Cluster, group: s
     check_ledger(cluster, items, STOCKS, shoppers.ledger)
     print(f"{group} failover gaps: {[round(g, 3) for g in gaps]}")
     lease = cluster.settings.lease
-    # a lease (x the clock margin), a heartbeat, and slack for a busy 2-core machine
-    assert max(gaps) < lease * LEASE_MARGIN + cluster.settings.heartbeat_interval + 0.4, gaps
+    # a lease (x the clock margin) from the last renewal, and slack for a busy 2-core machine
+    assert max(gaps) < lease * LEASE_MARGIN + 0.45, gaps
