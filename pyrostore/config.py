@@ -34,7 +34,8 @@ class CoordinatorAddress:
 
     def uri(self, replica_id: int) -> str:
         """The Pyro5 URI of coordinator ``replica_id`` at this address."""
-        return f"PYRO:pyrostore.coordinator.{replica_id}@{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"PYRO:pyrostore.coordinator.{replica_id}@{host}:{self.port}"
 
     @property
     def raft(self) -> str:

@@ -186,6 +186,8 @@ def test_dump_round_trips_through_from_env(tmp_path: Path) -> None:
         call_timeout=0.125,
         refresh_interval=2.5,
         lease=0.5,
+        heartbeat_interval=0.125,
+        coordinators="127.0.0.1:7001:7101,127.0.0.1:7002:7102",
         test_hooks=True,
         log_level="WARNING",
     )
@@ -217,3 +219,18 @@ def test_wrongly_typed_values_are_refused_or_converted(
     except ConfigError:
         return
     assert isinstance(getattr(settings, name), expected_type)
+
+
+@pytest.mark.parametrize("bad", ["127.0.0.1:7001", "127.0.0.1:x:7101", "nohost:1:2",
+                                 "127.0.0.1:0:7101", "127.0.0.1:7001:70000"])
+def test_bad_coordinator_addresses_are_refused(bad: str) -> None:
+    with pytest.raises(ConfigError, match="coordinators"):
+        Settings.from_env(environ={}, coordinators=bad)
+
+
+def test_coordinator_addresses_in_id_order() -> None:
+    settings = Settings.from_env(environ={}, coordinators="127.0.0.1:7001:7101, ::1:7002:7102")
+    first, second = settings.coordinator_addresses()
+    assert first.uri(1) == "PYRO:pyrostore.coordinator.1@127.0.0.1:7001"
+    assert (second.host, second.port, second.raft_port) == ("::1", 7002, 7102)
+    assert second.uri(2) == "PYRO:pyrostore.coordinator.2@[::1]:7002"
