@@ -10,6 +10,9 @@ Experiments (choose with --only; all by default):
                 and restarted; a timeline, each buy's latency, every replica's final state
   scale         requests/s and p99 of cached lookups and of buys as clients go 1 -> 32
                 (--scale-clients), and lookup/search latency as the catalog grows (--sizes)
+  failover      buys from 4 threads while the coordinator leader, a coordinator follower,
+                the catalog primary, the order primary and a catalog backup are each
+                SIGKILLed and restarted --kills times: the longest time without a buy
   baseline      a bare Pyro5 call (a method returning a constant, in a process of its own,
                 same serializer), timed before any store starts and with each store up
                 (idle) before its tiers: every figure is also printed as a multiple of it;
@@ -18,10 +21,11 @@ Experiments (choose with --only; all by default):
 Every measured client is a process of its own (multiprocessing, spawn) running its own
 pyrostore.Client. The benchmark starts its own stores on free ports of 127.0.0.1 in a
 temporary directory (2 catalog + 2 order replicas + 1 frontend; a second one with the cache
-off; a fresh one for the crash experiment; one per catalog size) and stops all of them,
+off; a fresh one for the crash experiment, one for failover; one per catalog size) and
+stops all of them,
 whatever happens. With --ns-host/--ns-port it measures a running store instead: it adds
 "benchmark shelf" books there and buys from them, measures only the cache setting that store
-has, and skips crash and catalog sizes (it kills nothing it did not start).
+has, and skips crash, failover and catalog sizes (it kills nothing it did not start).
 
 With no arguments it runs all experiments in a few minutes; --quick runs them all in under a
 minute with small numbers (for tests). Figures go to the terminal as tables; --json writes
@@ -52,6 +56,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from benchmarks import plots, report
 from benchmarks.crash import BUYS, run_crash
+from benchmarks.failover import VICTIMS, run_failover
 from benchmarks.latency import (
     QUIET,
     bare_calls,
@@ -67,7 +72,7 @@ from benchmarks.targets import check
 from pyrostore.config import SERIALIZERS, Settings
 from pyrostore.errors import PyrostoreError
 
-EXPERIMENTS = ("tiers", "invalidation", "crash", "scale", "baseline")
+EXPERIMENTS = ("tiers", "invalidation", "crash", "scale", "failover", "baseline")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +89,7 @@ class Plan:
     sizes: tuple[int, ...]  # books in the catalog
     size_requests: int  # lookups and searches per catalog size
     calls: int  # bare Pyro5 calls
+    kills: int  # of each victim, failover
     serializer: str
 
 
@@ -91,10 +97,10 @@ PROFILES: dict[str, dict[str, Any]] = {
     "default": {"requests": 1000, "buys": 200, "clients": (1, 5, 10), "rounds": 200,
                 "scale_clients": (1, 2, 4, 8, 16, 32), "seconds": 1.5,
                 "sizes": (7, 100, 1_000, 10_000, 100_000), "size_requests": 300,
-                "calls": 2000},
+                "calls": 2000, "kills": 5},
     "quick": {"requests": 30, "buys": 15, "clients": (1, 2, 4), "rounds": 30,
               "scale_clients": (1, 2, 4, 8), "seconds": 0.5, "sizes": (7, 2_000),
-              "size_requests": 30, "calls": 300},
+              "size_requests": 30, "calls": 300, "kills": 1},
 }
 
 
@@ -107,6 +113,17 @@ def numbers(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"need numbers of at least 1: {text!r}")
     return values
+
+
+def positive(text: str) -> int:
+    """``"5"`` -> ``5``, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"need at least 1: {text!r}")
+    return value
 
 
 def experiments(text: str) -> tuple[str, ...]:
@@ -134,14 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", type=experiments, default=EXPERIMENTS, metavar="LIST",
                         help=f"comma-separated experiments to run, of {','.join(EXPERIMENTS)}")
     size = parser.add_argument_group("how much to measure")
-    size.add_argument("--requests", type=int, metavar="N",
+    size.add_argument("--requests", type=positive, metavar="N",
                       help="tiers: searches and lookups per client" + default("requests"))
-    size.add_argument("--buys", type=int, metavar="N",
+    size.add_argument("--buys", type=positive, metavar="N",
                       help="tiers: buys per client (each is a replicated, fsynced write, ~100x "
                       "a lookup: 1000 makes the run several minutes longer)" + default("buys"))
     size.add_argument("--clients", type=numbers, metavar="LIST",
                       help="tiers: numbers of concurrent clients" + default("clients"))
-    size.add_argument("--rounds", type=int, metavar="N",
+    size.add_argument("--rounds", type=positive, metavar="N",
                       help="invalidation: lookup/lookup/buy/lookup rounds" + default("rounds"))
     size.add_argument("--scale-clients", type=numbers, metavar="LIST",
                       help="scale: client counts of the throughput series"
@@ -150,11 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="scale: seconds per point of the throughput series" + default("seconds"))
     size.add_argument("--sizes", type=numbers, metavar="LIST",
                       help="scale: catalog sizes in books" + default("sizes"))
-    size.add_argument("--size-requests", type=int, metavar="N",
+    size.add_argument("--size-requests", type=positive, metavar="N",
                       help="scale: lookups and searches per catalog size"
                       + default("size_requests"))
-    size.add_argument("--calls", type=int, metavar="N",
+    size.add_argument("--calls", type=positive, metavar="N",
                       help="baseline: bare Pyro5 calls per burst" + default("calls"))
+    size.add_argument("--kills", type=positive, metavar="N",
+                      help="failover: kills of each victim" + default("kills"))
     where = parser.add_argument_group("which store")
     where.add_argument("--ns-host", help="measure the running store whose name server is here")
     where.add_argument("--ns-port", type=int, help="... and on this port (default 9090)")
@@ -248,6 +267,8 @@ class Runner:
                 self._tiers(settings, items, cache=False)
         if self._wants("crash"):
             self._crash()
+        if self._wants("failover"):
+            self._failover()
         if self._wants("scale"):
             self.results.setdefault("scale", {})["catalog_size"] = sizes_series(
                 self.pool, self.stores, self.workdir, sizes=list(plan.sizes),
@@ -278,6 +299,8 @@ class Runner:
             self.results["scale"] = {"throughput": self._throughput(settings, items)}
         if self.external is not None:
             self.results["crash"] = {"skipped": "it kills replicas: only of a store it started"}
+            self.results["failover"] = {
+                "skipped": "it kills processes: only of a store it started"}
             self.results.setdefault("scale", {})["skipped"] = (
                 "catalog sizes: only on stores it starts")
 
@@ -315,6 +338,14 @@ class Runner:
         with self.stores.started(settings) as cluster:
             self.results["crash"] = run_crash(self.pool, cluster, tick=self._ticker("crash"))
 
+    def _failover(self) -> None:
+        settings = store_settings(self.workdir / "failover", cache=True,
+                                  serializer=self.plan.serializer)
+        self._say("failover: starting a fresh store")
+        with self.stores.started(settings) as cluster:
+            self.results["failover"] = run_failover(cluster, kills=self.plan.kills,
+                                                    tick=self._ticker("failover"))
+
     @contextlib.contextmanager
     def _store(self, what: str, *, cache: bool) -> Iterator[Settings]:
         settings = store_settings(self.workdir / what.replace(" ", "-"), cache=cache,
@@ -348,6 +379,8 @@ class Runner:
             if self._wants("tiers") else 0,
             "invalidation": plan.rounds if self._wants("invalidation") else 0,
             "crash": BUYS if self._wants("crash") and self.external is None else 0,
+            "failover": plan.kills * len(VICTIMS)
+            if self._wants("failover") and self.external is None else 0,
             "throughput": 2 * len(plan.scale_clients) if self._wants("scale") else 0,
             "sizes": 2 * len(plan.sizes) * plan.size_requests
             if self._wants("scale") and self.external is None else 0,

@@ -2,6 +2,6 @@
 
 Modules, in the order bench.py uses them: :mod:`figures` (latency summaries), :mod:`pool`
 (client processes), :mod:`stores` (starting a store, its services' ``stats()``), the
-experiments :mod:`latency` (tiers, invalidation, baseline), :mod:`crash` and :mod:`scale`,
-then :mod:`report` (rich tables) and :mod:`plots` (PNG charts).
+experiments :mod:`latency` (tiers, invalidation, baseline), :mod:`crash`, :mod:`scale` and
+:mod:`failover`, then :mod:`report` (rich tables) and :mod:`plots` (PNG charts).
 """

@@ -106,6 +106,21 @@ def crash_tables(result: Mapping[str, Any]) -> Group:
     return Group(timeline, final)
 
 
+def failover_table(result: Mapping[str, Any]) -> Table:
+    """Experiment 5: how long buys stopped when each kind of process was killed."""
+    table = Table(title=f"Longest time without a buy, {result['kills']} kill(s) of each, "
+                  f"{result['shoppers']} shoppers", header_style="bold",
+                  caption=f"lease {result['lease_s']:g} s; each killed with SIGKILL, then "
+                  "restarted")
+    for name in ("killed", "median s", "worst s", "each kill (s)"):
+        table.add_column(name, justify="left" if name in ("killed", "each kill (s)")
+                         else "right")
+    for victim, figures in result["series"].items():
+        table.add_row(victim, f"{figures['median_s']:.3f}", f"{figures['worst_s']:.3f}",
+                      " ".join(f"{gap:.2f}" for gap in figures["gaps_s"]))
+    return table
+
+
 def throughput_table(series: Mapping[str, list[Mapping[str, Any]]]) -> Table:
     """Experiment 4a: requests per second and latency as clients are added."""
     table = Table(title="Throughput as clients are added", header_style="bold",
@@ -179,7 +194,7 @@ def targets_table(rows: list[Mapping[str, Any]]) -> Table:
     verdicts = {True: Text("yes", style="green"), False: Text("no", style="bold red"),
                 None: Text("unknown", style="dim")}
     for row in rows:
-        digits = 3 if row["unit"] == "ms" else 0
+        digits = 3 if row["unit"] in ("ms", "s") else 0
         table.add_row(row["target"], _amount(row["limit"], row["unit"], digits),
                       _amount(row["measured"], row["unit"], digits), verdicts[row["met"]],
                       row["source"])
@@ -204,6 +219,8 @@ def everything(results: Mapping[str, Any]) -> list[RenderableType]:
         out.append(invalidation_table(results["invalidation"]))
     if "events" in results.get("crash", {}):
         out.append(crash_tables(results["crash"]))
+    if "series" in results.get("failover", {}):
+        out.append(failover_table(results["failover"]))
     scale = results.get("scale", {})
     if scale.get("throughput"):
         out.append(throughput_table(scale["throughput"]))
@@ -221,4 +238,6 @@ def everything(results: Mapping[str, Any]) -> list[RenderableType]:
 def _amount(value: float | None, unit: str, digits: int) -> str:
     if value is None:
         return "-"
-    return f"{value:,.{digits}f} ms" if unit == "ms" else f"{value:,.{digits}f}/s"
+    if unit in ("ms", "s"):
+        return f"{value:,.{digits}f} {unit}"
+    return f"{value:,.{digits}f}/s"

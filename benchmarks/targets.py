@@ -73,11 +73,33 @@ def check(results: dict[str, Any]) -> list[dict[str, Any]]:
         _at_most("buy p50 ≤ 4 ms", "ms", client_p50(results, cache=True, op="buy"), 4.0,
                  "experiment 1, 1 client, cache on"),
     ]
+    rows += failover_targets(results)
     buys, buys_from = rate(results, "buy")
     rows.append(_at_least("10 clients: ≥ 300 buys/s", "/s", buys, 300.0, buys_from))
     lookups, lookups_from = rate(results, "lookup")
     rows.append(_at_least("10 clients: ≥ 4,000 cached lookups/s", "/s", lookups, 4000.0,
                           lookups_from))
+    return rows
+
+
+FAILOVER_LIMITS = (("coordinator leader", "median_s", 1.5), ("coordinator leader", "worst_s", 3.0),
+                   ("coordinator follower", "worst_s", 0.25), ("catalog primary", "worst_s", 1.2),
+                   ("order primary", "worst_s", 1.2))
+"""Longest times without a buy after a kill (seconds): a coordinator leader's death costs
+about an election minus what is left of the leases; a follower's nothing; a primary's about
+one lease (1 s) and a heartbeat."""
+
+
+def failover_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The failover experiment's gaps against their limits."""
+    series = results.get("failover", {}).get("series", {})
+    rows = []
+    for victim, figure, limit in FAILOVER_LIMITS:
+        measured = series.get(victim, {}).get(figure)
+        what = "median" if figure == "median_s" else "worst"
+        rows.append(_at_most(f"{victim} killed: {what} gap ≤ {limit:g} s", "s",
+                             None if measured is None else measured, limit,
+                             "experiment 5" if measured is not None else "not measured"))
     return rows
 
 

@@ -58,8 +58,8 @@ def timed(summary: dict[str, Any] | None, *, count: int | None = None) -> None:
 
 
 def test_every_section_and_the_machine(results: dict[str, Any]) -> None:
-    for section in ("machine", "plan", "tiers", "invalidation", "crash", "scale", "baseline",
-                    "targets"):
+    for section in ("machine", "plan", "tiers", "invalidation", "crash", "scale", "failover",
+                    "baseline", "targets"):
         assert section in results
     machine = results["machine"]
     assert machine["cores"] >= 1 and machine["serializer"] == Settings().serializer
@@ -159,7 +159,7 @@ def test_the_baseline_is_the_floor(results: dict[str, Any]) -> None:
 
 def test_every_target_is_judged(results: dict[str, Any]) -> None:
     targets = results["targets"]
-    assert len(targets) == 9  # the two relative ones against both baselines
+    assert len(targets) == 14  # the two relative ones against both baselines; 5 failovers
     for row in targets:
         assert isinstance(row["measured"], float) and row["measured"] > 0, row
         assert row["met"] in (True, False), row
@@ -194,10 +194,23 @@ def test_summaries_and_merges() -> None:
     assert merged == {"count": 4, "mean_ms": 4.0, "p50_ms": 4.0, "p99_ms": 7.0}
 
 
+def test_the_failover_gaps(results: dict[str, Any]) -> None:
+    failover = results["failover"]
+    assert failover["kills"] == results["plan"]["kills"] == 1
+    assert set(failover["series"]) == {"coordinator leader", "coordinator follower",
+                                       "catalog primary", "order primary", "catalog backup"}
+    for victim, figures in failover["series"].items():
+        assert len(figures["gaps_s"]) == 1 and figures["gaps_s"][0] > 0, victim
+        assert figures["worst_s"] == max(figures["gaps_s"]), victim
+    # a primary's death stops buys until the coordinators judge its lease over: never less
+    assert failover["series"]["catalog primary"]["worst_s"] > failover["lease_s"] / 2
+
+
 def test_help_and_bad_usage() -> None:
     helped = bench("--help", timeout=60)
     assert helped.returncode == 0
-    for word in ("tiers", "invalidation", "crash", "scale", "baseline", "--quick", "--json",
-                 "--plot", "--ns-host"):
+    for word in ("tiers", "invalidation", "crash", "scale", "failover", "baseline", "--quick",
+                 "--json", "--plot", "--ns-host", "--kills"):
         assert word in helped.stdout
     assert bench("--only", "nonsense", timeout=60).returncode == 2
+    assert bench("--kills", "0", timeout=60).returncode == 2
