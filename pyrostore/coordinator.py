@@ -59,6 +59,9 @@ RAFT_STATES = {0: "follower", 1: "candidate", 2: "leader"}
 COMPACT_AFTER = 200_000
 """Raft log entries after which the log is compacted, once every node is up and level (about
 an hour of heartbeats from 4 replicas)."""
+CAUGHT_UP = 5
+"""Log entries a node may trail the leader's commit index by and still count as caught up
+(entries commit continually; a node catching up after a restart trails by thousands)."""
 JUDGE_INTERVAL = 1.0
 """Most seconds between the judge's looks at the groups; it also looks when a lease may have
 ended and whenever a view, a replica's report or the Raft leadership changed."""
@@ -221,10 +224,14 @@ class Coordinator(Service):
             return {"state": "starting"}
         status = _status(self._raft)
         leader = status.get("leader")
+        applied, leader_commit = status.get("last_applied", 0), status.get("leader_commit_idx")
         return {"state": RAFT_STATES.get(status.get("state", -1), "?"),
                 "term": status.get("raft_term"), "commit": status.get("commit_idx"),
-                "applied": status.get("last_applied"), "log": status.get("log_len"),
-                "leader": self._coordinator_id(str(leader)) if leader is not None else None}
+                "applied": applied, "log": status.get("log_len"),
+                "leader": self._coordinator_id(str(leader)) if leader is not None else None,
+                # level with what the leader last said it committed (a restarted node is not
+                # until it has caught up: killing another node meanwhile would stall commits)
+                "caught_up": leader_commit is not None and applied >= leader_commit - CAUGHT_UP}
 
     # -- life ---------------------------------------------------------------------------------
 

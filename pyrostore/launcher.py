@@ -145,8 +145,9 @@ class Cluster:
             return False  # not up yet, or the entry of a process that died
         if info.get("pid") != child.pid:
             return False
-        if child.role == "coordinator":
-            return info.get("raft", {}).get("leader") is not None
+        if child.role == "coordinator":  # a leader is known, and this node has caught up
+            raft = info.get("raft", {})
+            return raft.get("leader") is not None and bool(raft.get("caught_up"))
         return child.role not in ("catalog", "order") or bool(info.get("serving"))
 
     def spawn(self, role: str, replica_id: int) -> Child:

@@ -74,6 +74,8 @@ def test_killing_the_coordinator_leader_ten_times_stops_buys_briefly(cluster: Cl
             gaps.append(gap_after(shoppers, killed_at, quiet=LEASE_WINDOW))
             restart(cluster, "coordinator", leader)
         for _ in range(2):
+            wait_until(lambda: all(r.get("raft", {}).get("caught_up") for r in raft_rows(cluster)),
+                       what="every coordinator caught up")  # else one death may stall commits
             follower = next(i for i in coordinators(cluster) if i != raft_leader(cluster))
             killed_at = time.monotonic()
             cluster.kill("coordinator", follower)
