@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from pyrostore.config import Settings
 from pyrostore.discovery import Coordinators, find, make_proxy, parse_name
 from pyrostore.errors import NotFound
 from pyrostore.launcher import Cluster
+from pyrostore.serving import fixed_port
 
 BENCH_TOPIC = "benchmark shelf"
 """The topic of the books the benchmarks search, look up and buy (one search: 100 books)."""
@@ -40,20 +40,14 @@ frontend's misses with ``lookup_at``/``search_at``, an uncached one with ``looku
 (a caching frontend without a cache lease uses those too, so both are counted)."""
 
 
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def store_settings(data_dir: Path, *, cache: bool, serializer: str,
                    inventory: Path | None = None) -> Settings:
     """Settings of a store of our own: a fresh port, its own data, no PYROSTORE_* from the
     shell (so every run measures the same configuration)."""
     overrides: dict[str, Any] = {"inventory": inventory} if inventory is not None else {}
-    return Settings.from_env(environ={}, ns_port=free_port(), data_dir=data_dir, cache=cache,
-                             serializer=serializer, log_level="WARNING", **overrides)
+    return Settings.from_env(environ={}, ns_port=fixed_port("127.0.0.1"), data_dir=data_dir,
+                             cache=cache, serializer=serializer, log_level="WARNING",
+                             **overrides)
 
 
 class Stores:

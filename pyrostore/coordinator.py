@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +51,7 @@ from pyrostore.errors import InvalidRequest, NotLeader, NotServing, StaleEpoch
 from pyrostore.metrics import timed_methods
 from pyrostore.models import View, check_int, check_text
 from pyrostore.schemas import ViewStore
-from pyrostore.serving import Service
+from pyrostore.serving import Service, fixed_port
 
 log = logging.getLogger(__name__)
 RAFT_STATES = {0: "follower", 1: "candidate", 2: "leader"}
@@ -127,7 +126,7 @@ class Coordinator(Service):
     def __init__(self, settings: Settings, replica_id: int = 1) -> None:
         super().__init__(settings, replica_id)
         self.peers = (settings.coordinator_addresses()
-                      or [CoordinatorAddress(settings.host, 0, free_port(settings.host))])
+                      or [CoordinatorAddress(settings.host, 0, fixed_port(settings.host))])
         if not 1 <= replica_id <= len(self.peers):
             raise InvalidRequest(f"coordinator {replica_id} is not among the "
                                  f"{len(self.peers)} in PYROSTORE_COORDINATORS")
@@ -381,13 +380,6 @@ class Coordinator(Service):
             if peer.raft == raft_address:
                 return replica_id
         return None
-
-
-def free_port(host: str) -> int:
-    """A TCP port free on ``host`` a moment ago (a lone coordinator's Raft port)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _status(raft: SyncObj) -> dict[str, Any]:

@@ -27,9 +27,10 @@ from typing import IO
 import Pyro5.errors
 
 from pyrostore.config import Settings
-from pyrostore.coordinator import free_port, group_secret
+from pyrostore.coordinator import group_secret
 from pyrostore.discovery import find, make_proxy, name_server_answers, service_name, survey
 from pyrostore.errors import ConfigError, PyrostoreError, Unavailable
+from pyrostore.serving import fixed_port
 
 _PR_SET_PDEATHSIG = 1
 
@@ -253,7 +254,7 @@ def coordinator_addresses(settings: Settings, count: int) -> str:
         previous = settings.replace(coordinators=saved.read_text().strip())
         if len(previous.coordinator_addresses()) == count:
             return previous.coordinators
-    addresses = ",".join(f"{settings.host}:{free_port(settings.host)}:{free_port(settings.host)}"
+    addresses = ",".join(f"{settings.host}:{fixed_port(settings.host)}:{fixed_port(settings.host)}"
                          for _ in range(count))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     saved.write_text(addresses + "\n")

@@ -9,13 +9,17 @@ SIGINT withdraws the registration and shuts down.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
+import random
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import Pyro5.api
@@ -28,6 +32,8 @@ from pyrostore.hooks import Hooks
 from pyrostore.metrics import MethodStats
 
 log = logging.getLogger(__name__)
+FIXED_PORTS_FROM = 20000
+"""The lowest port :func:`fixed_port` picks."""
 REREGISTER_INTERVAL = 0.5
 """Seconds between checks that the name server still knows this service."""
 LOOKUP_EVERY = 10
@@ -112,6 +118,31 @@ class Service:
 
     def close(self) -> None:
         """Called once the daemon has stopped; release resources here."""
+
+
+def fixed_port(host: str) -> int:
+    """A port for a service whose address must be known before it starts (a name server, a
+    coordinator): free on ``host`` now, and below the system's ephemeral range, so that no
+    outgoing connection or port-0 bind takes it before the service binds it."""
+    low = _ephemeral_low()
+    if low > FIXED_PORTS_FROM + 100:
+        for port in random.sample(range(FIXED_PORTS_FROM, low), k=100):
+            with socket.socket() as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    with socket.socket() as sock:  # no room below the ephemeral range: any free port
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    """The first port of the system's ephemeral range (Linux; 32768 elsewhere)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return 32768
 
 
 def serve(service: Service, *, on_ready: Callable[[str], None] | None = None) -> None:

@@ -6,7 +6,6 @@ Every store a fixture starts is stopped by PID when the fixture ends, passed or 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,15 +17,15 @@ import pytest
 from pyrostore.client import Client
 from pyrostore.config import Settings
 from pyrostore.launcher import Cluster
+from pyrostore.serving import fixed_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port free on 127.0.0.1 a moment ago, below the ephemeral range (so that no
+    connection takes it before the name server binds it)."""
+    return fixed_port("127.0.0.1")
 
 
 def wait_until(condition: Callable[[], object], *, timeout: float = 20.0,
