@@ -230,8 +230,11 @@ class StoreApp(App[None]):
 
     @on(DataTable.RowHighlighted, "#books-table")
     def row_highlighted(self) -> None:
-        book = self.selected_book()
-        details = self.query_one("#details", Static)
+        with contextlib.suppress(NoMatches):  # a late highlight, its screen gone (closing)
+            self._show_details(self.selected_book(), self.query_one("#details", Static))
+
+    @staticmethod
+    def _show_details(book: dict[str, Any] | None, details: Static) -> None:
         if book is None:
             details.update("")
             return
