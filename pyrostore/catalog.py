@@ -33,7 +33,8 @@ from pyrostore.models import (
     request_id_or_new,
     topic_key,
 )
-from pyrostore.replication import PeerEndpoint, ReplicatedGroup
+from pyrostore.peer import PeerEndpoint
+from pyrostore.replication import ReplicatedGroup
 from pyrostore.schemas import CatalogStore
 from pyrostore.serving import Service
 

@@ -46,12 +46,13 @@ from pyrostore.control import (
     check_group,
     check_replica,
 )
-from pyrostore.discovery import TRANSPORT_FAILURES, ProxyPool, peer_uri
+from pyrostore.discovery import peer_uri
 from pyrostore.errors import InvalidRequest, NotLeader, NotServing, StaleEpoch
 from pyrostore.metrics import timed_methods
 from pyrostore.models import View, check_int, check_text
 from pyrostore.schemas import ViewStore
 from pyrostore.serving import Service, fixed_port
+from pyrostore.transport import TRANSPORT_FAILURES, ProxyPool
 
 log = logging.getLogger(__name__)
 RAFT_STATES = {0: "follower", 1: "candidate", 2: "leader"}

@@ -22,6 +22,7 @@ import Pyro5.errors
 
 from pyrostore.config import Settings
 from pyrostore.errors import NotLeader, NotServing, OutcomeUnknown, PyrostoreError, Unavailable
+from pyrostore.transport import CallLost, NotSent, ProxyPool, make_proxy
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,6 @@ caller does not give up on a frontend while the frontend's own call to a replica
 within its timeout (a failover ridden out below may take longer: the caller then retries)."""
 RETRY_DELAY = 0.05
 """Longest pause between two tries of a call riding out a failover (tries start at 10 ms)."""
-MAX_IDLE_CONNECTIONS = 16
-"""Connections kept open per replica for reuse (each holds a worker thread at the replica)."""
 
 
 def service_name(role: str, replica_id: int) -> str:
@@ -58,15 +57,6 @@ def peer_uri(uri: str) -> str:
 def service_tags(role: str, replica_id: int) -> set[str]:
     """The metadata tags a service registers with."""
     return {TAG, f"role:{role}", f"replica:{replica_id}"}
-
-
-def make_proxy(uri: str, settings: Settings, *, timeout: float | None = None) -> Pyro5.api.Proxy:
-    """A proxy with the store's serializer and timeout, and no automatic retries."""
-    proxy = Pyro5.api.Proxy(uri)
-    proxy._pyroSerializer = settings.serializer
-    proxy._pyroTimeout = settings.call_timeout if timeout is None else timeout
-    proxy._pyroMaxRetries = 0
-    return proxy
 
 
 def name_server_uri(settings: Settings) -> str:
@@ -173,82 +163,6 @@ def parse_name(name: str) -> tuple[str, int]:
     """``("catalog", 1)`` from ``"pyrostore.catalog.1"``."""
     _, role, *replica_id = name.split(".", 2)
     return role, int(replica_id[0]) if replica_id else 1
-
-
-class ProxyPool:
-    """Connected proxies by URI, shared by threads: each call borrows one and gives it back.
-
-    A Pyro5 proxy belongs to one thread at a time; the pool hands it over with
-    ``_pyroClaimOwnership``. A call whose connection cannot even be made raises
-    :class:`NotSent`: the request never left this process.
-    """
-
-    def __init__(self, settings: Settings, *, timeout: float | None = None) -> None:
-        self.settings = settings
-        self.timeout = timeout
-        self._lock = threading.Lock()
-        self._idle: dict[str, list[Pyro5.api.Proxy]] = {}
-
-    def call(self, uri: str, method: str, *args: Any) -> Any:
-        """``method(*args)`` on the object at ``uri``."""
-        if not uri:
-            raise NotSent(f"no address known for {method}")
-        proxy = self._borrow(uri)
-        try:
-            result = getattr(proxy, method)(*args)
-        except Pyro5.errors.CommunicationError as exc:
-            proxy._pyroRelease()
-            raise CallLost(f"{method} at {uri}: {exc}") from exc
-        except BaseException:
-            self._give_back(uri, proxy)
-            raise
-        self._give_back(uri, proxy)
-        return result
-
-    def _borrow(self, uri: str) -> Pyro5.api.Proxy:
-        with self._lock:
-            idle = self._idle.get(uri)
-            proxy = idle.pop() if idle else None
-        if proxy is not None:
-            proxy._pyroClaimOwnership()
-            return proxy
-        proxy = make_proxy(uri, self.settings, timeout=self.timeout)
-        try:
-            proxy._pyroBind()
-        except Pyro5.errors.CommunicationError as exc:
-            raise NotSent(str(exc)) from exc
-        return proxy
-
-    def _give_back(self, uri: str, proxy: Pyro5.api.Proxy) -> None:
-        with self._lock:
-            idle = self._idle.setdefault(uri, [])
-            if len(idle) < MAX_IDLE_CONNECTIONS:
-                idle.append(proxy)
-                return
-        proxy._pyroRelease()
-
-    def close(self) -> None:
-        """Close every pooled connection."""
-        with self._lock:
-            pools, self._idle = self._idle, {}
-        for proxy in itertools.chain.from_iterable(pools.values()):
-            proxy._pyroClaimOwnership()
-            proxy._pyroRelease()
-
-
-class NotSent(Exception):
-    """A connection could not be made: the request never left this process."""
-
-
-class CallLost(Exception):
-    """A call failed after it was sent (the connection closed, it timed out): it may have run.
-
-    With :class:`NotSent`, the only transport failures the store's own code sees: Pyro5's
-    errors are translated here, in :class:`ProxyPool`, and nowhere else."""
-
-
-TRANSPORT_FAILURES = (NotSent, CallLost)
-"""A call that did not reach its object, or whose answer did not come back."""
 
 
 class Coordinators:

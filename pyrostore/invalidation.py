@@ -23,8 +23,8 @@ import time
 from typing import Any
 
 from pyrostore.config import Settings
-from pyrostore.discovery import TRANSPORT_FAILURES, ProxyPool
 from pyrostore.errors import PyrostoreError
+from pyrostore.transport import TRANSPORT_FAILURES, ProxyPool
 
 log = logging.getLogger(__name__)
 CLOCK_MARGIN = 1.1

@@ -28,9 +28,10 @@ import Pyro5.errors
 
 from pyrostore.config import Settings
 from pyrostore.coordinator import group_secret
-from pyrostore.discovery import find, make_proxy, name_server_answers, service_name, survey
+from pyrostore.discovery import find, name_server_answers, service_name, survey
 from pyrostore.errors import ConfigError, PyrostoreError, Unavailable
 from pyrostore.serving import fixed_port
+from pyrostore.transport import make_proxy
 
 _PR_SET_PDEATHSIG = 1
 

@@ -34,17 +34,12 @@ from collections.abc import Callable
 from typing import Any
 
 from pyrostore.config import Settings
-from pyrostore.discovery import (
-    TRANSPORT_FAILURES,
-    Coordinators,
-    ProxyPool,
-    peer_uri,
-    service_name,
-)
+from pyrostore.discovery import Coordinators, peer_uri, service_name
 from pyrostore.errors import InvalidRequest, NotServing, PyrostoreError, StaleEpoch
 from pyrostore.models import View, check_int, check_text, view_uris
 from pyrostore.replica_core import ReplicaCore, needs_snapshot
 from pyrostore.store import Database
+from pyrostore.transport import TRANSPORT_FAILURES, ProxyPool
 
 log = logging.getLogger(__name__)
 PEER_FAILURES = (*TRANSPORT_FAILURES, NotServing)

@@ -26,7 +26,8 @@ from pyrostore.models import (
     check_request_id,
     order_key,
 )
-from pyrostore.replication import PeerEndpoint, ReplicatedGroup
+from pyrostore.peer import PeerEndpoint
+from pyrostore.replication import ReplicatedGroup
 from pyrostore.schemas import OrderStore
 from pyrostore.serving import Service
 

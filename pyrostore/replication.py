@@ -21,8 +21,8 @@ On top of that:
 - **reads** are served only with a valid lease, checked again after reading.
 
 What the other replicas call (forwards, levelling, joining) arrives at the
-:class:`PeerEndpoint`, a Pyro5 object of its own beside the service on the same daemon
-(``<name>.peer``): the service's API stays the clients' only.
+:class:`~pyrostore.peer.PeerEndpoint`, a Pyro5 object of its own beside the service on the
+same daemon (``<name>.peer``): the service's API stays the clients' only.
 
 Threads: callers' threads run the write and read paths; the batch that a caller's thread
 takes runs on it, under the database's write lock; ``_aside`` tells the caches; the commit
@@ -42,12 +42,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
-import Pyro5.api
-
 from pyrostore.config import Settings
-from pyrostore.discovery import TRANSPORT_FAILURES, peer_uri
+from pyrostore.discovery import peer_uri
 from pyrostore.errors import (
-    InvalidRequest,
     NotServing,
     OutcomeUnknown,
     PyrostoreError,
@@ -55,9 +52,8 @@ from pyrostore.errors import (
 )
 from pyrostore.hooks import Hooks
 from pyrostore.membership import PEER_FAILURES, Membership
-from pyrostore.metrics import MethodStats, timed_methods
-from pyrostore.models import check_int, check_request_id
 from pyrostore.store import Database, Write
+from pyrostore.transport import TRANSPORT_FAILURES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -251,13 +247,13 @@ class ReplicatedGroup:
     # -- what the primary calls on backups (through the peer endpoint) -------------------
 
     def replicate(self, epoch: int, writes: list[dict[str, Any]], committed: int) -> None:
-        """Apply the primary's writes (``{seq, op, request_id, result, keys}`` each) durably,
-        in one transaction (a repeat is acknowledged again)."""
+        """Apply the primary's writes (``{seq, op, request_id, result, keys}`` each, checked
+        by the peer endpoint) durably, in one transaction (a repeat is acknowledged again)."""
         with self.db.locked():
             self.member.accept_from_primary(epoch)
             applied = self.db.applied()
             fresh: list[tuple[Write, list[str]]] = []
-            for write in map(_forwarded, writes):
+            for write in writes:
                 seq, request_id = write["seq"], write["request_id"]
                 if seq <= applied:
                     if self.db.request_at(seq) != request_id:
@@ -344,80 +340,6 @@ class ReplicatedGroup:
         self._notifier.stop()
         self._aside.shutdown(wait=False, cancel_futures=True)
         self.member.close()
-
-
-@timed_methods
-class PeerEndpoint:
-    """What the other replicas of a group (and the coordinators) call on this one: a Pyro5
-    object of its own, ``<name>.peer`` on the replica's daemon, timed with the service's own
-    figures. Every call is checked here and fenced by epoch below."""
-
-    def __init__(self, group: ReplicatedGroup, metrics: MethodStats) -> None:
-        self.group = group
-        self.member = group.member
-        self.metrics = metrics
-
-    @Pyro5.api.expose
-    def replicate(self, epoch: int, writes: list[dict[str, Any]], committed: int) -> None:
-        """Apply the primary's writes ``[{seq, op, request_id, result, keys}, ...]``."""
-        self.group.replicate(_epoch(epoch), _writes(writes), _seq(committed))
-
-    @Pyro5.api.expose
-    def committed(self, epoch: int, seq: int) -> None:
-        """The primary of ``epoch`` has committed every write up to ``seq``."""
-        self.member.committed(_epoch(epoch), _seq(seq))
-
-    @Pyro5.api.expose
-    def position(self, epoch: int) -> int:
-        """This replica's applied position, for a primary levelling its backups."""
-        return self.member.position(_epoch(epoch))
-
-    @Pyro5.api.expose
-    def install_snapshot(self, epoch: int, snapshot: dict[str, Any]) -> None:
-        """Replace this replica's whole state by the primary's."""
-        if not isinstance(snapshot, dict):
-            raise InvalidRequest("a snapshot is a dict")
-        self.member.install_snapshot(_epoch(epoch), snapshot)
-
-    @Pyro5.api.expose
-    def join(self, joiner: dict[str, Any]) -> dict[str, Any]:
-        """A joiner (``{replica, uri, incarnation}``) asks the primary to take it in."""
-        return self.member.join(joiner)
-
-    @Pyro5.api.expose
-    def request_at(self, seq: int) -> str | None:
-        """The request id of this replica's write ``seq`` (levelling compares it)."""
-        return self.member.request_at(_seq(seq))
-
-    @Pyro5.api.expose
-    @Pyro5.api.oneway
-    def nudge(self) -> None:
-        """The coordinators changed this replica's view: heartbeat now to hear of it."""
-        self.member.nudge()
-
-
-def _epoch(value: Any) -> int:
-    return check_int(value, "epoch", low=0, high=2**62)
-
-
-def _seq(value: Any) -> int:
-    return check_int(value, "seq", low=0, high=2**62)
-
-
-def _writes(value: Any) -> list[dict[str, Any]]:
-    if not isinstance(value, list) or not value:
-        raise InvalidRequest("writes must be a non-empty list")
-    return value
-
-
-def _forwarded(write: Any) -> dict[str, Any]:
-    """A forwarded write, checked: ``{seq, op, request_id, result, keys}``."""
-    if not isinstance(write, dict) or set(write) != set(WRITE_FIELDS):
-        raise InvalidRequest(f"a forwarded write is {{{', '.join(WRITE_FIELDS)}}}")
-    if not isinstance(write["op"], dict) or not isinstance(write["keys"], list):
-        raise InvalidRequest("a forwarded write's op is a dict and its keys a list")
-    return {**write, "seq": _seq(write["seq"]),
-            "request_id": check_request_id(write["request_id"])}
 
 
 class _CommitNotifier:

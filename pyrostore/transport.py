@@ -1,0 +1,107 @@
+"""Calling one Pyro5 object: proxies, a pool of connected ones, and what a failure means.
+
+This is the one place where Pyro5's communication errors are translated. A call through a
+:class:`ProxyPool` either answers, raises the remote object's own error, or fails with one of
+two local errors: :class:`NotSent` (no connection could be made: the request never left) or
+:class:`CallLost` (it failed after it was sent: it may have run). Everything above decides
+what to do about those (retry elsewhere, report a peer, wait out a lease).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+
+import Pyro5.api
+import Pyro5.errors
+
+from pyrostore.config import Settings
+
+MAX_IDLE_CONNECTIONS = 16
+"""Connections kept open per replica for reuse (each holds a worker thread at the replica)."""
+
+
+def make_proxy(uri: str, settings: Settings, *, timeout: float | None = None) -> Pyro5.api.Proxy:
+    """A proxy with the store's serializer and timeout, and no automatic retries."""
+    proxy = Pyro5.api.Proxy(uri)
+    proxy._pyroSerializer = settings.serializer
+    proxy._pyroTimeout = settings.call_timeout if timeout is None else timeout
+    proxy._pyroMaxRetries = 0
+    return proxy
+
+
+class ProxyPool:
+    """Connected proxies by URI, shared by threads: each call borrows one and gives it back.
+
+    A Pyro5 proxy belongs to one thread at a time; the pool hands it over with
+    ``_pyroClaimOwnership``. A call whose connection cannot even be made raises
+    :class:`NotSent`: the request never left this process.
+    """
+
+    def __init__(self, settings: Settings, *, timeout: float | None = None) -> None:
+        self.settings = settings
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._idle: dict[str, list[Pyro5.api.Proxy]] = {}
+
+    def call(self, uri: str, method: str, *args: Any) -> Any:
+        """``method(*args)`` on the object at ``uri``."""
+        if not uri:
+            raise NotSent(f"no address known for {method}")
+        proxy = self._borrow(uri)
+        try:
+            result = getattr(proxy, method)(*args)
+        except Pyro5.errors.CommunicationError as exc:
+            proxy._pyroRelease()
+            raise CallLost(f"{method} at {uri}: {exc}") from exc
+        except BaseException:
+            self._give_back(uri, proxy)
+            raise
+        self._give_back(uri, proxy)
+        return result
+
+    def _borrow(self, uri: str) -> Pyro5.api.Proxy:
+        with self._lock:
+            idle = self._idle.get(uri)
+            proxy = idle.pop() if idle else None
+        if proxy is not None:
+            proxy._pyroClaimOwnership()
+            return proxy
+        proxy = make_proxy(uri, self.settings, timeout=self.timeout)
+        try:
+            proxy._pyroBind()
+        except Pyro5.errors.CommunicationError as exc:
+            raise NotSent(str(exc)) from exc
+        return proxy
+
+    def _give_back(self, uri: str, proxy: Pyro5.api.Proxy) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(uri, [])
+            if len(idle) < MAX_IDLE_CONNECTIONS:
+                idle.append(proxy)
+                return
+        proxy._pyroRelease()
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        with self._lock:
+            pools, self._idle = self._idle, {}
+        for proxy in itertools.chain.from_iterable(pools.values()):
+            proxy._pyroClaimOwnership()
+            proxy._pyroRelease()
+
+
+class NotSent(Exception):
+    """A connection could not be made: the request never left this process."""
+
+
+class CallLost(Exception):
+    """A call failed after it was sent (the connection closed, it timed out): it may have run.
+
+    With :class:`NotSent`, the only transport failures the store's own code sees: Pyro5's
+    errors are translated here, in :class:`ProxyPool`, and nowhere else."""
+
+
+TRANSPORT_FAILURES = (NotSent, CallLost)
+"""A call that did not reach its object, or whose answer did not come back."""
