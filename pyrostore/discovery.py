@@ -181,11 +181,12 @@ class Coordinators:
         self._lock = threading.Lock()
         self._leader: str | None = None
         self._found: list[str] = []
+        self._configured = [address.uri(i) for i, address in
+                            enumerate(settings.coordinator_addresses(), start=1)]
 
     def uris(self) -> list[str]:
         """Every coordinator's URI, the leader (as last known) first."""
-        configured = [address.uri(i) for i, address in
-                      enumerate(self.settings.coordinator_addresses(), start=1)]
+        configured = list(self._configured)
         if not configured:
             with contextlib.suppress(Unavailable):
                 self._found = sorted(find(self.settings, "coordinator").values()) or self._found

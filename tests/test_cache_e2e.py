@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import threading
@@ -162,7 +163,10 @@ def test_no_lookup_is_older_than_a_buy_acknowledged_before_it(two_frontends: Clu
     assert hits > 0
 
 
-def test_a_mute_frontend_delays_writes_by_at_most_a_lease(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def muted_frontend(tmp_path: Path) -> Iterator[tuple[Cluster, int]]:
+    """A store with two frontends and a new book (stock 10) cached at frontend 1, which is
+    then paused (SIGSTOP) until a test resumes it or the block ends: ``(cluster, item)``."""
     with start_cluster(tmp_path / "store", frontends=2) as cluster:
         wait_for_leases(cluster)
         item = new_book(cluster, 10)
@@ -170,15 +174,21 @@ def test_a_mute_frontend_delays_writes_by_at_most_a_lease(tmp_path: Path) -> Non
             assert fe.lookup(item)["stock"] == 10  # cached at frontend 1
         cluster.kill("frontend", 1, signal.SIGSTOP)
         try:
-            with frontend(cluster, 2) as fe:
-                started = time.monotonic()
-                fe.buy(item, 2)
-                first = time.monotonic() - started
-                started = time.monotonic()
-                fe.buy(item, 2)
-                second = time.monotonic() - started
+            yield cluster, item
         finally:
             cluster.kill("frontend", 1, signal.SIGCONT)
+
+
+def test_a_mute_frontend_delays_writes_by_at_most_a_lease(tmp_path: Path) -> None:
+    with muted_frontend(tmp_path) as (cluster, item):
+        with frontend(cluster, 2) as fe:
+            started = time.monotonic()
+            fe.buy(item, 2)
+            first = time.monotonic() - started
+            started = time.monotonic()
+            fe.buy(item, 2)
+            second = time.monotonic() - started
+        cluster.kill("frontend", 1, signal.SIGCONT)
         with frontend(cluster, 1) as fe:
             assert fe.lookup(item)["stock"] == 6  # nothing older than the writes meanwhile
     lease = cluster.settings.lease
@@ -204,20 +214,13 @@ def test_a_new_catalog_primary_needs_no_fence_for_a_mute_frontend(tmp_path: Path
     """Cache leases end with the primary's own lease: once the old primary's lease is over,
     so is every cache lease it gave, and the new primary writes at once (no second lease of
     waiting), while the mute frontend, when it wakes, serves nothing stale."""
-    with start_cluster(tmp_path / "store", frontends=2) as cluster:
-        wait_for_leases(cluster)
-        item = new_book(cluster, 10)
-        with frontend(cluster, 1) as fe:
-            assert fe.lookup(item)["stock"] == 10  # cached at frontend 1
-        cluster.kill("frontend", 1, signal.SIGSTOP)
-        try:
-            killed_at = time.monotonic()
-            cluster.kill("catalog", primary(cluster, "catalog"))
-            with frontend(cluster, 2) as fe:
-                fe.buy(item, 3)
-                failover = time.monotonic() - killed_at
-        finally:
-            cluster.kill("frontend", 1, signal.SIGCONT)
+    with muted_frontend(tmp_path) as (cluster, item):
+        killed_at = time.monotonic()
+        cluster.kill("catalog", primary(cluster, "catalog"))
+        with frontend(cluster, 2) as fe:
+            fe.buy(item, 3)
+            failover = time.monotonic() - killed_at
+        cluster.kill("frontend", 1, signal.SIGCONT)
         with frontend(cluster, 1) as fe:
             assert fe.lookup(item)["stock"] == 7
     lease = cluster.settings.lease

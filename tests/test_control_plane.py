@@ -8,8 +8,6 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +16,7 @@ from pyrostore.control import LEASE_MARGIN
 from pyrostore.discovery import survey
 from pyrostore.errors import NotServing
 from pyrostore.launcher import Cluster
-from tests.conftest import start_cluster, wait_until
+from tests.conftest import wait_until
 from tests.shopping import Shoppers, add_books, check_ledger, hold
 from tests.test_replication import coordinators, info, primary, proxy, restart
 
@@ -29,12 +27,9 @@ LEASE_WINDOW = 1.2
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    cluster = start_cluster(tmp_path / "store")
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+def cluster(fresh_store: Cluster) -> Cluster:
+    """A 2+2 store with 3 coordinators of its own (conftest's ``fresh_store``)."""
+    return fresh_store
 
 
 def raft_rows(cluster: Cluster) -> list[dict[str, Any]]:
