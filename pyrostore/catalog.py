@@ -14,6 +14,7 @@ from typing import Any
 
 import Pyro5.api
 
+from pyrostore.access import NODE, OPERATORS, allow
 from pyrostore.config import Settings
 from pyrostore.discovery import PEER_SUFFIX
 from pyrostore.errors import InvalidRequest
@@ -97,11 +98,13 @@ class CatalogReplica(Service):
         self.peer = PeerEndpoint(self.group, self.metrics)
 
     @Pyro5.api.expose
+    @allow(*OPERATORS)
     def topics(self) -> list[str]:
         """Every topic in the catalog."""
         return self.group.read([TOPICS_KEY], self.store.topics, "topics")
 
     @Pyro5.api.expose
+    @allow(*OPERATORS)
     def search(self, topic: str, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         """``[{item, title}]`` of the books in ``topic`` (any case), one page at a time."""
         limit, offset = check_page(limit, offset)
@@ -110,6 +113,7 @@ class CatalogReplica(Service):
                           "search", topic, limit, offset)
 
     @Pyro5.api.expose
+    @allow(*OPERATORS)
     def lookup(self, item: int) -> dict[str, Any]:
         """``{item, title, topic, stock, cost, version}`` of one book."""
         item = check_item(item)
@@ -117,6 +121,7 @@ class CatalogReplica(Service):
                           "lookup", item)
 
     @Pyro5.api.expose
+    @allow(NODE)
     def lookup_at(self, item: int) -> dict[str, Any]:
         """For caches: ``{value: book, version: [epoch, seq of the book's last change]}``."""
         item = check_item(item)
@@ -129,6 +134,7 @@ class CatalogReplica(Service):
         return self.group.read([item_key(item)], read, "lookup_at", item)
 
     @Pyro5.api.expose
+    @allow(NODE)
     def search_at(self, topic: str, limit: int = 100, offset: int = 0) -> dict[str, Any]:
         """For caches: ``{value: search(...), version: [epoch, applied position read]}``."""
         limit, offset = check_page(limit, offset)
@@ -138,12 +144,14 @@ class CatalogReplica(Service):
                           "search_at", topic, limit, offset)
 
     @Pyro5.api.expose
+    @allow(NODE)
     def topics_at(self) -> dict[str, Any]:
         """For caches: ``{value: topics(), version: [epoch, applied position read]}``."""
         return self.group.read([TOPICS_KEY], lambda: self._versioned(self.store.topics),
                                "topics_at")
 
     @Pyro5.api.expose
+    @allow(NODE)
     def cache_lease(self, frontend_uri: str) -> dict[str, Any]:
         """A frontend renews its cache lease: ``{epoch, lease}`` (seconds from its sending)."""
         member = self.group.member
@@ -156,6 +164,7 @@ class CatalogReplica(Service):
             return {"epoch": epoch, "lease": self.caches.grant(frontend_uri, lease_left)}
 
     @Pyro5.api.expose
+    @allow(NODE)
     def take(self, item: int, qty: int, request_id: str) -> dict[str, Any]:
         """Take ``qty`` copies of ``item`` for a buy, or raise OutOfStock; at most once per id."""
         op = {"op": "take", "item": check_item(item), "qty": check_quantity(qty)}
@@ -163,6 +172,7 @@ class CatalogReplica(Service):
         return result
 
     @Pyro5.api.expose
+    @allow(*OPERATORS)
     def update(self, item: int, cost: float | None = None, stock_delta: int | None = None,
                request_id: str | None = None) -> dict[str, Any]:
         """Reprice and/or restock (or take stock off) a book; the book as it is after."""
@@ -175,6 +185,7 @@ class CatalogReplica(Service):
         return result
 
     @Pyro5.api.expose
+    @allow(*OPERATORS)
     def add_book(self, title: str, topic: str, stock: int, cost: float,
                  request_id: str | None = None) -> dict[str, Any]:
         """Add a new book; the book with its new item number."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -18,9 +19,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import Pyro5.errors
-from Pyro5 import config as pyro_config
 from rich.console import Console, Group
 
+from pyrostore import certs, limits, tls
 from pyrostore.catalog import CatalogReplica
 from pyrostore.client import Client
 from pyrostore.client.views import (
@@ -36,6 +37,7 @@ from pyrostore.coordinator import Coordinator
 from pyrostore.discovery import survey
 from pyrostore.errors import (
     ConfigError,
+    Forbidden,
     OutcomeUnknown,
     PyrostoreError,
     Unavailable,
@@ -70,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_level=args.log_level,
             coordinators=args.coordinator_addrs,
             cache=False if getattr(args, "no_cache", False) else None,
+            insecure=True if args.insecure else None,
+            certs_dir=args.certs_dir,
+            identity=args.identity,
         )
     except ConfigError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
@@ -77,10 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    pyro_config.SOCK_NODELAY = True  # small request/response messages: never wait for Nagle
-    pyro_config.THREADPOOL_SIZE = 256  # each connection holds a worker; 80 is too few here
     command: Command = args.command
     try:
+        secure_process(settings, service=command in (cmd_service, cmd_nameserver),
+                       make_certs=command is cmd_up)
         return command(args, settings, Console())
     except (Unavailable, OutcomeUnknown) as exc:
         err.print(f"[red]unavailable:[/red] {exc}", highlight=False)
@@ -88,12 +93,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         return 2
+    except Forbidden as exc:
+        err.print(f"[red]forbidden:[/red] {exc} (the certificate in use is "
+                  f"{settings.identity or 'admin'}: see --as)", highlight=False)
+        return 1
     except PyrostoreError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         return 1
     except Pyro5.errors.CommunicationError as exc:
         err.print(f"[red]unavailable:[/red] {exc}", highlight=False)
         return 3
+
+
+def secure_process(settings: Settings, *, service: bool, make_certs: bool = False) -> None:
+    """Put this process's Pyro5 in the store's terms: its limits, and its certificate
+    (``node`` for a service, else ``admin``), or plaintext, loudly, with ``--insecure``.
+    ``make_certs``: first make whatever of the CA and certificates is missing (``up``)."""
+    os.umask(0o077)  # every file the store writes is its own: keys, databases, logs
+    limits.install()
+    if make_certs and not settings.insecure:
+        certs.ensure(settings.certificates, hosts=settings.hosts())
+    tls.install(tls.identity_of(settings, default="node" if service else "admin"))
+    if settings.insecure:
+        log.warning("INSECURE: plaintext and no certificates; anyone who can connect to these "
+                    "ports may do anything (loopback only)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--coordinator-addrs", metavar="LIST",
                        help="the coordinators' host:port:raft_port, comma-separated")
     group.add_argument("--log-level", metavar="LEVEL", type=str.upper, help="INFO")
+    group = common.add_argument_group("security (mutual TLS unless --insecure)")
+    group.add_argument("--certs-dir", metavar="DIR", help="CA and certificates (DATA/certs)")
+    group.add_argument("--as", dest="identity", metavar="WHO",
+                       help="certificate to present: admin (default), client.NAME, node")
+    group.add_argument("--insecure", action="store_true",
+                       help="plaintext, no certificates: anyone may do anything (loopback only)")
     parser = argparse.ArgumentParser(
         prog="pyrostore", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )

@@ -19,7 +19,9 @@ from Pyro5 import serializers
 from pyrostore.errors import ConfigError
 
 ENV_PREFIX = "PYROSTORE_"
-SERIALIZERS = ("serpent", "msgpack", "json", "marshal")
+SERIALIZERS = ("serpent", "msgpack", "json")
+"""What the store speaks (``marshal`` is refused: a few bytes of it can claim gigabytes)."""
+IDENTITIES = ("node", "admin", "client")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_INVENTORY = Path(__file__).resolve().parent.parent / "inventory.csv"
 
@@ -58,7 +60,7 @@ class Settings:
     inventory: Path = DEFAULT_INVENTORY
     """CSV (item,title,topic,stock,cost) that seeds a catalog replica's database on first start."""
     serializer: str = "msgpack"
-    """Pyro5 serializer used by the store's proxies: one of serpent, msgpack, json, marshal."""
+    """Pyro5 serializer used by the store's proxies: one of serpent, msgpack, json."""
     call_timeout: float = 5.0
     """Seconds a remote call may take before it fails with a timeout (> 0)."""
     refresh_interval: float = 3.0
@@ -86,6 +88,15 @@ class Settings:
     """Seconds after which a cached entry is a miss anyway (a backstop: invalidation is the
     mechanism). The cache lease is ``lease``: a frontend serves from its cache only while the
     catalog primary's lease on it runs, so writes wait at most that long for a mute frontend."""
+    insecure: bool = False
+    """Plaintext, without certificates (``--insecure``): anyone who can connect may do
+    anything, so every address must be loopback. Off by default: mutual TLS everywhere."""
+    certs_dir: Path = Path("")
+    """Directory of the CA and the certificates (``pyrostore certs``); empty:
+    ``<data_dir>/certs``."""
+    identity: str = ""
+    """The certificate this process presents: ``node``, ``admin`` or ``client.<name>`` (a
+    shopper); empty: ``node`` for a service, ``admin`` for the other commands."""
     test_hooks: bool = False
     """Expose ``set_hook`` on the services so tests can hold a request at a chosen point."""
     log_level: str = "INFO"
@@ -130,6 +141,16 @@ class Settings:
         """Where replica ``replica_id`` of group ``role`` keeps its SQLite file."""
         return self.data_dir / f"{role}-{replica_id}.sqlite3"
 
+    @property
+    def certificates(self) -> Path:
+        """Where the CA and the certificates are (``certs_dir`` or ``<data_dir>/certs``)."""
+        return self.certs_dir if str(self.certs_dir) not in ("", ".") else self.data_dir / "certs"
+
+    def hosts(self) -> list[str]:
+        """Every address the store's services use (what a node certificate must cover)."""
+        hosts = [self.host, self.ns_host, *(a.host for a in self.coordinator_addresses())]
+        return list(dict.fromkeys(hosts))
+
     def coordinator_addresses(self) -> list[CoordinatorAddress]:
         """The coordinator group from ``coordinators``, in id order (empty if unset)."""
         addresses = []
@@ -171,6 +192,15 @@ class Settings:
         if not self.failover_timeout > self.lease:
             raise ConfigError(f"failover_timeout ({self.failover_timeout} s) must be more than "
                               f"the lease ({self.lease} s)")
+        role, _, name = self.identity.partition(".")
+        if self.identity and (role not in IDENTITIES or bool(name) != (role == "client")):
+            raise ConfigError(f"identity must be node, admin or client.<name>, "
+                              f"not {self.identity!r}")
+        if self.insecure:
+            remote = [host for host in self.hosts() if not _loopback(host)]
+            if remote:
+                raise ConfigError(f"--insecure is loopback-only: {', '.join(remote)} is not a "
+                                  "loopback address (use certificates: pyrostore certs)")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 
@@ -209,6 +239,10 @@ def _typed(name: str, type_name: Any, value: Any) -> Any:
         return value
     raise ConfigError(f"{name} must be {'a' if kind != 'int' else 'an'} {kind}, "
                       f"not {type(value).__name__} {value!r}")
+
+
+def _loopback(host: str) -> bool:
+    return host == "localhost" or ipaddress.ip_address(host).is_loopback
 
 
 def _check_address(name: str, value: str) -> None:

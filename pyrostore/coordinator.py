@@ -30,13 +30,13 @@ import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import Pyro5.api
 from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.syncobj import SyncObjException
 
+from pyrostore.access import NODE, OPERATORS, allow
 from pyrostore.config import CoordinatorAddress, Settings
 from pyrostore.control import (
     GROUPS,
@@ -47,7 +47,7 @@ from pyrostore.control import (
     check_replica,
 )
 from pyrostore.discovery import peer_uri
-from pyrostore.errors import InvalidRequest, NotLeader, NotServing, StaleEpoch
+from pyrostore.errors import ConfigError, InvalidRequest, NotLeader, NotServing, StaleEpoch
 from pyrostore.metrics import timed_methods
 from pyrostore.models import View, check_int, check_text
 from pyrostore.schemas import ViewStore
@@ -90,15 +90,20 @@ def raft_config(settings: Settings, replica_id: int, *, secret: str,
         password=secret, onStateChanged=on_state_changed, maxBindRetries=20)
 
 
-def group_secret(data_dir: Path) -> str:
-    """The secret the coordinators' Raft traffic is encrypted with: ``<data>/coordinator.secret``,
-    made (readable by its owner only) if missing."""
-    path = data_dir / "coordinator.secret"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_hex(32))
-    return path.read_text().strip()
+def group_secret(settings: Settings) -> str:
+    """The secret the coordinators' Raft traffic is encrypted and authenticated with:
+    ``raft.secret`` beside the certificates (copied to every host with them), made (readable
+    by its owner only) if missing."""
+    path = settings.certificates / "raft.secret"
+    try:
+        if not path.exists():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_hex(32))
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read or make the coordinators' secret {path}: "
+                          f"{exc.strerror or exc}") from exc
 
 
 class _ReplicatedState(SyncObjConsumer):
@@ -149,6 +154,7 @@ class Coordinator(Service):
     # -- what replicas call -----------------------------------------------------------------
 
     @Pyro5.api.expose
+    @allow(NODE)
     def renew(self, renewal: dict[str, Any]) -> dict[str, Any]:
         """A replica's heartbeat: ``{view, lease, leader}``. The lease (seconds, counted by the
         replica from when it sent this) is granted only once the renewal is committed."""
@@ -158,6 +164,7 @@ class Coordinator(Service):
         return {"view": self.view(checked.group), "lease": lease, "leader": self.uri}
 
     @Pyro5.api.expose
+    @allow(NODE)
     def report_failure(self, report: dict[str, Any]) -> None:
         """A primary could not reach a backup: renew it no more; it goes once its lease has.
         ``report``: ``{group, epoch, reporter, failed}``."""
@@ -170,6 +177,7 @@ class Coordinator(Service):
             log.warning("%s primary %s reports backup %s failed", group, reporter, failed)
 
     @Pyro5.api.expose
+    @allow(NODE)
     def add_member(self, request: dict[str, Any]) -> dict[str, Any]:
         """The primary has given a joiner a snapshot: make it a backup in a new epoch.
         ``request``: ``{group, epoch, primary, joiner, incarnation}``; the new view."""
@@ -187,6 +195,7 @@ class Coordinator(Service):
         return self.view(group)
 
     @Pyro5.api.expose
+    @allow(*OPERATORS)
     def view(self, group: str) -> dict[str, Any]:
         """The group's view as this coordinator has applied it, with the members' URIs."""
         with self._machine.lock:
@@ -196,6 +205,7 @@ class Coordinator(Service):
         return view.to_wire(uris)
 
     @Pyro5.api.expose
+    @allow(*OPERATORS)
     def views(self) -> dict[str, Any]:
         """Every group's view and what each replica last said of itself (for ``status``)."""
         now = time.monotonic()
@@ -239,7 +249,7 @@ class Coordinator(Service):
         _watch_pysyncobj_log(self.incidents)
         me = self.peers[self.replica_id - 1]
         conf = raft_config(self.settings, self.replica_id,
-                           secret=group_secret(self.settings.data_dir),
+                           secret=group_secret(self.settings),
                            on_state_changed=self._on_state_changed)
         conf.bindAddress = me.raft
         others = [p.raft for p in self.peers if p is not me]

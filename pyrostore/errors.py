@@ -3,6 +3,7 @@
     PyrostoreError                 root: catch this to catch anything the store says
     ├── InvalidRequest             the caller sent something malformed (wrong type, qty <= 0, ...)
     │   └── ConflictingRequest     a request id reused with different parameters
+    ├── Forbidden                  the caller's certificate has no role allowed to call this
     ├── NotFound                   no such book or order
     ├── OutOfStock                 a buy asked for more than the stock; nothing was changed
     ├── Unavailable                the store could not run the request *and did not run it*
@@ -11,6 +12,7 @@
     ├── OutcomeUnknown             a call failed mid-way: it may have run; retry its request id
     ├── StaleEpoch                 replication: a message from a deposed primary (fencing)
     └── ConfigError                a setting (flag or PYROSTORE_* variable) is invalid
+        └── CertificateError       a certificate or key is missing, unreadable or wrong
 
 Each class is registered with Pyro5's serializers, so a remote call that raises one re-raises
 the same class at the caller, with its message and details (``err.details``) intact. An
@@ -46,6 +48,12 @@ class InvalidRequest(PyrostoreError):
 
 class ConflictingRequest(InvalidRequest):
     """Raised when a request id already used for one request arrives with other parameters."""
+
+
+class Forbidden(PyrostoreError):
+    """Raised when the caller's certificate does not carry a role allowed to call the method
+    (an internal method called with a shopper's certificate, an admin operation without an
+    admin one); nothing was run. ``details`` names the ``method`` and the caller's ``role``."""
 
 
 class NotFound(PyrostoreError):
@@ -95,10 +103,16 @@ class ConfigError(PyrostoreError):
     """Raised when a setting, from a flag or a ``PYROSTORE_*`` variable, is invalid."""
 
 
+class CertificateError(ConfigError):
+    """Raised when a certificate or key is missing, unreadable, of the wrong role, or cannot
+    be made."""
+
+
 ALL_ERRORS: tuple[type[PyrostoreError], ...] = (
     PyrostoreError,
     InvalidRequest,
     ConflictingRequest,
+    Forbidden,
     NotFound,
     OutOfStock,
     Unavailable,
@@ -107,6 +121,7 @@ ALL_ERRORS: tuple[type[PyrostoreError], ...] = (
     StaleEpoch,
     OutcomeUnknown,
     ConfigError,
+    CertificateError,
 )
 
 

@@ -21,10 +21,11 @@ from typing import Any, NamedTuple
 
 import Pyro5.api
 
+from pyrostore.access import ADMIN, CLIENT, NODE, OPERATORS, SHOPPERS, allow, caller
 from pyrostore.cache import Version, VersionedCache
 from pyrostore.config import Settings
 from pyrostore.discovery import ReplicaSet, survey
-from pyrostore.errors import PyrostoreError
+from pyrostore.errors import NotFound, PyrostoreError
 from pyrostore.metrics import timed_methods
 from pyrostore.models import (
     TOPICS_KEY,
@@ -138,12 +139,14 @@ class Frontend(Service):
                        if settings.cache else None)
 
     @Pyro5.api.expose
+    @allow(*SHOPPERS)
     def topics(self) -> list[str]:
         """Every topic in the catalog."""
         topics: list[str] = self._read(TOPICS_KEY, None, TOPICS)
         return topics
 
     @Pyro5.api.expose
+    @allow(*SHOPPERS)
     def search(self, topic: str, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         """``[{item, title}]`` of the books in ``topic`` (any case), one page at a time."""
         topic, (limit, offset) = check_text(topic, "topic"), check_page(limit, offset)
@@ -152,6 +155,7 @@ class Frontend(Service):
         return books
 
     @Pyro5.api.expose
+    @allow(*SHOPPERS)
     def lookup(self, item: int) -> dict[str, Any]:
         """``{item, title, topic, stock, cost, version}`` of one book."""
         item = check_item(item)
@@ -159,6 +163,7 @@ class Frontend(Service):
         return book
 
     @Pyro5.api.expose
+    @allow(NODE)
     def invalidate(self, epoch: int, changes: list[list[Any]]) -> None:
         """Called by the catalog primary before it answers writes: ``[[keys, version], ...]``,
         a write's read keys and its version ``[epoch, seq]``."""
@@ -172,13 +177,15 @@ class Frontend(Service):
         return self.cached.read(key, variant, read, *args)
 
     @Pyro5.api.expose
+    @allow(*SHOPPERS)
     def buy(self, item: int, qty: int = 1, request_id: str | None = None) -> dict[str, Any]:
         """Buy ``qty`` copies of ``item``; the order. A repeated ``request_id`` buys once."""
         order: dict[str, Any] = self.order_log.call(
-            "buy", item, qty, request_id_or_new(request_id), primary=True)
+            "buy", item, qty, request_id_or_new(request_id), _shopper() or "", primary=True)
         return order
 
     @Pyro5.api.expose
+    @allow(ADMIN)
     def update(
         self,
         item: int,
@@ -192,6 +199,7 @@ class Frontend(Service):
         return book
 
     @Pyro5.api.expose
+    @allow(ADMIN)
     def add_book(
         self, title: str, topic: str, stock: int, cost: float, request_id: str | None = None
     ) -> dict[str, Any]:
@@ -201,23 +209,30 @@ class Frontend(Service):
         return book
 
     @Pyro5.api.expose
+    @allow(*SHOPPERS)
     def orders(self, limit: int = 20, offset: int = 0) -> list[dict[str, Any]]:
-        """The order log, newest first."""
-        orders: list[dict[str, Any]] = self.order_log.call("orders", limit, offset)
+        """The order log, newest first: every order for an admin, a shopper's own for them."""
+        orders: list[dict[str, Any]] = self.order_log.call("orders", limit, offset, _shopper())
         return orders
 
     @Pyro5.api.expose
+    @allow(*SHOPPERS)
     def order(self, order_id: int) -> dict[str, Any]:
-        """One order by id."""
+        """One order by id (a shopper's own only: anyone else's is not found)."""
         order: dict[str, Any] = self.order_log.call("order", order_id)
+        shopper = _shopper()
+        if shopper is not None and order.get("customer") != shopper:
+            raise NotFound(f"no order with id {order_id}", order_id=order_id)
         return order
 
     @Pyro5.api.expose
+    @allow(*SHOPPERS)
     def status(self) -> list[dict[str, Any]]:
         """Every registered service of the store and its ``info()`` (``state: down`` if mute)."""
         return survey(self.settings)
 
     @Pyro5.api.expose
+    @allow(*OPERATORS)
     def stats(self) -> dict[str, Any]:
         """Timings per method and, with the cache on, the cache's counters."""
         stats = super().stats()
@@ -237,3 +252,9 @@ class Frontend(Service):
             self.cached.stop()
         self.catalog.close()
         self.order_log.close()
+
+
+def _shopper() -> str | None:
+    """The name of the shopper calling (None: an admin, or an insecure store's caller)."""
+    who = caller()
+    return who.name or "" if who.role == CLIENT else None

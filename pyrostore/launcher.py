@@ -26,6 +26,7 @@ from typing import IO
 
 import Pyro5.errors
 
+from pyrostore import certs
 from pyrostore.config import Settings
 from pyrostore.coordinator import group_secret
 from pyrostore.discovery import find, name_server_answers, service_name, survey
@@ -109,7 +110,9 @@ class Cluster:
     ) -> None:
         """Start everything and wait until each service is registered, or raise."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        group_secret(self.settings.data_dir)  # before the coordinators, who would race for it
+        if not self.settings.insecure:
+            certs.ensure(self.settings.certificates, hosts=self.settings.hosts())
+        group_secret(self.settings)  # before the coordinators, who would race for it
         if name_server_answers(self.settings):
             self._refuse_a_second_store()
         else:
@@ -166,7 +169,9 @@ class Cluster:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(child.log_path, "ab") as log_file:
             child.process = _popen([sys.executable, "-m", "pyrostore", *child.argv], log_file,
-                                   {**os.environ, **self.settings.dump()})
+                                   {**os.environ, **self.settings.dump(),
+                                    "PYROSTORE_CERTS_DIR": str(self.settings.certificates),
+                                    "PYROSTORE_IDENTITY": ""})  # a service is a node
         child.reported = False
         return child
 

@@ -60,6 +60,9 @@ class Order:
     total: float
     request_id: str
     created_at: float
+    customer: str = ""
+    """The name on the certificate of the shopper who bought it (empty: an operator's or
+    an insecure store's order)."""
 
     def to_wire(self) -> dict[str, Any]:
         """The plain dict that crosses Pyro5."""
@@ -68,7 +71,7 @@ class Order:
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> Order:
         """Rebuild an Order from :meth:`to_wire`'s dict."""
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,13 +186,25 @@ def check_cost(value: Any) -> float:
 
 
 def check_text(value: Any, name: str) -> str:
-    """A title or topic: a non-empty string of at most MAX_TEXT characters, trimmed."""
+    """A title or topic: a non-empty string of at most MAX_TEXT printable characters (no
+    control characters: no escape sequence or NUL ever reaches a terminal), trimmed."""
     if not isinstance(value, str):
         raise InvalidRequest(f"{name} must be a string, not {type(value).__name__}", field=name)
     text = value.strip()
     if not text or len(text) > MAX_TEXT:
         raise InvalidRequest(f"{name} must have 1 to {MAX_TEXT} characters", field=name)
+    if not text.isprintable():
+        raise InvalidRequest(f"{name} must not contain control characters", field=name)
     return text
+
+
+def check_customer(value: Any) -> str:
+    """A shopper's name as its certificate gives it (empty: no shopper): 0..64 printable
+    characters."""
+    if not isinstance(value, str) or len(value) > 64 or not value.isprintable():
+        raise InvalidRequest("customer must be a string of at most 64 printable characters",
+                             field="customer")
+    return value
 
 
 def check_request_id(value: Any) -> str:

@@ -4,6 +4,10 @@ It binds to ``settings.ns_host:ns_port`` with broadcast off: the store always fi
 explicit address. Registrations live in memory, or with ``storage="sql:FILE"`` (what
 ``pyrostore up`` uses) in SQLite, so that a restarted name server still knows every service;
 every service re-registers itself within half a second if one has forgotten it.
+
+In secure mode only the store's services (node certificates) may register or remove names;
+anyone with a certificate of the store's CA may look them up. A forged entry would lead
+nowhere anyway: clients and services only talk to servers presenting a node certificate.
 """
 
 from __future__ import annotations
@@ -11,12 +15,72 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from typing import Any
 
-from Pyro5 import nameserver
+import Pyro5.api
+from Pyro5 import core, nameserver
 
+from pyrostore.access import NODE, ROLES, allow
 from pyrostore.config import Settings
 
 log = logging.getLogger(__name__)
+
+
+class GuardedNameServer(nameserver.NameServer):
+    """Pyro5's name server, with every method open to the store's roles only and changes
+    open to nodes only."""
+
+    @Pyro5.api.expose
+    @allow(NODE)
+    def register(self, name: str, uri: Any, safe: bool = False, metadata: Any = None) -> None:
+        """Register ``name`` (nodes only)."""
+        super().register(name, uri, safe, metadata)
+
+    @Pyro5.api.expose
+    @allow(NODE)
+    def set_metadata(self, name: str, metadata: Any) -> None:
+        """Replace the metadata of ``name`` (nodes only)."""
+        super().set_metadata(name, metadata)
+
+    @Pyro5.api.expose
+    @allow(NODE)
+    def remove(self, name: str | None = None, prefix: str | None = None,
+               regex: str | None = None) -> int:
+        """Remove names (nodes only)."""
+        removed: int = super().remove(name, prefix, regex)
+        return removed
+
+    @Pyro5.api.expose
+    @allow(*ROLES)
+    def lookup(self, name: str, return_metadata: bool = False) -> Any:
+        """The URI (and metadata) of ``name``."""
+        return super().lookup(name, return_metadata)
+
+    @Pyro5.api.expose
+    @allow(*ROLES)
+    def list(self, prefix: str | None = None, regex: str | None = None,
+             return_metadata: bool = False) -> Any:
+        """The names matching ``prefix`` or ``regex``, with their URIs."""
+        return super().list(prefix, regex, return_metadata)
+
+    @Pyro5.api.expose
+    @allow(*ROLES)
+    def yplookup(self, meta_all: Any = None, meta_any: Any = None,
+                 return_metadata: bool = True) -> Any:
+        """The names with the given metadata."""
+        return super().yplookup(meta_all, meta_any, return_metadata)
+
+    @Pyro5.api.expose
+    @allow(*ROLES)
+    def count(self) -> int:
+        """How many names are registered."""
+        counted: int = super().count()
+        return counted
+
+    @Pyro5.api.expose
+    @allow(*ROLES)
+    def ping(self) -> None:
+        """Answer, to show it is alive."""
 
 
 def run_name_server(settings: Settings, *, storage: str | None = None) -> None:
@@ -24,6 +88,10 @@ def run_name_server(settings: Settings, *, storage: str | None = None) -> None:
     uri, daemon, _ = nameserver.start_ns(
         host=settings.ns_host, port=settings.ns_port, enableBroadcast=False, storage=storage
     )
+    guarded = GuardedNameServer(daemon.nameserver.storage)
+    daemon.unregister(daemon.nameserver)
+    daemon.register(guarded, core.NAMESERVER_NAME)
+    daemon.nameserver = guarded
     stopping = threading.Event()
 
     def request_stop(*_: object) -> None:

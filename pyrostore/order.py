@@ -13,12 +13,14 @@ from typing import Any
 
 import Pyro5.api
 
+from pyrostore.access import NODE, OPERATORS, allow
 from pyrostore.config import Settings
 from pyrostore.discovery import PEER_SUFFIX, ReplicaSet
 from pyrostore.errors import InvalidRequest, OutcomeUnknown, Unavailable
 from pyrostore.metrics import timed_methods
 from pyrostore.models import (
     ORDERS_KEY,
+    check_customer,
     check_int,
     check_item,
     check_page,
@@ -53,6 +55,7 @@ class OrderMachine:
             unit_cost=op["unit_cost"],
             request_id=request_id,
             created_at=op["created_at"],
+            customer=op.get("customer", ""),
         )
         return order.to_wire()
 
@@ -79,16 +82,21 @@ class OrderReplica(Service):
         self.peer = PeerEndpoint(self.group, self.metrics)
 
     @Pyro5.api.expose
-    def buy(self, item: int, qty: int = 1, request_id: str | None = None) -> dict[str, Any]:
-        """Buy ``qty`` copies of ``item``: the order, or OutOfStock with nothing changed."""
+    @allow(NODE)
+    def buy(self, item: int, qty: int = 1, request_id: str | None = None,
+            customer: str = "") -> dict[str, Any]:
+        """Buy ``qty`` copies of ``item`` for ``customer`` (a shopper's certificate name, given
+        by the frontend): the order, or OutOfStock with nothing changed."""
         item, qty = check_item(item), check_quantity(qty)
+        customer = check_customer(customer)
         if request_id is None:
             raise InvalidRequest("buy needs a request_id (the frontend or client makes one)")
         request_id = check_request_id(request_id)
         self.group.member.await_ready_primary()  # before taking stock only it may record
         taken = self.catalog.call("take", item, qty, request_id, primary=True)
         op = {"op": "record", "item": item, "qty": qty, "title": taken["title"],
-              "unit_cost": taken["unit_cost"], "created_at": taken["taken_at"]}
+              "unit_cost": taken["unit_cost"], "created_at": taken["taken_at"],
+              "customer": customer}
         try:
             result: dict[str, Any] = self.group.write(op, request_id)
         except Unavailable as exc:  # the stock is taken: this buy is not "did not run"
@@ -97,6 +105,7 @@ class OrderReplica(Service):
         return result
 
     @Pyro5.api.expose
+    @allow(*OPERATORS)
     def order(self, order_id: int) -> dict[str, Any]:
         """One order by its id."""
         order_id = check_int(order_id, "order_id", low=1, high=2**62)
@@ -104,12 +113,16 @@ class OrderReplica(Service):
                           lambda: self.store.order(order_id).to_wire(), "order", order_id)
 
     @Pyro5.api.expose
-    def orders(self, limit: int = 20, offset: int = 0) -> list[dict[str, Any]]:
-        """The order log, newest first, one page at a time."""
+    @allow(*OPERATORS)
+    def orders(self, limit: int = 20, offset: int = 0, customer: str | None = None
+               ) -> list[dict[str, Any]]:
+        """The order log (of ``customer`` only, if given), newest first, a page at a time."""
         limit, offset = check_page(limit, offset)
-        return self.group.read([ORDERS_KEY], lambda: [o.to_wire() for o in
-                                               self.store.orders(limit, offset)],
-                          "orders", limit, offset)
+        if customer is not None:
+            customer = check_customer(customer)
+        return self.group.read([ORDERS_KEY], lambda: [
+            o.to_wire() for o in self.store.orders(limit, offset, customer=customer)],
+            "orders", limit, offset, customer)
 
     def details(self) -> dict[str, Any]:
         return {**self.group.details(), "orders": self.store.order_count()}

@@ -13,6 +13,7 @@ from typing import Any
 
 import Pyro5.api
 
+from pyrostore.access import NODE, allow
 from pyrostore.errors import InvalidRequest
 from pyrostore.metrics import MethodStats, timed_methods
 from pyrostore.models import check_int, check_request_id
@@ -31,21 +32,25 @@ class PeerEndpoint:
         self.metrics = metrics
 
     @Pyro5.api.expose
+    @allow(NODE)
     def replicate(self, epoch: int, writes: list[dict[str, Any]], committed: int) -> None:
         """Apply the primary's writes ``[{seq, op, request_id, result, keys}, ...]``."""
         self.group.replicate(_epoch(epoch), _writes(writes), _seq(committed))
 
     @Pyro5.api.expose
+    @allow(NODE)
     def committed(self, epoch: int, seq: int) -> None:
         """The primary of ``epoch`` has committed every write up to ``seq``."""
         self.member.committed(_epoch(epoch), _seq(seq))
 
     @Pyro5.api.expose
+    @allow(NODE)
     def position(self, epoch: int) -> int:
         """This replica's applied position, for a primary levelling its backups."""
         return self.member.position(_epoch(epoch))
 
     @Pyro5.api.expose
+    @allow(NODE)
     def install_snapshot(self, epoch: int, snapshot: dict[str, Any]) -> None:
         """Replace this replica's whole state by the primary's."""
         if not isinstance(snapshot, dict):
@@ -53,17 +58,20 @@ class PeerEndpoint:
         self.member.install_snapshot(_epoch(epoch), snapshot)
 
     @Pyro5.api.expose
+    @allow(NODE)
     def join(self, joiner: dict[str, Any]) -> dict[str, Any]:
         """A joiner (``{replica, uri, incarnation}``) asks the primary to take it in."""
         return self.member.join(joiner)
 
     @Pyro5.api.expose
+    @allow(NODE)
     def request_at(self, seq: int) -> str | None:
         """The request id of this replica's write ``seq`` (levelling compares it)."""
         return self.member.request_at(_seq(seq))
 
     @Pyro5.api.expose
     @Pyro5.api.oneway
+    @allow(NODE)
     def nudge(self) -> None:
         """The coordinators changed this replica's view: heartbeat now to hear of it."""
         self.member.nudge()

@@ -148,9 +148,17 @@ class OrderStore(Database):
         unit_cost  REAL NOT NULL,
         total      REAL NOT NULL,
         request_id TEXT NOT NULL UNIQUE,
-        created_at REAL NOT NULL
+        created_at REAL NOT NULL,
+        customer   TEXT NOT NULL DEFAULT ''
     );
     """
+
+    def migrate(self, conn: sqlite3.Connection) -> None:
+        """Files from before shoppers had names: every order an operator's."""
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(orders)")}
+        if "customer" not in columns:
+            conn.execute("ALTER TABLE orders ADD COLUMN customer TEXT NOT NULL DEFAULT ''")
+        conn.execute("CREATE INDEX IF NOT EXISTS orders_by_customer ON orders (customer, order_id)")
 
     def order(self, order_id: int) -> Order:
         """The order ``order_id``, or :class:`NotFound`."""
@@ -159,11 +167,17 @@ class OrderStore(Database):
             raise NotFound(f"no order with id {order_id}", order_id=order_id)
         return Order(**dict(row))
 
-    def orders(self, limit: int, offset: int = 0) -> list[Order]:
-        """The newest ``limit`` orders after skipping ``offset``, newest first."""
-        rows = self.reader.execute(
-            "SELECT * FROM orders ORDER BY order_id DESC LIMIT ? OFFSET ?", (limit, offset)
-        )
+    def orders(self, limit: int, offset: int = 0, *, customer: str | None = None
+               ) -> list[Order]:
+        """The newest ``limit`` orders (of ``customer`` only, if given) after skipping
+        ``offset``, newest first."""
+        if customer is None:
+            rows = self.reader.execute(
+                "SELECT * FROM orders ORDER BY order_id DESC LIMIT ? OFFSET ?", (limit, offset))
+        else:
+            rows = self.reader.execute(
+                "SELECT * FROM orders WHERE customer=? ORDER BY order_id DESC LIMIT ? OFFSET ?",
+                (customer, limit, offset))
         return [Order(**dict(row)) for row in rows]
 
     def order_count(self) -> int:
@@ -181,6 +195,7 @@ class OrderStore(Database):
         unit_cost: float,
         request_id: str,
         created_at: float | None = None,
+        customer: str = "",
     ) -> Order:
         """Append an order; its id is the next in the log."""
         order_id = int(
@@ -195,20 +210,12 @@ class OrderStore(Database):
             total=round(unit_cost * qty, 2),
             request_id=request_id,
             created_at=time.time() if created_at is None else created_at,
+            customer=customer,
         )
         conn.execute(
-            "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                order.order_id,
-                order.item,
-                order.title,
-                order.qty,
-                order.unit_cost,
-                order.total,
-                order.request_id,
-                order.created_at,
-            ),
-        )
+            "INSERT INTO orders (order_id, item, title, qty, unit_cost, total, request_id, "
+            "created_at, customer) VALUES (:order_id, :item, :title, :qty, :unit_cost, :total, "
+            ":request_id, :created_at, :customer)", order.to_wire())
         return order
 
 

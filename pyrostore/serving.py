@@ -25,9 +25,10 @@ from typing import Any, ClassVar
 import Pyro5.api
 import Pyro5.errors
 
+from pyrostore.access import OPERATORS, allow, unguarded
 from pyrostore.config import Settings
 from pyrostore.discovery import Registration, announce, service_name, withdraw
-from pyrostore.errors import PyrostoreError
+from pyrostore.errors import ConfigError, PyrostoreError
 from pyrostore.hooks import Hooks
 from pyrostore.metrics import MethodStats
 
@@ -65,31 +66,37 @@ class Service:
         return service_name(self.role, self.replica_id)
 
     @Pyro5.api.expose
+    @allow(*OPERATORS)
     def stats(self) -> dict[str, Any]:
         """``{role, id, methods: {name: {count, mean_ms, p50_ms, p99_ms}}}``."""
         return {"role": self.role, "id": self.replica_id, "methods": self.metrics.snapshot()}
 
     @Pyro5.api.expose
+    @allow(*OPERATORS)
     def reset_stats(self) -> None:
         """Forget the timings so far (benchmarks call this between experiments)."""
         self.metrics.reset()
 
     @Pyro5.api.expose
+    @allow(*OPERATORS)
     def set_hook(self, name: str, seconds: float) -> None:
         """Test hook: hold the next request at point ``name`` for up to ``seconds``."""
         self.hooks.arm(name, seconds)
 
     @Pyro5.api.expose
+    @allow(*OPERATORS)
     def release_hook(self, name: str) -> None:
         """Test hook: let the request held at ``name`` go on."""
         self.hooks.release(name)
 
     @Pyro5.api.expose
+    @allow(*OPERATORS)
     def hook_waiting(self, name: str) -> bool:
         """Test hook: whether a request is held at ``name``."""
         return self.hooks.waiting(name)
 
     @Pyro5.api.expose
+    @allow(*OPERATORS)
     def info(self) -> dict[str, Any]:
         """Who and where this service is and how it is doing (what ``status`` shows)."""
         return {
@@ -148,6 +155,10 @@ def _ephemeral_low() -> int:
 def serve(service: Service, *, on_ready: Callable[[str], None] | None = None) -> None:
     """Serve ``service`` until SIGTERM/SIGINT (or :func:`stop`), then clean up."""
     settings = service.settings
+    for served in (service, *service.endpoints().values()):
+        if unguarded(served):
+            raise ConfigError(f"{type(served).__name__} exposes methods open to no role: "
+                              f"{', '.join(unguarded(served))} (see pyrostore.access)")
     daemon = Pyro5.api.Daemon(host=service.host, port=service.port)
     service.uri = str(daemon.register(service, objectId=service.name))
     for object_id, endpoint in service.endpoints().items():

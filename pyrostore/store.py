@@ -76,6 +76,7 @@ class Database:
         self._write_lock = threading.RLock()
         self._writer = self._connect()
         self._writer.executescript(_COMMON_SCHEMA + self.schema)
+        self.migrate(self._writer)
         self._applied = self._meta(self._writer, "applied")  # as committed
         self._applying: int | None = None  # as the open transaction would leave it
         self._readers = threading.local()
@@ -263,6 +264,9 @@ class Database:
                     conn.executemany(f"INSERT INTO {name} VALUES ({marks})", rows)
             self._set_meta(conn, "applied", int(snapshot["applied"]))
             self._set_meta(conn, "seeded", 1)
+
+    def migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring a file made by an older version up to :attr:`schema` (after it ran)."""
 
     def applied(self) -> int:
         """The sequence number of the last operation this replica committed."""

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from typing import Any
 
 import Pyro5.api
 import Pyro5.errors
 
 from pyrostore.config import Settings
+from pyrostore.limits import KEEP_IDLE_FOR
 
 MAX_IDLE_CONNECTIONS = 16
 """Connections kept open per replica for reuse (each holds a worker thread at the replica)."""
@@ -36,14 +38,16 @@ class ProxyPool:
 
     A Pyro5 proxy belongs to one thread at a time; the pool hands it over with
     ``_pyroClaimOwnership``. A call whose connection cannot even be made raises
-    :class:`NotSent`: the request never left this process.
+    :class:`NotSent`: the request never left this process. A connection idle for longer than
+    :data:`~pyrostore.limits.KEEP_IDLE_FOR` is closed instead of reused: the other side
+    closes idle ones, and a call sent on a connection it has just closed would be lost.
     """
 
     def __init__(self, settings: Settings, *, timeout: float | None = None) -> None:
         self.settings = settings
         self.timeout = timeout
         self._lock = threading.Lock()
-        self._idle: dict[str, list[Pyro5.api.Proxy]] = {}
+        self._idle: dict[str, list[tuple[float, Pyro5.api.Proxy]]] = {}
 
     def call(self, uri: str, method: str, *args: Any) -> Any:
         """``method(*args)`` on the object at ``uri``."""
@@ -62,9 +66,16 @@ class ProxyPool:
         return result
 
     def _borrow(self, uri: str) -> Pyro5.api.Proxy:
+        stale = []
         with self._lock:
-            idle = self._idle.get(uri)
-            proxy = idle.pop() if idle else None
+            idle = self._idle.get(uri, [])
+            fresh_since = time.monotonic() - KEEP_IDLE_FOR
+            while idle and idle[0][0] < fresh_since:  # oldest first
+                stale.append(idle.pop(0)[1])
+            proxy = idle.pop()[1] if idle else None
+        for old in stale:
+            old._pyroClaimOwnership()
+            old._pyroRelease()
         if proxy is not None:
             proxy._pyroClaimOwnership()
             return proxy
@@ -79,7 +90,7 @@ class ProxyPool:
         with self._lock:
             idle = self._idle.setdefault(uri, [])
             if len(idle) < MAX_IDLE_CONNECTIONS:
-                idle.append(proxy)
+                idle.append((time.monotonic(), proxy))
                 return
         proxy._pyroRelease()
 
@@ -87,7 +98,7 @@ class ProxyPool:
         """Close every pooled connection."""
         with self._lock:
             pools, self._idle = self._idle, {}
-        for proxy in itertools.chain.from_iterable(pools.values()):
+        for _, proxy in itertools.chain.from_iterable(pools.values()):
             proxy._pyroClaimOwnership()
             proxy._pyroRelease()
 

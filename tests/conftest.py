@@ -1,6 +1,8 @@
 """Fixtures: real stores (name server + replicas as processes) on free ports of 127.0.0.1.
 
-Every store a fixture starts is stopped by PID when the fixture ends, passed or failed.
+Every store a fixture starts is stopped by PID when the fixture ends, passed or failed. The
+suite runs in secure mode: one CA and its certificates for the session (:data:`CERTS`), the
+test process an admin unless a test lends a thread another identity (``tls.acting_as``).
 """
 
 from __future__ import annotations
@@ -14,12 +16,32 @@ from pathlib import Path
 
 import pytest
 
+from pyrostore import certs, limits, tls
 from pyrostore.client import Client
 from pyrostore.config import Settings
 from pyrostore.launcher import Cluster
 from pyrostore.serving import fixed_port
 
 ROOT = Path(__file__).resolve().parent.parent
+CERTS: Path | None = None
+"""The session's certificate directory (set by :func:`secure_session`)."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def secure_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One CA, node, admin and shopper certificates for the session; this process an admin."""
+    global CERTS
+    CERTS = tmp_path_factory.mktemp("certs")
+    certs.ensure(CERTS, hosts=["127.0.0.1"])
+    limits.install()
+    tls.install(certs.paths(CERTS, "admin"))
+    yield CERTS
+
+
+def identity(role: str, name: str | None = None) -> tls.Identity:
+    """One of the session's identities (``client`` needs a name: ``shopper`` exists)."""
+    assert CERTS is not None
+    return certs.paths(CERTS, role, name)
 
 
 def free_port() -> int:
@@ -46,7 +68,8 @@ def wait_until(condition: Callable[[], object], *, timeout: float = 20.0,
 def make_settings(data_dir: Path) -> Settings:
     """Settings for a test store: a fresh port, its own data, no PYROSTORE_* from the shell."""
     return Settings.from_env(environ={}, ns_port=free_port(), data_dir=data_dir,
-                             call_timeout=2.0, refresh_interval=1.0, test_hooks=True)
+                             call_timeout=2.0, refresh_interval=1.0, test_hooks=True,
+                             certs_dir=CERTS)
 
 
 def start_cluster(data_dir: Path, *, catalogs: int = 2, orders: int = 2, frontends: int = 1,
@@ -94,6 +117,6 @@ def run_cli(settings: Settings, *args: str, timeout: float = 60.0
     """``python -m pyrostore ARGS`` against the store of ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYROSTORE_")}
     env.update(PYROSTORE_NS_PORT=str(settings.ns_port), PYROSTORE_DATA_DIR=str(settings.data_dir),
-               COLUMNS="200", NO_COLOR="1")
+               PYROSTORE_CERTS_DIR=str(settings.certificates), COLUMNS="200", NO_COLOR="1")
     return subprocess.run([sys.executable, "-m", "pyrostore", *args], capture_output=True,
                           text=True, env=env, timeout=timeout, cwd=ROOT)

@@ -1,0 +1,70 @@
+"""What a store daemon will spend on one peer: serializers, message sizes, idle connections.
+
+Pyro5's defaults trust the network: any serializer (``marshal`` turns 81 bytes into
+gigabytes), messages up to 1 GiB, connections idle forever, 80 worker threads. A store process
+calls :func:`install` once, before any daemon starts, and then:
+
+- only the store's serializers are read (:data:`ACCEPTED_SERIALIZERS`); a message in another
+  one is refused with Pyro5's ``SerializeError`` before a byte of it is decoded;
+- a message above :data:`MAX_MESSAGE_SIZE` is refused from its header, before it is read;
+- a connection that sends nothing for :data:`IDLE_TIMEOUT` seconds is closed, and up to
+  :data:`WORKER_THREADS` connections are served at once (Pyro5's thread-pool server gives
+  each its own thread: 2,000 idle connections and a slow sender leave room for real callers).
+
+Connections the store keeps open to itself are dropped by the pool that holds them before
+the other side's idle timeout can close them mid-call (see :mod:`pyrostore.transport`).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from Pyro5 import config as pyro_config
+from Pyro5 import errors as pyro_errors
+from Pyro5 import serializers
+
+ACCEPTED_SERIALIZERS = ("msgpack", "serpent", "json")
+"""The serializers a store daemon decodes: the store's own and those of Pyro5's tools."""
+MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+"""Bytes of the largest message a daemon reads (a snapshot of a large order log fits)."""
+IDLE_TIMEOUT = 10.0
+"""Seconds a connection may stay silent before the daemon closes it (Pyro5's COMMTIMEOUT,
+which is also each socket operation's timeout)."""
+KEEP_IDLE_FOR = IDLE_TIMEOUT / 2
+"""Seconds a pooled connection may wait for reuse: well inside the other side's timeout."""
+WORKER_THREADS = 4096
+"""Connections one daemon serves at once (each holds a thread while it is open)."""
+WORKER_STACK = 1024 * 1024
+"""Bytes of stack per thread: a worker needs little, and thousands of them must fit."""
+
+
+class _Refused:
+    """A serializer the store does not read: it may write (Pyro5 answers a refused request
+    in the same serializer), but every read raises ``SerializeError``."""
+
+    def __init__(self, name: str, serializer: Any) -> None:
+        self._name = name
+        self._serializer = serializer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._serializer, name)
+
+    def loads(self, data: bytes) -> Any:
+        raise pyro_errors.SerializeError(
+            f"the {self._name} serializer is refused here; use one of "
+            f"{', '.join(ACCEPTED_SERIALIZERS)}")
+
+    loadsCall = loads
+
+
+def install() -> None:
+    """Apply the limits to this process's Pyro5 (before any daemon or proxy is made)."""
+    for name, serializer in serializers.serializers.items():
+        if name not in ACCEPTED_SERIALIZERS:
+            serializers.serializers_by_id[serializer.serializer_id] = _Refused(name, serializer)
+    pyro_config.MAX_MESSAGE_SIZE = MAX_MESSAGE_SIZE
+    pyro_config.COMMTIMEOUT = IDLE_TIMEOUT
+    pyro_config.THREADPOOL_SIZE = WORKER_THREADS
+    pyro_config.SOCK_NODELAY = True  # small request/response messages: never wait for Nagle
+    threading.stack_size(WORKER_STACK)
