@@ -1,8 +1,9 @@
 """The private CA: file modes, the shape of each role's certificate, real TLS handshakes that
-accept a role and refuse a misused or foreign certificate, ``ensure`` and errors."""
+accept a role and refuse a misused or foreign certificate, ``ensure``, errors and the table."""
 
 from __future__ import annotations
 
+import io
 import socket
 import ssl
 import stat
@@ -14,9 +15,11 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from rich.console import Console
 
 from pyrostore import certs
 from pyrostore.certs import CertPaths, describe, ensure, init_ca, issue
+from pyrostore.client.views import certificate_table
 from pyrostore.errors import CertificateError, ConfigError
 
 pytestmark = pytest.mark.timeout(30)
@@ -281,3 +284,12 @@ def test_missing_or_broken_files(tmp_path: Path, ca_dir: Path) -> None:
     with pytest.raises(CertificateError, match="cannot read"):
         describe(tmp_path / "nothing.crt")
     assert issubclass(CertificateError, ConfigError)
+
+
+def test_the_table_shows_each_certificate(ca_dir: Path) -> None:
+    rows = [describe(issue(ca_dir, "node").cert), describe(ca_dir / "ca.crt")]
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(certificate_table(rows, title="certs"))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "node.crt" in text and "127.0.0.1, localhost" in text and "serverAuth" in text
+    assert "CA" in text and rows[1]["sha256"][:23] in text
