@@ -1,9 +1,10 @@
 """The private CA: file modes, the shape of each role's certificate, real TLS handshakes that
-accept a role and refuse a misused or foreign certificate, ``ensure``, errors and the table."""
+accept a role and refuse a misused or foreign certificate, ``ensure``, errors and the CLI."""
 
 from __future__ import annotations
 
 import io
+import json
 import socket
 import ssl
 import stat
@@ -19,6 +20,7 @@ from rich.console import Console
 
 from pyrostore import certs
 from pyrostore.certs import CertPaths, describe, ensure, init_ca, issue
+from pyrostore.cli import main
 from pyrostore.client.views import certificate_table
 from pyrostore.errors import CertificateError, ConfigError
 
@@ -293,3 +295,31 @@ def test_the_table_shows_each_certificate(ca_dir: Path) -> None:
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert "node.crt" in text and "127.0.0.1, localhost" in text and "serverAuth" in text
     assert "CA" in text and rows[1]["sha256"][:23] in text
+
+
+def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    assert main(["certs", "init", "--data", str(data)]) == 0
+    directory = data / "certs"
+    assert main(["certs", "node", "--data", str(data), "--host", "10.1.2.3"]) == 0
+    assert main(["certs", "client", "alice", "--certs-dir", str(directory)]) == 0
+    assert main(["certs", "admin", "--certs-dir", str(directory), "--name", "ops"]) == 0
+    capsys.readouterr()
+    assert main(["certs", "show", "--certs-dir", str(directory), "--json"]) == 0
+    shown = {Path(row["path"]).name: row for row in json.loads(capsys.readouterr().out)}
+    assert set(shown) == {"ca.crt", "node.crt", "client.alice.crt", "admin.crt"}
+    assert shown["node.crt"]["sans"] == ["127.0.0.1", "localhost", "10.1.2.3"]
+    assert shown["admin.crt"]["name"] == "ops"
+    assert main(["certs", "show", str(directory / "client.alice.crt")]) == 0
+    assert "alice" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["certs", "client", "a/b"], ["certs", "init"],
+                                  ["certs", "show", "missing.crt"]])
+def test_cli_errors_are_one_line_and_exit_2(ca_dir: Path, argv: list[str],
+                                            capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "500")  # long temporary paths: no wrapping
+    assert main([*argv, "--certs-dir", str(ca_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
