@@ -50,11 +50,10 @@ from pathlib import Path
 from typing import Any
 
 import Pyro5
-from Pyro5 import config as pyro_config
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from benchmarks import plots, report
+from benchmarks import plots, report, security
 from benchmarks.crash import BUYS, run_crash
 from benchmarks.failover import VICTIMS, run_failover
 from benchmarks.latency import (
@@ -91,6 +90,7 @@ class Plan:
     calls: int  # bare Pyro5 calls
     kills: int  # of each victim, failover
     serializer: str
+    insecure: bool = False  # plaintext instead of mutual TLS
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--serializer", choices=SERIALIZERS, default=Settings().serializer,
                        help="Pyro5 serializer of the stores started and of every client "
                        f"(default {Settings().serializer}, the store's)")
+    where.add_argument("--insecure", action="store_true",
+                       help="plaintext, no certificates (to measure what TLS costs)")
     out = parser.add_argument_group("output")
     out.add_argument("--json", type=Path, metavar="FILE",
                      help="write every figure and the machine's description as JSON")
@@ -192,7 +194,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
     profile = PROFILES["quick" if args.quick else "default"]
     values = {name: profile[name] if getattr(args, name) is None else getattr(args, name)
               for name in profile}
-    return Plan(experiments=args.only, serializer=args.serializer, **values)
+    return Plan(experiments=args.only, serializer=args.serializer, insecure=args.insecure,
+                **values)
 
 
 def commit() -> str:
@@ -408,11 +411,19 @@ def external_settings(args: argparse.Namespace) -> Settings | None:
                              serializer=args.serializer)
 
 
+def measure(plan: Plan, workdir: Path, console: Console,
+            external: Settings | None) -> dict[str, Any]:
+    """Every experiment of ``plan``, with its client processes and a progress display."""
+    with ClientPool() as pool, Progress(
+            TextColumn("{task.description:<13}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=console, refresh_per_second=4) as progress:
+        return Runner(plan, pool, workdir, progress, external).run()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 0 when done, 1 when an experiment failed, 2 on bad usage, 130 when
     interrupted."""
     args = build_parser().parse_args(argv)
-    pyro_config.SOCK_NODELAY = True  # as the store's servers and every client process
     plan = make_plan(args)
     console = Console()
     began = time.monotonic()
@@ -420,11 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         external = external_settings(args)
         results: dict[str, Any] = {"machine": machine(plan.serializer),
                                    "plan": dataclasses.asdict(plan)}
-        with tempfile.TemporaryDirectory(prefix="pyrostore-bench-") as workdir, \
-                ClientPool() as pool, Progress(
-                    TextColumn("{task.description:<13}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, refresh_per_second=4) as progress:
-            results.update(Runner(plan, pool, Path(workdir), progress, external).run())
+        with tempfile.TemporaryDirectory(prefix="pyrostore-bench-") as workdir:
+            security.prepare(Path(workdir), insecure=plan.insecure, own_stores=external is None)
+            results.update(measure(plan, Path(workdir), console, external))
     except (BenchError, PyrostoreError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         return 1

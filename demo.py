@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.rule import Rule
 
 from pyrostore import Client, OutOfStock, PyrostoreError
+from pyrostore.cli import secure_process
 from pyrostore.client.views import book_table, order_table, status_table
 from pyrostore.config import Settings
 from pyrostore.discovery import find, name_server_answers
@@ -154,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env(ns_host=args.ns_host, ns_port=args.ns_port,
                                      data_dir=Path(data))
         try:
+            # mutual TLS, as every process of the store: a CA and certificates of its own,
+            # unless PYROSTORE_CERTS_DIR names those of a running store
+            secure_process(settings, service=False, make_certs=True)
             run(settings, console, shell=args.shell)
         except PyrostoreError as exc:
             console.print(f"[red]demo failed:[/red] {exc}")

@@ -1,8 +1,9 @@
 """The transport's own cost: a bare Pyro5 object, served in a process of its own.
 
-:class:`BareServer` runs :class:`Echo` (one method that returns a constant) in a Pyro5 daemon
-on 127.0.0.1, in a ``spawn`` process, the way the store serves its objects (thread-pool
-server, ``SOCK_NODELAY``); a :class:`~benchmarks.pool.Job` of kind ``bare`` times calls to it.
+:class:`BareServer` runs :class:`Echo` (one method that returns a constant book, the dict a
+lookup answers) in a Pyro5 daemon on 127.0.0.1, in a ``spawn`` process, the way the store
+serves its objects (thread-pool server, ``SOCK_NODELAY``, the same TLS and limits); a
+:class:`~benchmarks.pool.Job` of kind ``bare`` times calls to it.
 """
 
 from __future__ import annotations
@@ -13,21 +14,25 @@ from multiprocessing.process import BaseProcess
 
 import Pyro5.api
 
+BOOK = {"item": 1, "title": "How to get a good grade in 677 in 20 minutes a day",
+        "topic": "distributed systems", "stock": 1000, "cost": 30.0, "version": 1}
+"""What a lookup answers, in size and shape."""
+
 
 @Pyro5.api.expose
 class Echo:
     """The smallest useful remote object."""
 
-    def ping(self) -> int:
-        """A constant: nothing to compute, nothing to serialize but one small int."""
-        return 1
+    def ping(self) -> dict[str, object]:
+        """A constant book: nothing to compute, only what a lookup must serialize."""
+        return BOOK
 
 
 def serve_echo(connection: Connection) -> None:
     """Serve one :class:`Echo` until terminated; send its URI through ``connection`` first."""
-    from Pyro5 import config
+    from benchmarks.security import secure
 
-    config.SOCK_NODELAY = True
+    secure(role="node")
     daemon = Pyro5.api.Daemon(host="127.0.0.1", port=0)
     connection.send(str(daemon.register(Echo(), objectId="bench.echo")))
     connection.close()

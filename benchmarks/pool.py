@@ -144,9 +144,9 @@ class ClientPool:
 
 def worker_main(connection: Connection) -> None:
     """A client process: run jobs until told to stop (None), keeping one Client per store."""
-    from Pyro5 import config
+    from benchmarks.security import secure
 
-    config.SOCK_NODELAY = True  # as the store's servers: small messages, never wait for Nagle
+    secure(role="admin")  # the store's limits and TLS, as every client process of it
     import pyrostore.client  # noqa: F401  (imported now, not during a measurement)
 
     clients: dict[tuple[str, int], Any] = {}

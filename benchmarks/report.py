@@ -157,7 +157,9 @@ def size_table(rows: list[Mapping[str, Any]]) -> Table:
 def baseline_table(results: Mapping[str, Any]) -> Table:
     """Experiment 5: the bare Pyro5 call, and the 1-client figures as multiples of it."""
     bare = results["baseline"]["ping"]
-    table = Table(title=f"Against a bare Pyro5 call ({results['baseline']['serializer']})",
+    transport = "plaintext" if results["plan"].get("insecure") else "mutual TLS"
+    table = Table(title=f"Against a bare Pyro5 call ({results['baseline']['serializer']}, "
+                        f"{transport})",
                   header_style="bold",
                   caption="x : the figure over the bare call's, timed with a store up")
     for name in ("call", "p50 ms", "x p50", "mean ms", "x mean"):

@@ -18,6 +18,7 @@ from typing import Any
 import Pyro5.errors
 
 from benchmarks.figures import EMPTY, Summary, merge
+from benchmarks.security import inherited
 from pyrostore.client import Client
 from pyrostore.config import Settings
 from pyrostore.discovery import Coordinators, find, make_proxy, parse_name
@@ -43,11 +44,11 @@ frontend's misses with ``lookup_at``/``search_at``, an uncached one with ``looku
 def store_settings(data_dir: Path, *, cache: bool, serializer: str,
                    inventory: Path | None = None) -> Settings:
     """Settings of a store of our own: a fresh port, its own data, no PYROSTORE_* from the
-    shell (so every run measures the same configuration)."""
+    shell (so every run measures the same configuration) but the benchmark's TLS choice."""
     overrides: dict[str, Any] = {"inventory": inventory} if inventory is not None else {}
-    return Settings.from_env(environ={}, ns_port=fixed_port("127.0.0.1"), data_dir=data_dir,
-                             cache=cache, serializer=serializer, log_level="WARNING",
-                             **overrides)
+    return Settings.from_env(environ=inherited(), ns_port=fixed_port("127.0.0.1"),
+                             data_dir=data_dir, cache=cache, serializer=serializer,
+                             log_level="WARNING", **overrides)
 
 
 class Stores:

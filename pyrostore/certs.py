@@ -75,7 +75,7 @@ def paths(directory: Path, role: str, name: str | None = None) -> CertPaths:
 
 
 def init_ca(directory: Path, *, force: bool = False) -> CertPaths:
-    """Make a new CA in ``directory``; refuse if it has a CA key, unless ``force``."""
+    """Make a new CA in ``directory``; refuse if it has one (ca.key or ca.crt), unless ``force``."""
     directory = Path(directory)
     ca = CertPaths(directory / "ca.crt", directory / "ca.key", directory / "ca.crt")
     _refuse_to_overwrite(ca, force=force)

@@ -1,4 +1,4 @@
-"""The ``pyrostore`` command: run the store, one service, or query it.
+"""The ``pyrostore`` command: run the store, one service, query it, or make its certificates.
 
 Exit codes: 0 done; 1 the store refused the request (unknown item, out of stock, bad value);
 2 bad usage or settings; 3 the store could not be reached (the request did not run, or its
@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import Pyro5.errors
@@ -23,10 +24,12 @@ from rich.console import Console, Group
 
 from pyrostore import certs, limits, tls
 from pyrostore.catalog import CatalogReplica
+from pyrostore.certs import LOCAL_HOSTS, describe, init_ca, issue
 from pyrostore.client import Client
 from pyrostore.client.views import (
     book_table,
     cache_table,
+    certificate_table,
     group_table,
     order_table,
     settings_table,
@@ -36,6 +39,7 @@ from pyrostore.config import Settings
 from pyrostore.coordinator import Coordinator
 from pyrostore.discovery import survey
 from pyrostore.errors import (
+    CertificateError,
     ConfigError,
     Forbidden,
     OutcomeUnknown,
@@ -67,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ns_host=args.ns_host,
             ns_port=args.ns_port,
             data_dir=args.data,
-            host=args.host,
+            host=getattr(args, "host", None),  # `certs node --host` means another thing
             serializer=args.serializer,
             log_level=args.log_level,
             coordinators=args.coordinator_addrs,
@@ -84,8 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     command: Command = args.command
     try:
-        secure_process(settings, service=command in (cmd_service, cmd_nameserver),
-                       make_certs=command is cmd_up)
+        if command not in (cmd_certs_init, cmd_certs_issue, cmd_certs_show, cmd_config):
+            secure_process(settings, service=command in (cmd_service, cmd_nameserver),
+                           make_certs=command is cmd_up)
         return command(args, settings, Console())
     except (Unavailable, OutcomeUnknown) as exc:
         err.print(f"[red]unavailable:[/red] {exc}", highlight=False)
@@ -121,22 +126,7 @@ def secure_process(settings: Settings, *, service: bool, make_certs: bool = Fals
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("store location (defaults from PYROSTORE_* variables)")
-    group.add_argument("--ns-host", metavar="H", help="name server host (127.0.0.1)")
-    group.add_argument("--ns-port", metavar="P", type=int, help="name server port (9090)")
-    group.add_argument("--data", metavar="DIR", help="data directory (./pyrostore-data)")
-    group.add_argument("--host", metavar="H", help="address services bind to (127.0.0.1)")
-    group.add_argument("--serializer", help="Pyro5 serializer (msgpack)")
-    group.add_argument("--coordinator-addrs", metavar="LIST",
-                       help="the coordinators' host:port:raft_port, comma-separated")
-    group.add_argument("--log-level", metavar="LEVEL", type=str.upper, help="INFO")
-    group = common.add_argument_group("security (mutual TLS unless --insecure)")
-    group.add_argument("--certs-dir", metavar="DIR", help="CA and certificates (DATA/certs)")
-    group.add_argument("--as", dest="identity", metavar="WHO",
-                       help="certificate to present: admin (default), client.NAME, node")
-    group.add_argument("--insecure", action="store_true",
-                       help="plaintext, no certificates: anyone may do anything (loopback only)")
+    common = _common_options(host=True)
     parser = argparse.ArgumentParser(
         prog="pyrostore", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -153,7 +143,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_run_commands(add)
     _add_store_commands(add)
+    _add_certs_commands(sub.add_parser("certs", help="the store's private certificate authority"))
     return parser
+
+
+def _common_options(*, host: bool) -> argparse.ArgumentParser:
+    """The options every command takes: where the store is (``--host`` only if ``host``)."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("store location (defaults from PYROSTORE_* variables)")
+    group.add_argument("--ns-host", metavar="H", help="name server host (127.0.0.1)")
+    group.add_argument("--ns-port", metavar="P", type=int, help="name server port (9090)")
+    group.add_argument("--data", metavar="DIR", help="data directory (./pyrostore-data)")
+    if host:
+        group.add_argument("--host", metavar="H", help="address services bind to (127.0.0.1)")
+    group.add_argument("--serializer", help="Pyro5 serializer (msgpack)")
+    group.add_argument("--coordinator-addrs", metavar="LIST",
+                       help="the coordinators' host:port:raft_port, comma-separated")
+    group.add_argument("--log-level", metavar="LEVEL", type=str.upper, help="INFO")
+    group = common.add_argument_group("security (mutual TLS unless --insecure)")
+    group.add_argument("--certs-dir", metavar="DIR", help="CA and certificates (DATA/certs)")
+    group.add_argument("--as", dest="identity", metavar="WHO",
+                       help="certificate to present: admin (default), client.NAME, node")
+    group.add_argument("--insecure", action="store_true",
+                       help="plaintext, no certificates: anyone may do anything (loopback only)")
+    return common
 
 
 AddCommand = Callable[..., argparse.ArgumentParser]
@@ -208,6 +221,35 @@ def _add_store_commands(add: AddCommand) -> None:
     orders = add("orders", cmd_orders, "the order log, newest first", json_flag=True)
     orders.add_argument("--limit", type=int, default=20, help="orders to show (20)")
     orders.add_argument("--id", dest="order_id", type=int, help="show only this order")
+
+
+def _add_certs_commands(certs: argparse.ArgumentParser) -> None:
+    """``pyrostore certs ACTION``: make the CA, issue certificates, show them."""
+    common = _common_options(host=False)
+    actions = certs.add_subparsers(required=True, metavar="ACTION")
+
+    def action(name: str, func: Command, text: str, **defaults: Any) -> argparse.ArgumentParser:
+        p = actions.add_parser(name, parents=[common], help=text, description=text)
+        p.set_defaults(command=func, **defaults)
+        if name != "show":
+            p.add_argument("--force", action="store_true", help="replace existing files")
+        return p
+
+    action("init", cmd_certs_init, "make the CA: ca.crt and ca.key")
+    node = action("node", cmd_certs_issue, "issue node.crt: the services' (TLS server and client)",
+                  role="node")
+    node.add_argument("--name", help="its common name (node)")
+    node.add_argument("--host", dest="hosts", metavar="H", action="append", default=[],
+                      help="an IP address or DNS name the services answer on, besides "
+                           "127.0.0.1 and localhost (repeatable)")
+    admin = action("admin", cmd_certs_issue, "issue admin.crt (TLS client only)", role="admin")
+    admin.add_argument("--name", help="its common name (admin)")
+    client = action("client", cmd_certs_issue, "issue client.NAME.crt: a shopper's (TLS client "
+                    "only)", role="client")
+    client.add_argument("name", help="the shopper's name: letters, digits, . _ -")
+    show = action("show", cmd_certs_show, "describe certificates (all in the directory)")
+    show.add_argument("files", nargs="*", type=Path, metavar="FILE", help="certificates to show")
+    show.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings, console: Console) -> int:
@@ -339,6 +381,36 @@ def cmd_orders(args: argparse.Namespace, settings: Settings, console: Console) -
             return _show(console, args, order, lambda: order_table([order]))
         orders = store.orders(limit=args.limit)
     return _show(console, args, orders, lambda: order_table(orders, title="orders"))
+
+
+def cmd_certs_init(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Make the store's CA."""
+    made = init_ca(_certs_dir(args, settings), force=args.force)
+    console.print(certificate_table([describe(made.cert)], title=f"new CA in {made.cert.parent}"))
+    return 0
+
+
+def cmd_certs_issue(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Issue a node, admin or client certificate signed by the CA."""
+    hosts = [*LOCAL_HOSTS, *args.hosts] if args.role == "node" else []
+    made = issue(_certs_dir(args, settings), args.role, name=args.name, hosts=hosts,
+                 force=args.force)
+    console.print(certificate_table([describe(made.cert)], title=f"issued {made.cert}"))
+    return 0
+
+
+def cmd_certs_show(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """The certificates named, or every one in the certs directory."""
+    directory = _certs_dir(args, settings)
+    files = args.files or sorted(directory.glob("*.crt"))
+    if not files:
+        raise CertificateError(f"no certificates in {directory}: run `pyrostore certs init`")
+    rows = [describe(path) for path in files]
+    return _show(console, args, rows, lambda: certificate_table(rows, title=str(directory)))
+
+
+def _certs_dir(args: argparse.Namespace, settings: Settings) -> Path:
+    return settings.certificates
 
 
 def _show(console: Console, args: argparse.Namespace, data: Any, view: Callable[[], Any]) -> int:

@@ -12,7 +12,7 @@
     ├── OutcomeUnknown             a call failed mid-way: it may have run; retry its request id
     ├── StaleEpoch                 replication: a message from a deposed primary (fencing)
     └── ConfigError                a setting (flag or PYROSTORE_* variable) is invalid
-        └── CertificateError       a certificate or key is missing, unreadable or wrong
+        └── CertificateError       a certificate or key is missing, unreadable or unusable
 
 Each class is registered with Pyro5's serializers, so a remote call that raises one re-raises
 the same class at the caller, with its message and details (``err.details``) intact. An
@@ -104,8 +104,8 @@ class ConfigError(PyrostoreError):
 
 
 class CertificateError(ConfigError):
-    """Raised when a certificate or key is missing, unreadable, of the wrong role, or cannot
-    be made."""
+    """Raised when a certificate or key is missing, unreadable, of the wrong role, or cannot be
+    made (no CA to sign it, a bad name or host, a file that may not be overwritten)."""
 
 
 ALL_ERRORS: tuple[type[PyrostoreError], ...] = (

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import PurePath
 from typing import Any
 
 from rich.table import Table
@@ -159,6 +161,30 @@ def settings_table(values: Mapping[str, str]) -> Table:
     table.add_column("value")
     for key, value in values.items():
         table.add_row(key, value)
+    return table
+
+
+def certificate_table(certificates: Iterable[Mapping[str, Any]], *, title: str | None = None,
+                      now: datetime | None = None) -> Table:
+    """Certificates (as ``pyrostore.certs.describe`` gives them) as rows: file, role, name,
+    hosts, usage, issuer, expiry (red once past ``now``, default the present) and fingerprint."""
+    now = now or datetime.now(UTC)
+    table = Table(title=title, header_style="bold")
+    for name in ("file", "role", "name", "hosts", "usage", "issuer", "expires", "sha256"):
+        table.add_column(name)
+    for cert in certificates:
+        expires = datetime.fromisoformat(cert["not_after"])
+        table.add_row(
+            PurePath(cert["path"]).name,
+            "CA" if cert["is_ca"] else _cell(cert["role"]),
+            _cell(cert["name"]),
+            ", ".join(cert["sans"]),
+            ", ".join(cert["extended_key_usage"]) or ("certificate signing" if cert["is_ca"]
+                                                      else ""),
+            _cell(cert["issuer"]),
+            Text(expires.strftime("%Y-%m-%d"), style="bold red" if expires <= now else ""),
+            cert["sha256"][:23] + "…",
+        )
     return table
 
 
