@@ -109,8 +109,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def own_certs(settings: Settings) -> Settings:
+    """The settings of a store that ``up`` started with its defaults: it made a CA and
+    certificates of its own, in ``<data>/certs``, on its first start."""
+    return settings.replace(certs_dir=settings.data_dir / "certs")
+
+
 def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+    settings = own_certs(make_settings(tmp_path))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYROSTORE_")}
     up = subprocess.Popen(
         [sys.executable, "-m", "pyrostore", "up", "--ns-port", str(settings.ns_port),
@@ -141,7 +147,7 @@ def _services(settings: Settings) -> list[dict[str, object]] | None:
 
 
 def test_up_reports_a_child_that_dies(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+    settings = own_certs(make_settings(tmp_path))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYROSTORE_")}
     up = subprocess.Popen(
         [sys.executable, "-m", "pyrostore", "up", "--ns-port", str(settings.ns_port),
@@ -176,8 +182,10 @@ def test_demo_runs_to_the_end() -> None:
 
 
 def test_nameserver_sh_serves_on_the_given_port(tmp_path: Path) -> None:
+    """In mutual TLS with the store's certificates: this (admin) process can look it up."""
     settings = make_settings(tmp_path)
-    env = {**os.environ, "PYROSTORE_NS_PORT": str(settings.ns_port)}
+    env = {**os.environ, "PYROSTORE_NS_PORT": str(settings.ns_port),
+           "PYROSTORE_CERTS_DIR": str(settings.certificates)}
     ns = subprocess.Popen([str(ROOT / "nameserver.sh")], env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
     try:
@@ -185,6 +193,15 @@ def test_nameserver_sh_serves_on_the_given_port(tmp_path: Path) -> None:
     finally:
         ns.terminate()
         ns.wait(10)
+
+
+def test_nameserver_sh_without_certificates_says_what_to_do(tmp_path: Path) -> None:
+    env = {**os.environ, "PYROSTORE_NS_PORT": str(free_port()),
+           "PYROSTORE_CERTS_DIR": str(tmp_path / "none")}
+    done = subprocess.run([str(ROOT / "nameserver.sh")], env=env, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 2
+    assert "pyrostore certs init" in done.stderr
 
 
 def test_up_refuses_to_start_a_second_store_on_the_same_name_server(store: Cluster) -> None:

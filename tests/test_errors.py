@@ -10,11 +10,10 @@ import Pyro5.errors
 import Pyro5.serializers
 import pytest
 
-from pyrostore import errors
+from pyrostore import errors, tls
+from pyrostore.config import SERIALIZERS
 from pyrostore.errors import ALL_ERRORS, PyrostoreError
-
-SERIALIZERS = [name for name in ("serpent", "json", "msgpack", "marshal")
-               if name in Pyro5.serializers.serializers]
+from tests.conftest import identity
 
 
 def test_the_usual_serializers_are_available() -> None:
@@ -28,7 +27,7 @@ def test_tree_shape() -> None:
     assert {cls.__name__ for cls in ALL_ERRORS} == {
         "PyrostoreError", "InvalidRequest", "ConflictingRequest", "NotFound", "OutOfStock",
         "Unavailable", "NotServing", "NotLeader", "StaleEpoch", "OutcomeUnknown", "ConfigError",
-        "CertificateError",
+        "CertificateError", "Forbidden",
     }
     assert issubclass(errors.NotServing, errors.Unavailable)
     assert issubclass(errors.CertificateError, errors.ConfigError)
@@ -87,7 +86,8 @@ class Thrower:
 
 @pytest.fixture(scope="module")
 def thrower_uri() -> Iterator[Pyro5.api.URI]:
-    daemon = Pyro5.api.Daemon(host="127.0.0.1", port=0)
+    with tls.acting_as(identity("node")):  # a server presents a node certificate
+        daemon = Pyro5.api.Daemon(host="127.0.0.1", port=0)
     uri = daemon.register(Thrower(), "thrower")
     thread = threading.Thread(target=daemon.requestLoop, daemon=True)
     thread.start()
@@ -110,6 +110,15 @@ def test_a_remote_out_of_stock_arrives_as_out_of_stock(
             proxy.buy()
     assert str(caught.value) == "only 3"
     assert caught.value.details == {"item": 1, "stock": 3}
+
+
+def test_marshal_is_refused_by_a_store_daemon(thrower_uri: Pyro5.api.URI) -> None:
+    """A few bytes of marshal can claim gigabytes: the daemon never decodes it."""
+    with Pyro5.api.Proxy(thrower_uri) as proxy:
+        proxy._pyroSerializer = "marshal"
+        proxy._pyroTimeout = 10
+        with pytest.raises(Pyro5.errors.SerializeError, match="marshal serializer is refused"):
+            proxy.buy()
 
 
 def test_a_remote_conflict_is_caught_as_invalid_request(thrower_uri: Pyro5.api.URI) -> None:

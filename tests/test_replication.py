@@ -11,6 +11,7 @@ from typing import Any
 import Pyro5.api
 import pytest
 
+from pyrostore import tls
 from pyrostore.client import Client
 from pyrostore.discovery import Coordinators, find, make_proxy, peer_uri
 from pyrostore.errors import (
@@ -21,7 +22,7 @@ from pyrostore.errors import (
     StaleEpoch,
 )
 from pyrostore.launcher import Cluster
-from tests.conftest import start_cluster, wait_until
+from tests.conftest import identity, start_cluster, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -32,15 +33,25 @@ def cluster(fresh_store: Cluster) -> Cluster:
     return fresh_store
 
 
-def proxy(cluster: Cluster, role: str, replica_id: int) -> Pyro5.api.Proxy:
-    return make_proxy(find(cluster.settings, role)[f"pyrostore.{role}.{replica_id}"],
-                      cluster.settings)
+def proxy(cluster: Cluster, role: str, replica_id: int, *, as_node: bool = False
+          ) -> Pyro5.api.Proxy:
+    """A proxy to the replica, connected as the admin this process is, or as a node (to call
+    what only the store's own services may)."""
+    uri = find(cluster.settings, role)[f"pyrostore.{role}.{replica_id}"]
+    return node_proxy(uri, cluster) if as_node else make_proxy(uri, cluster.settings)
 
 
 def peer(cluster: Cluster, role: str, replica_id: int) -> Pyro5.api.Proxy:
-    """A proxy to the replica's peer endpoint (what its fellow replicas call)."""
-    return make_proxy(peer_uri(find(cluster.settings, role)[f"pyrostore.{role}.{replica_id}"]),
-                      cluster.settings)
+    """A proxy to the replica's peer endpoint (what its fellow replicas call), as a node."""
+    return node_proxy(peer_uri(find(cluster.settings, role)[f"pyrostore.{role}.{replica_id}"]),
+                      cluster)
+
+
+def node_proxy(uri: str, cluster: Cluster) -> Pyro5.api.Proxy:
+    connected = make_proxy(uri, cluster.settings)
+    with tls.acting_as(identity("node")):
+        connected._pyroBind()
+    return connected
 
 
 def info(cluster: Cluster, role: str, replica_id: int) -> dict[str, Any]:
@@ -284,7 +295,7 @@ def test_a_paused_primary_serves_nothing_stale(cluster: Cluster) -> None:
         assert stock == 7
     finally:
         cluster.kill("catalog", old, signal.SIGCONT)
-    with proxy(cluster, "catalog", old) as stale:
+    with proxy(cluster, "catalog", old, as_node=True) as stale:
         with pytest.raises((NotServing, StaleEpoch)):
             stale.take(1, 1, uuid.uuid4().hex)
         with contextlib.suppress(NotServing):  # if it answers at all, it has caught up

@@ -4,7 +4,10 @@
     >>> with Client(ns_host="127.0.0.1", ns_port=9090) as store:
     ...     store.lookup(1)["stock"]
 
-It finds the frontends through the name server and fails over between them. A buy gets its
+In secure mode (the default) it presents the certificate that ``settings`` name (``admin``,
+or ``identity="client.alice"``) unless this process already has one (:func:`pyrostore.tls.
+install`, as the ``pyrostore`` command does). It finds the frontends through the name server
+and fails over between them. A buy gets its
 request id here, once, and keeps it on every retry, so a buy whose outcome was unknown (a
 connection lost mid-call) is sent again and applied at most once.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pyrostore import limits, tls
 from pyrostore.config import Settings
 from pyrostore.discovery import ReplicaSet
 from pyrostore.models import request_id_or_new
@@ -31,6 +35,9 @@ class Client:
         self.settings = (settings or Settings.from_env()).replace(
             **{k: v for k, v in {"ns_host": ns_host, "ns_port": ns_port}.items() if v}
         )
+        if tls.installed() is None and not self.settings.insecure:
+            limits.install()
+            tls.install(tls.identity_of(self.settings, default="admin"))
         self.frontends = ReplicaSet(self.settings, "frontend")
 
     def __enter__(self) -> Client:
