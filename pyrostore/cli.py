@@ -264,6 +264,9 @@ def cmd_up(args: argparse.Namespace, settings: Settings, console: Console) -> in
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     cluster = Cluster(settings, coordinators=args.coordinators, catalogs=args.catalogs,
                       orders=args.orders, frontends=args.frontends)
+    if settings.insecure:
+        console.print("[bold red]INSECURE: plaintext, no certificates: anyone who can connect "
+                      "to this machine's loopback may do anything in this store[/bold red]")
     try:
         with console.status("starting the store…"):
             cluster.start(progress=lambda text: console.print(f"[green]✓[/green] {text}"))
