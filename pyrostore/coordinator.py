@@ -46,6 +46,7 @@ from pyrostore.control import (
     check_group,
     check_replica,
 )
+from pyrostore.datadir import make_private, private_dir, write_private
 from pyrostore.discovery import peer_uri
 from pyrostore.errors import InvalidRequest, NotLeader, NotServing, StaleEpoch
 from pyrostore.metrics import timed_methods
@@ -95,9 +96,8 @@ def group_secret(data_dir: Path) -> str:
     made (readable by its owner only) if missing."""
     path = data_dir / "coordinator.secret"
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_hex(32))
+        private_dir(data_dir)
+        write_private(path, secrets.token_hex(32))
     return path.read_text().strip()
 
 
@@ -244,6 +244,7 @@ class Coordinator(Service):
         conf.bindAddress = me.raft
         others = [p.raft for p in self.peers if p is not me]
         self._raft = SyncObj(me.raft, others, conf, consumers=[self._machine])
+        make_private(Path(conf.journalFile), Path(conf.fullDumpFile))  # PySyncObj's own files
         threading.Thread(target=self._judge_views, name="judge", daemon=True).start()
 
     def close(self) -> None:

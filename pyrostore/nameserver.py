@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from pathlib import Path
 
 from Pyro5 import nameserver
 
 from pyrostore.config import Settings
+from pyrostore.datadir import make_private, sqlite_files
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,8 @@ def run_name_server(settings: Settings, *, storage: str | None = None) -> None:
     uri, daemon, _ = nameserver.start_ns(
         host=settings.ns_host, port=settings.ns_port, enableBroadcast=False, storage=storage
     )
+    if storage and storage.startswith("sql:"):
+        make_private(*sqlite_files(Path(storage[4:])))  # Pyro5 made it; with our umask, too
     stopping = threading.Event()
 
     def request_stop(*_: object) -> None:
