@@ -35,6 +35,7 @@ from pyrostore.models import (
     topic_key,
 )
 from pyrostore.peer import PeerEndpoint
+from pyrostore.recovery import open_replica_store
 from pyrostore.replication import ReplicatedGroup
 from pyrostore.schemas import CatalogStore
 from pyrostore.serving import Service
@@ -89,7 +90,7 @@ class CatalogReplica(Service):
 
     def __init__(self, settings: Settings, replica_id: int) -> None:
         super().__init__(settings, replica_id)
-        self.store = CatalogStore(settings.database_path(self.role, replica_id))
+        self.store = open_replica_store(settings, self.role, replica_id, CatalogStore)
         self.store.seed(settings.inventory)
         self.caches = CacheLeases(settings)
         self.group = ReplicatedGroup(settings, self.role, replica_id, self.store,

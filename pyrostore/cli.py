@@ -1,9 +1,10 @@
 """The ``pyrostore`` command: run the store, one service, query it, or make its certificates.
 
 Exit codes: 0 done; 1 the store refused the request (unknown item, out of stock, bad value);
-2 bad usage or settings; 3 the store could not be reached (the request did not run, or its
-outcome is unknown). Every error is one red line on stderr. This is the only module that
-configures logging and Pyro5's global settings.
+2 bad usage or settings, or a data file that cannot be used (in use, read-only, full, corrupt);
+3 the store could not be reached (the request did not run, or its outcome is unknown). Every
+error is one red line on stderr. This is the only module that configures logging and Pyro5's
+global settings, and it makes every file the store writes its owner's alone (umask 077).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from pyrostore.errors import (
     Forbidden,
     OutcomeUnknown,
     PyrostoreError,
+    StorageError,
     Unavailable,
 )
 from pyrostore.frontend import Frontend
@@ -65,7 +67,8 @@ Command = Callable[[argparse.Namespace, Settings, Console], int]
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     args = build_parser().parse_args(argv)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
+    os.umask(0o077)  # every file the store makes is its owner's alone (datadir also chmods)
     try:
         settings = Settings.from_env(
             ns_host=args.ns_host,
@@ -95,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (Unavailable, OutcomeUnknown) as exc:
         err.print(f"[red]unavailable:[/red] {exc}", highlight=False)
         return 3
-    except ConfigError as exc:
+    except (ConfigError, StorageError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         return 2
     except Forbidden as exc:
@@ -114,7 +117,6 @@ def secure_process(settings: Settings, *, service: bool, make_certs: bool = Fals
     """Put this process's Pyro5 in the store's terms: its limits, and its certificate
     (``node`` for a service, else ``admin``), or plaintext, loudly, with ``--insecure``.
     ``make_certs``: first make whatever of the CA and certificates is missing (``up``)."""
-    os.umask(0o077)  # every file the store writes is its own: keys, databases, logs
     limits.install()
     if make_certs and not settings.insecure:
         certs.ensure(settings.certificates, hosts=settings.hosts())

@@ -30,6 +30,7 @@ import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import Pyro5.api
@@ -46,6 +47,7 @@ from pyrostore.control import (
     check_group,
     check_replica,
 )
+from pyrostore.datadir import make_private, private_dir, write_private
 from pyrostore.discovery import peer_uri
 from pyrostore.errors import ConfigError, InvalidRequest, NotLeader, NotServing, StaleEpoch
 from pyrostore.metrics import timed_methods
@@ -97,9 +99,8 @@ def group_secret(settings: Settings) -> str:
     path = settings.certificates / "raft.secret"
     try:
         if not path.exists():
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            path.touch(mode=0o600)
-            path.write_text(secrets.token_hex(32))
+            private_dir(path.parent)
+            write_private(path, secrets.token_hex(32))
         return path.read_text().strip()
     except OSError as exc:
         raise ConfigError(f"cannot read or make the coordinators' secret {path}: "
@@ -254,6 +255,7 @@ class Coordinator(Service):
         conf.bindAddress = me.raft
         others = [p.raft for p in self.peers if p is not me]
         self._raft = SyncObj(me.raft, others, conf, consumers=[self._machine])
+        make_private(Path(conf.journalFile), Path(conf.fullDumpFile))  # PySyncObj's own files
         threading.Thread(target=self._judge_views, name="judge", daemon=True).start()
 
     def close(self) -> None:

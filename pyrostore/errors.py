@@ -11,8 +11,10 @@
     │       └── NotLeader          this coordinator is not the Raft leader; it may name it
     ├── OutcomeUnknown             a call failed mid-way: it may have run; retry its request id
     ├── StaleEpoch                 replication: a message from a deposed primary (fencing)
-    └── ConfigError                a setting (flag or PYROSTORE_* variable) is invalid
-        └── CertificateError       a certificate or key is missing, unreadable or unusable
+    ├── ConfigError                a setting (flag or PYROSTORE_* variable) is invalid
+    │   └── CertificateError       a certificate or key is missing, unreadable or unusable
+    └── StorageError               a data directory or file cannot be used (in use, read-only, full)
+        └── CorruptFile            a data file failed its integrity check: nothing is served from it
 
 Each class is registered with Pyro5's serializers, so a remote call that raises one re-raises
 the same class at the caller, with its message and details (``err.details``) intact. An
@@ -108,6 +110,18 @@ class CertificateError(ConfigError):
     made (no CA to sign it, a bad name or host, a file that may not be overwritten)."""
 
 
+class StorageError(PyrostoreError):
+    """Raised when a process cannot use its data directory or one of its files: another process
+    holds it (``details["pid"]`` names it when known), or it cannot be written (read-only, full,
+    permissions). Nothing was served from it; ``details["path"]`` names it."""
+
+
+class CorruptFile(StorageError):
+    """Raised when a data file is not a sound SQLite database (``PRAGMA quick_check`` failed, or
+    it is no database at all). Nothing is ever served from it; a replica sets it aside
+    (:mod:`pyrostore.recovery`)."""
+
+
 ALL_ERRORS: tuple[type[PyrostoreError], ...] = (
     PyrostoreError,
     InvalidRequest,
@@ -122,6 +136,8 @@ ALL_ERRORS: tuple[type[PyrostoreError], ...] = (
     OutcomeUnknown,
     ConfigError,
     CertificateError,
+    StorageError,
+    CorruptFile,
 )
 
 

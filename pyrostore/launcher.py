@@ -6,7 +6,9 @@ the cluster's settings in its ``PYROSTORE_*`` environment and its output in
 ``<data>/logs/<role>-<id>.log``, and waits until each is registered and, for a replica of a
 group, serving. It restarts nothing by
 itself: a child that dies is reported by :meth:`Cluster.reap`. :meth:`Cluster.stop` ends every
-child it started, by PID, in reverse order, and children die with their supervisor.
+child it started, by PID, in reverse order, and children die with their supervisor. It holds
+the data directory's lock (:func:`~pyrostore.datadir.hold_directory`) from its creation until
+:meth:`Cluster.stop`: one store per directory.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import Pyro5.errors
 from pyrostore import certs
 from pyrostore.config import Settings
 from pyrostore.coordinator import group_secret
+from pyrostore.datadir import hold_directory, private_dir, private_opener, write_private
 from pyrostore.discovery import find, name_server_answers, service_name, survey
 from pyrostore.errors import ConfigError, PyrostoreError, Unavailable
 from pyrostore.serving import fixed_port
@@ -86,6 +89,7 @@ class Cluster:
         frontends: int = 1,
         extra_args: dict[str, list[str]] | None = None,
     ) -> None:
+        self.lock = hold_directory(settings.data_dir)  # one store per directory, until stop()
         self.settings = settings.replace(
             coordinators=settings.coordinators or coordinator_addresses(settings, coordinators))
         self.counts = {"coordinator": len(self.settings.coordinator_addresses()),
@@ -109,7 +113,7 @@ class Cluster:
         self, *, timeout: float = 30.0, progress: Callable[[str], None] | None = None
     ) -> None:
         """Start everything and wait until each service is registered, or raise."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.log_dir)
         if not self.settings.insecure:
             certs.ensure(self.settings.certificates, hosts=self.settings.hosts())
         group_secret(self.settings)  # before the coordinators, who would race for it
@@ -166,8 +170,8 @@ class Cluster:
                 self.log_dir / f"{role}-{replica_id}.log",
             )
             self.children.append(child)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(child.log_path, "ab") as log_file:
+        private_dir(self.log_dir)
+        with open(child.log_path, "ab", opener=private_opener) as log_file:
             child.process = _popen([sys.executable, "-m", "pyrostore", *child.argv], log_file,
                                    {**os.environ, **self.settings.dump(),
                                     "PYROSTORE_CERTS_DIR": str(self.settings.certificates),
@@ -219,6 +223,7 @@ class Cluster:
                 except subprocess.TimeoutExpired:
                     child.process.kill()
                     child.process.wait()
+        self.lock.release()
 
     def __enter__(self) -> Cluster:
         return self
@@ -262,8 +267,7 @@ def coordinator_addresses(settings: Settings, count: int) -> str:
             return previous.coordinators
     addresses = ",".join(f"{settings.host}:{fixed_port(settings.host)}:{fixed_port(settings.host)}"
                          for _ in range(count))
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    saved.write_text(addresses + "\n")
+    write_private(saved, addresses + "\n")
     return addresses
 
 

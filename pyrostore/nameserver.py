@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from pathlib import Path
 from typing import Any
 
 import Pyro5.api
@@ -22,6 +23,7 @@ from Pyro5 import core, nameserver
 
 from pyrostore.access import NODE, ROLES, allow
 from pyrostore.config import Settings
+from pyrostore.datadir import make_private, sqlite_files
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,8 @@ def run_name_server(settings: Settings, *, storage: str | None = None) -> None:
     daemon.unregister(daemon.nameserver)
     daemon.register(guarded, core.NAMESERVER_NAME)
     daemon.nameserver = guarded
+    if storage and storage.startswith("sql:"):
+        make_private(*sqlite_files(Path(storage[4:])))  # Pyro5 made it; with our umask, too
     stopping = threading.Event()
 
     def request_stop(*_: object) -> None:

@@ -29,6 +29,7 @@ from pyrostore.models import (
     order_key,
 )
 from pyrostore.peer import PeerEndpoint
+from pyrostore.recovery import open_replica_store
 from pyrostore.replication import ReplicatedGroup
 from pyrostore.schemas import OrderStore
 from pyrostore.serving import Service
@@ -75,7 +76,7 @@ class OrderReplica(Service):
 
     def __init__(self, settings: Settings, replica_id: int) -> None:
         super().__init__(settings, replica_id)
-        self.store = OrderStore(settings.database_path(self.role, replica_id))
+        self.store = open_replica_store(settings, self.role, replica_id, OrderStore)
         self.catalog = ReplicaSet(settings, "catalog")
         self.group = ReplicatedGroup(settings, self.role, replica_id, self.store,
                                      OrderMachine(self.store), hooks=self.hooks)

@@ -11,7 +11,8 @@ acts on its answers, holding its lock around every call):
 - **fencing**: a message from a primary older than the newest epoch seen is refused;
 - **what is committed**: a backup treats a key written by a write not yet known committed as
   dirty, and sends its reads to the primary (CRAQ);
-- **levelling**: whether a backup holds exactly the primary's state, or needs a snapshot.
+- **levelling**: whether a backup holds exactly the primary's state, or needs a snapshot;
+- **a corrupt file** (:func:`on_open`): rejoin empty from a live primary, or refuse to start.
 """
 
 from __future__ import annotations
@@ -167,3 +168,13 @@ def needs_snapshot(*, applied: int, last_request: str | None, position: int,
     if it is at the same position with the same last write; anything else needs a snapshot
     (it may lack writes, or hold a tail the primary never acknowledged)."""
     return position != applied or request_at_applied != last_request
+
+
+def on_open(*, corrupt: bool, live_primary: bool) -> str:
+    """What a replica starting on its file does: ``open`` it (it passed its check); ``rejoin``
+    (it was corrupt and is set aside: start empty, and take a snapshot from the group's live
+    primary, which holds every acknowledged write); or ``refuse`` (corrupt, and no live primary
+    to copy from: an empty replica must not be a candidate to lead)."""
+    if not corrupt:
+        return "open"
+    return "rejoin" if live_primary else "refuse"

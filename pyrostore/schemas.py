@@ -17,7 +17,7 @@ from typing import Any
 
 from pyrostore.errors import ConfigError, InvalidRequest, NotFound, OutOfStock
 from pyrostore.models import Book, Order, View, check_cost, check_item, check_stock, check_text
-from pyrostore.store import Database
+from pyrostore.store import Database, open_locked
 
 
 class CatalogStore(Database):
@@ -250,12 +250,10 @@ class ViewStore:
     """The coordinator's durable views: one row per group (epoch, primary, backups)."""
 
     def __init__(self, path: Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("CREATE TABLE IF NOT EXISTS views (grp TEXT PRIMARY KEY, "
-                           "epoch INTEGER NOT NULL, primary_id INTEGER, backups TEXT NOT NULL)")
+        """Open (or make) the file, under its lock until :meth:`close`."""
+        self._file_lock, self._conn = open_locked(Path(path), (
+            "CREATE TABLE IF NOT EXISTS views (grp TEXT PRIMARY KEY, "
+            "epoch INTEGER NOT NULL, primary_id INTEGER, backups TEXT NOT NULL)"))
         self._lock = threading.Lock()
 
     def load(self) -> dict[str, View]:
@@ -277,3 +275,4 @@ class ViewStore:
         """Close the file."""
         with self._lock:
             self._conn.close()
+        self._file_lock.release()

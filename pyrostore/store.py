@@ -6,6 +6,11 @@ the operations, stores ``request_id -> result`` for each (so a retried request i
 re-applied) and advances the replica's applied position. Reads use per-thread connections and
 so see only committed state, even while a write's transaction is open. The schemas of the
 catalog, the order log and the coordinator's views are in :mod:`pyrostore.schemas`.
+
+A file is opened only under its lock (:func:`pyrostore.datadir.hold_file`: one process per
+file), made readable by its owner only, and checked with ``PRAGMA quick_check``: a corrupt file
+is :class:`~pyrostore.errors.CorruptFile` and never used; any other failure to open it is a
+:class:`~pyrostore.errors.StorageError` that says what to fix.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from concurrent import futures
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pyrostore.errors import ConflictingRequest
+from pyrostore.datadir import Lock, create_private, hold_file, make_private, sqlite_files
+from pyrostore.errors import ConflictingRequest, CorruptFile, StorageError
 
 T = TypeVar("T")
 Apply = Callable[[sqlite3.Connection, int], Any]
@@ -70,12 +76,13 @@ class Database:
     state_tables: tuple[str, ...] = ()
     """The tables a snapshot carries besides the request ids."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, lock: Lock | None = None) -> None:
+        """Open (or make) the database at ``path``, under ``lock`` (the file's, held by the
+        caller) or else a lock of its own; :meth:`close` releases it."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file_lock, self._writer = open_locked(self.path, _COMMON_SCHEMA + self.schema,
+                                                    lock=lock)
         self._write_lock = threading.RLock()
-        self._writer = self._connect()
-        self._writer.executescript(_COMMON_SCHEMA + self.schema)
         self.migrate(self._writer)
         self._applied = self._meta(self._writer, "applied")  # as committed
         self._applying: int | None = None  # as the open transaction would leave it
@@ -84,21 +91,12 @@ class Database:
         self._all_readers: list[sqlite3.Connection] = []
         self._committer = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=10.0
-        )
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        return conn
-
     @property
     def reader(self) -> sqlite3.Connection:
         """This thread's read connection (sees committed state only)."""
         conn = getattr(self._readers, "conn", None)
         if conn is None:
-            conn = self._connect()
+            conn = connect(self.path)
             self._readers.conn = conn
             with self._readers_lock:
                 self._all_readers.append(conn)
@@ -111,6 +109,7 @@ class Database:
                 conn.close()
             self._all_readers.clear()
         self._committer.shutdown()
+        self._file_lock.release()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -303,3 +302,67 @@ class Database:
             "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=?",
             (key, value, value),
         )
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to the database at ``path``: autocommit (transactions are explicit), WAL,
+    ``synchronous=FULL``, rows by name, usable from any thread."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+def open_locked(path: Path, schema: str, *, lock: Lock | None = None
+                ) -> tuple[Lock, sqlite3.Connection]:
+    """The file's lock and a checked connection to it with ``schema`` made (:func:`open_file`).
+    ``lock``: the file's lock, already held (it stays the caller's if opening fails)."""
+    held = lock or hold_file(path)
+    try:
+        return held, open_file(path, schema)
+    except BaseException:
+        if lock is None:
+            held.release()
+        raise
+
+
+def open_file(path: Path, schema: str) -> sqlite3.Connection:
+    """A connection (:func:`connect`) to the file at ``path``, made 0600 if new, that passed
+    ``PRAGMA quick_check``, with ``schema`` made. A corrupt file is :class:`CorruptFile`, any
+    other failure to open it a :class:`StorageError`."""
+    create_private(path)
+    conn: sqlite3.Connection | None = None
+    try:
+        conn = connect(path)
+        problem = " ".join(conn.execute("PRAGMA quick_check(1)").fetchone()[0].split())
+        if problem != "ok":  # its report spans lines: one line is what the caller prints
+            raise CorruptFile(f"{path} is corrupt ({problem})", path=str(path), reason=problem)
+        conn.executescript(schema)
+    except BaseException as exc:
+        if conn is not None:
+            conn.close()
+        if isinstance(exc, sqlite3.Error):
+            raise sqlite_error(exc, path) from exc
+        raise
+    make_private(*sqlite_files(path))
+    return conn
+
+
+def sqlite_error(exc: sqlite3.Error, path: Path) -> StorageError:
+    """SQLite's ``exc``, met while opening ``path``, as one line that says what to fix."""
+    name, text = getattr(exc, "sqlite_errorname", "") or "", str(exc)
+
+    def means(names: tuple[str, ...], words: tuple[str, ...]) -> bool:
+        return name.startswith(names) or any(word in text for word in words)
+
+    if means(("SQLITE_CORRUPT", "SQLITE_NOTADB"), ("malformed", "not a database")):
+        return CorruptFile(f"{path} is corrupt ({text})", path=str(path), reason=text)
+    if means(("SQLITE_FULL",), ("disk is full",)):
+        return StorageError(f"{path}: the disk is full ({text})", path=str(path))
+    if means(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM"),
+             ("readonly", "unable to open")):
+        return StorageError(f"{path} is not writable ({text})", path=str(path))
+    if means(("SQLITE_IOERR",), ("disk I/O error",)):
+        return StorageError(f"{path}: {text} (is the disk full, or failing?)", path=str(path))
+    return StorageError(f"{path}: {text}", path=str(path))

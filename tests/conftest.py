@@ -112,11 +112,13 @@ def client(store: Cluster) -> Iterator[Client]:
         yield connected
 
 
-def run_cli(settings: Settings, *args: str, timeout: float = 60.0
-            ) -> subprocess.CompletedProcess[str]:
-    """``python -m pyrostore ARGS`` against the store of ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYROSTORE_")}
-    env.update(PYROSTORE_NS_PORT=str(settings.ns_port), PYROSTORE_DATA_DIR=str(settings.data_dir),
-               PYROSTORE_CERTS_DIR=str(settings.certificates), COLUMNS="200", NO_COLOR="1")
+def run_cli(settings: Settings, *args: str, timeout: float = 60.0,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m pyrostore ARGS`` against the store of ``settings`` (``env``: more variables)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PYROSTORE_")}
+    environ.update(PYROSTORE_NS_PORT=str(settings.ns_port),
+                   PYROSTORE_DATA_DIR=str(settings.data_dir),
+                   PYROSTORE_CERTS_DIR=str(settings.certificates), COLUMNS="200", NO_COLOR="1",
+                   **(env or {}))
     return subprocess.run([sys.executable, "-m", "pyrostore", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout, cwd=ROOT)
+                          text=True, env=environ, timeout=timeout, cwd=ROOT)

@@ -204,8 +204,10 @@ def test_nameserver_sh_without_certificates_says_what_to_do(tmp_path: Path) -> N
     assert "pyrostore certs init" in done.stderr
 
 
-def test_up_refuses_to_start_a_second_store_on_the_same_name_server(store: Cluster) -> None:
-    done = run_cli(store.settings, "up", "--ns-port", str(store.settings.ns_port))
+def test_up_refuses_to_start_a_second_store_on_the_same_name_server(
+        store: Cluster, tmp_path: Path) -> None:
+    done = run_cli(store.settings, "up", "--ns-port", str(store.settings.ns_port),
+                   "--data", str(tmp_path))  # the same directory is refused before (test_datadir)
     assert done.returncode == 2
     assert "a store is already running" in done.stderr
     assert cli_json(store.settings, "lookup", "1")["item"] == 1  # the first one is unharmed

@@ -27,10 +27,11 @@ def test_tree_shape() -> None:
     assert {cls.__name__ for cls in ALL_ERRORS} == {
         "PyrostoreError", "InvalidRequest", "ConflictingRequest", "NotFound", "OutOfStock",
         "Unavailable", "NotServing", "NotLeader", "StaleEpoch", "OutcomeUnknown", "ConfigError",
-        "CertificateError", "Forbidden",
+        "CertificateError", "Forbidden", "StorageError", "CorruptFile",
     }
     assert issubclass(errors.NotServing, errors.Unavailable)
     assert issubclass(errors.CertificateError, errors.ConfigError)
+    assert issubclass(errors.CorruptFile, errors.StorageError)
 
 
 def test_message_and_details() -> None:
