@@ -236,5 +236,5 @@ def test_order_wire_round_trip() -> None:
     assert wire["order_id"] == 3
     assert wire["total"] == 80.0
     assert set(wire) == {"order_id", "item", "title", "qty", "unit_cost", "total",
-                         "request_id", "created_at"}
+                         "request_id", "created_at", "customer"}
     assert Order.from_wire(wire) == order

@@ -11,6 +11,7 @@ from typing import Any
 import Pyro5.api
 import pytest
 
+from pyrostore import tls
 from pyrostore.client import Client
 from pyrostore.discovery import Coordinators, find, make_proxy, peer_uri
 from pyrostore.errors import (
@@ -21,7 +22,7 @@ from pyrostore.errors import (
     StaleEpoch,
 )
 from pyrostore.launcher import Cluster
-from tests.conftest import start_cluster, wait_until
+from tests.conftest import identity, start_cluster, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -284,7 +285,7 @@ def test_a_paused_primary_serves_nothing_stale(cluster: Cluster) -> None:
         assert stock == 7
     finally:
         cluster.kill("catalog", old, signal.SIGCONT)
-    with proxy(cluster, "catalog", old) as stale:
+    with tls.acting_as(identity("node")), proxy(cluster, "catalog", old) as stale:
         with pytest.raises((NotServing, StaleEpoch)):
             stale.take(1, 1, uuid.uuid4().hex)
         with contextlib.suppress(NotServing):  # if it answers at all, it has caught up
@@ -367,17 +368,23 @@ def test_a_group_whose_members_all_died_recovers_when_they_return(cluster: Clust
 
 
 def test_a_backup_fences_off_a_stale_primary_and_a_foreign_write(cluster: Cluster) -> None:
+    with Client(settings=cluster.settings) as client:  # a write for the forged one to clash with
+        client.update(5, stock_delta=1)
+    wait_until(lambda: level(cluster, "catalog"), what="both level")
     current = view(cluster, "catalog")
     leader, epoch = current["primary"], current["epoch"]
     snapshots = snapshots_installed(cluster, "catalog")
     op = {"op": "update", "item": 2, "cost": 999.0, "stock_delta": None}
 
     def forward(seq: int) -> list[dict[str, Any]]:
-        return [{"seq": seq, "op": op, "request_id": uuid.uuid4().hex, "result": {},
+        book = {"item": 2, "title": "RPCs for Dummies", "topic": "distributed systems",
+                "stock": 4, "cost": 999.0, "version": seq}
+        return [{"seq": seq, "op": op, "request_id": uuid.uuid4().hex, "result": book,
                  "keys": ["item:2"]}]
 
     applied = info(cluster, "catalog", 3 - leader)["applied"]
-    with peer(cluster, "catalog", 3 - leader) as backup, pytest.raises(NotServing):
+    with tls.acting_as(identity("node")), peer(cluster, "catalog", 3 - leader) as backup, \
+            pytest.raises(NotServing):
         backup.replicate(epoch, forward(applied), applied)  # held, under another request id
     # it stepped down and rejoins by snapshot (so fast, on an idle machine, that its state may
     # already read "backup" again: the new epoch and the snapshot are what show it)
@@ -386,7 +393,7 @@ def test_a_backup_fences_off_a_stale_primary_and_a_foreign_write(cluster: Cluste
     assert snapshots_installed(cluster, "catalog") > snapshots
     epoch = view(cluster, "catalog")["epoch"]
     applied = info(cluster, "catalog", 3 - leader)["applied"]
-    with peer(cluster, "catalog", 3 - leader) as backup:
+    with tls.acting_as(identity("node")), peer(cluster, "catalog", 3 - leader) as backup:
         backup.position(epoch + 1)  # a newer primary has spoken to it...
         with pytest.raises(StaleEpoch):  # ...so a delayed forward from this epoch is refused
             backup.replicate(epoch, forward(applied + 1), 0)
