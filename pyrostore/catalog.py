@@ -34,6 +34,7 @@ from pyrostore.models import (
     check_stock_delta,
     check_text,
     check_time,
+    check_uri,
     item_key,
     request_id_or_new,
     topic_key,
@@ -204,7 +205,10 @@ class CatalogReplica(Service):
     @Pyro5.api.expose
     @allow(NODE)
     def cache_lease(self, frontend_uri: str) -> dict[str, Any]:
-        """A frontend renews its cache lease: ``{epoch, lease}`` (seconds from its sending)."""
+        """A frontend renews its cache lease: ``{epoch, lease}`` (seconds from its sending).
+        Only a frontend registered in the name server gets one, and only so many of them
+        (:class:`CacheLeases`)."""
+        frontend_uri = self.caches.admit(check_uri(frontend_uri, "frontend_uri"))
         member = self.group.member
         member.await_ready_primary()
         with self.store.locked():  # not while a batch is telling the leased frontends
@@ -248,7 +252,7 @@ class CatalogReplica(Service):
     def details(self) -> dict[str, Any]:
         details = {**self.group.details(), "books": self.store.book_count()}
         if details["state"] == "primary":
-            details.update(self.caches.frontends())
+            details.update(self.caches.leases())
         return details
 
     def endpoints(self) -> dict[str, object]:
