@@ -1,8 +1,9 @@
-"""The catalog primary's cache leases on their own (no network).
+"""The catalog primary's cache leases, and a frontend's floors, on their own (no network).
 
 :class:`CacheLeases` leases only to registered frontends, at most so many of them, tells them
 in parallel and takes any failure of one as "unreachable" (it waits out that lease, nothing
-worse).
+worse). :class:`VersionedCache` keeps a floor only until a lease renewal sent after it was
+answered, and keeps its bookkeeping bounded whatever it is sent.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from pyrostore.cache import VersionedCache
 from pyrostore.config import Settings
 from pyrostore.errors import InvalidRequest, NotServing, PyrostoreError
 from pyrostore.invalidation import MAX_CACHE_LEASES, CacheLeases, RegisteredFrontends
@@ -157,3 +159,44 @@ def test_any_failure_of_a_frontend_only_waits_out_its_lease(tmp_path: Path) -> N
         assert list(primary.leases()["cache_leases"]) in ([], [FRONTEND.format(5, 5005)])
     finally:
         primary.close()
+
+
+# -- the frontend's floors --------------------------------------------------------------------
+
+def test_a_floor_far_above_the_truth_lasts_until_the_next_renewal_answered() -> None:
+    clock = Clock()
+    cache = VersionedCache(clock=clock)
+    cache.invalidate(["item:1"], (1, 2**62))  # a forged or buggy version
+    assert not cache.fill("item:1", None, cache.token("item:1"), "v", (1, 5))
+    cache.forget_floors(clock.now)  # a renewal sent before the floor: it stays
+    assert not cache.fill("item:1", None, cache.token("item:1"), "v", (1, 5))
+    clock.now += 0.25
+    cache.forget_floors(clock.now)  # a renewal sent after it was answered
+    assert cache.fill("item:1", None, cache.token("item:1"), "v", (1, 5))
+
+
+def test_a_read_in_flight_when_floors_are_forgotten_is_not_kept() -> None:
+    clock = Clock()
+    cache = VersionedCache(clock=clock)
+    cache.invalidate(["item:1"], (1, 9))
+    token = cache.token("item:1")  # a read that began after the invalidation...
+    clock.now += 0.25
+    cache.forget_floors(clock.now)  # ...may have read a replica that lacked the write
+    assert not cache.fill("item:1", None, token, "maybe stale", (1, 5))
+    assert cache.fill("item:1", None, cache.token("item:1"), "fresh", (1, 9))
+
+
+def test_a_hundred_thousand_keys_leave_the_bookkeeping_bounded() -> None:
+    clock = Clock()
+    cache = VersionedCache(clock=clock, max_floors=100)
+    for n in range(1, 100_001, 1000):
+        cache.invalidate([f"item:{k}" for k in range(n, n + 1000)], (1, 7))
+    assert len(cache._floors) <= 100 and len(cache._generations) <= 100
+    # folded, the floors still refuse what they refused, for every key...
+    assert not cache.fill("item:5", None, cache.token("item:5"), "old", (1, 6))
+    assert not cache.fill("item:999", None, cache.token("item:999"), "old", (1, 6))
+    assert cache.fill("item:5", None, cache.token("item:5"), "new", (1, 7))
+    clock.now += 0.25
+    cache.forget_floors(clock.now)  # ...until the next renewal answered
+    assert cache.fill("item:999", None, cache.token("item:999"), "old", (1, 6))
+    assert not cache._floors and not cache._generations

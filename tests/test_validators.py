@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from pyrostore.catalog import CatalogMachine, add_op, take_op, update_op
 from pyrostore.control import EPOCH_LEAD, ControlState, Renewal
 from pyrostore.errors import InvalidRequest
+from pyrostore.frontend import MAX_INVALIDATED_KEYS, _changes
 from pyrostore.models import (
     View,
     check_fields,
@@ -168,7 +169,17 @@ def test_a_snapshot_of_another_shape_is_refused(tables: Any) -> None:
         check_snapshot({"applied": 1, "tables": tables}, CatalogStore.tables)
 
 
-# -- renewals -------------------------------------------------------------
+# -- invalidations and renewals -------------------------------------------------------------
+
+def test_an_invalidation_is_checked_and_bounded() -> None:
+    assert _changes(3, [[["item:1", "topics"], [3, 9]]]) == [(["item:1", "topics"], (3, 9))]
+    too_many = [[[f"item:{n}" for n in range(1, 600)], [3, 1]]] * 2
+    for bad in (too_many, [[["item:1"], [4, 9]]], [[["item:1"]]], [["item:1", [3, 1]]],
+                [[["item:x"], [3, 1]]], "changes", [[["item:1"], [3, 1]]] * 1025):
+        with pytest.raises(InvalidRequest):
+            _changes(3, bad)
+    assert MAX_INVALIDATED_KEYS == 1024
+
 
 def test_a_renewal_names_its_own_replica() -> None:
     renewal = {"group": "order", "replica": 2, "incarnation": "i", "seq": 1,
