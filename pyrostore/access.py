@@ -8,7 +8,9 @@ certificate the caller presented carries its role in the subject's OU (see
 method that declares none, so a new method is closed until someone opens it on purpose.
 
 A refused call raises :class:`~pyrostore.errors.Forbidden` before the method body runs: it
-changes nothing. The role is read once per connection and kept on Pyro5's connection object.
+changes nothing. So does a call with arguments the method does not take (too many, too few,
+unknown names): :class:`~pyrostore.errors.InvalidRequest`, not a bare ``TypeError``. The role
+is read once per connection and kept on Pyro5's connection object.
 
 Two cases carry no certificate and are not checked: a plaintext connection, which a daemon
 only accepts when the whole store runs ``--insecure`` (loopback only, see
@@ -19,12 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from Pyro5.api import current_context
 
-from pyrostore.errors import Forbidden
+from pyrostore.errors import Forbidden, InvalidRequest
 
 NODE = "node"
 """The store's own services: replication, snapshots, leases, invalidation, coordination."""
@@ -100,6 +103,8 @@ def allow(*roles: str) -> Callable[[F], F]:
         raise ValueError(f"unknown role(s): {sorted(allowed - ROLES)}")
 
     def decorate(func: F) -> F:
+        signature = inspect.signature(func)
+
         @functools.wraps(func)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             who = caller()
@@ -107,6 +112,10 @@ def allow(*roles: str) -> Callable[[F], F]:
                 raise Forbidden(f"{func.__name__} needs a certificate of role "
                                 f"{' or '.join(sorted(allowed))}, not {who.role or 'none'}",
                                 method=func.__name__, role=who.role)
+            try:
+                signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise InvalidRequest(f"{func.__name__}: {exc}", method=func.__name__) from None
             return func(*args, **kwargs)
 
         guarded.allowed_roles = allowed  # type: ignore[attr-defined]

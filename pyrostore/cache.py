@@ -13,6 +13,20 @@ version and bumps the key's generation. A fill is kept only if
 Concurrent misses of one key and variant share one read (single flight); a read begun after an
 invalidation never joins a flight begun before it. The cache is bounded (LRU) and an entry
 older than ``max_age`` is a miss (a backstop, not the mechanism).
+
+**How long a floor is kept.** A floor only has to refuse fills from reads that began after its
+invalidation and read a replica that did not yet hold the write; once the write is
+acknowledged, every replica that serves holds it. The writer (the catalog primary) answers a
+frontend's cache-lease renewal only between batches of writes, so a renewal *sent* after an
+invalidation arrived is answered only once that invalidation's write is over. The owner of the
+cache then calls :meth:`VersionedCache.forget_floors` with the time it sent that renewal: the
+floors set before it are dropped, and every read still in flight is voided (it may have begun
+before the answer), so no fill can lean on a dropped floor. A floor therefore lives about a
+quarter of a lease, whatever version it names: a version far above the writer's real position
+(a bug, a forged message) keeps an item out of the cache that long, never for good. And the
+bookkeeping is bounded whatever is sent: past ``max_floors`` keys the floors fold into one
+floor for every key (the highest), and past as many key generations every read in flight is
+voided and the generations start again; both only refuse fills, never keep a stale one.
 """
 
 from __future__ import annotations
@@ -31,6 +45,8 @@ the floors of writes that a failover lost (those were never acknowledged)."""
 Loader = Callable[[], tuple[Any, Version]]
 """Reads a value from the source of truth: ``(value, version)``."""
 NO_FLOOR: Version = (0, 0)
+MAX_FLOORS = 10_000
+"""Keys with a floor (and keys with a generation) a cache tracks before it folds them."""
 
 
 class _Flight:
@@ -46,16 +62,19 @@ class VersionedCache:
     """Thread-safe, versioned, LRU-bounded cache with fill tokens and floors."""
 
     def __init__(self, *, max_entries: int = 10_000, max_age: float = 30.0,
+                 max_floors: int = MAX_FLOORS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.max_entries = max_entries
         self.max_age = max_age
+        self.max_floors = max_floors
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple[str, Variant], tuple[Any, float]] = OrderedDict()
         self._variants: dict[str, set[Variant]] = {}
-        self._floors: dict[str, Version] = {}
+        self._floors: dict[str, tuple[Version, float]] = {}  # key -> (floor, when it was set)
+        self._floor_all: tuple[Version, float] = (NO_FLOOR, float("-inf"))  # folded floors
         self._generations: dict[str, int] = {}
-        self._epoch = 0  # bumped by flush: every token taken before is void
+        self._epoch = 0  # bumped by flush (and forget_floors): every token taken before is void
         self._flights: dict[tuple[str, Variant], _Flight] = {}
         self.counters: Counter[str] = Counter()
 
@@ -81,7 +100,7 @@ class VersionedCache:
         """Keep ``value`` (read at ``version``) if nothing invalidated ``key`` since ``token``."""
         with self._lock:
             stale = (token != (self._epoch, self._generations.get(key, 0))
-                     or tuple(version) < self._floors.get(key, NO_FLOOR))
+                     or tuple(version) < self._floor(key))
             if stale:
                 self.counters["fills_refused"] += 1
                 return False
@@ -134,14 +153,29 @@ class VersionedCache:
         """A write at ``version`` changed ``keys``: drop them; refuse fills from before it."""
         version = (int(version[0]), int(version[1]))
         with self._lock:
+            now = self._clock()
             for key in keys:
-                self._floors[key] = max(self._floors.get(key, NO_FLOOR), version)
+                self._floors[key] = (max(self._floors.get(key, (NO_FLOOR, now))[0], version), now)
                 self._generations[key] = self._generations.get(key, 0) + 1
                 for variant in self._variants.pop(key, set()):
                     self._entries.pop((key, variant), None)
                 for flight_key in [k for k in self._flights if k[0] == key]:
                     del self._flights[flight_key]  # later misses start a read of their own
                 self.counters["invalidations"] += 1
+            self._bound_bookkeeping(now)
+
+    def forget_floors(self, before: float) -> None:
+        """The writer has answered a lease renewal sent at ``before`` (on this cache's clock):
+        every write invalidated before then is over. Drop their floors, and void the reads in
+        flight (see the module's docstring)."""
+        with self._lock:
+            kept = {key: floor for key, floor in self._floors.items() if floor[1] >= before}
+            dropped = len(kept) < len(self._floors)
+            if self._floor_all[1] < before and self._floor_all[0] != NO_FLOOR:
+                self._floor_all, dropped = (NO_FLOOR, float("-inf")), True
+            self._floors = kept
+            if dropped:
+                self._void_tokens()
 
     def flush(self) -> None:
         """Drop everything and void every read in flight (epoch change, lost channel)."""
@@ -149,7 +183,7 @@ class VersionedCache:
             self._entries.clear()
             self._variants.clear()
             self._flights.clear()
-            self._epoch += 1
+            self._void_tokens()
             self.counters["flushes"] += 1
 
     def stats(self) -> dict[str, int]:
@@ -157,6 +191,26 @@ class VersionedCache:
         with self._lock:
             return {**{name: self.counters[name] for name in COUNTERS},
                     "entries": len(self._entries)}
+
+    def _floor(self, key: str) -> Version:
+        """(Holding the lock.) The lowest version a fill of ``key`` may have."""
+        floor = self._floors.get(key)
+        return max(floor[0], self._floor_all[0]) if floor else self._floor_all[0]
+
+    def _bound_bookkeeping(self, now: float) -> None:
+        """(Holding the lock.) Fold the floors into one, and start the generations anew, when
+        there are too many: both only refuse fills."""
+        if len(self._floors) > self.max_floors:
+            highest = max(floor for floor, _ in self._floors.values())
+            self._floor_all = (max(highest, self._floor_all[0]), now)
+            self._floors.clear()
+        if len(self._generations) > self.max_floors:
+            self._void_tokens()
+
+    def _void_tokens(self) -> None:
+        """(Holding the lock.) Refuse the fill of every read in flight: generations restart."""
+        self._epoch += 1
+        self._generations.clear()
 
     def _forget_variant(self, key: str, variant: Variant) -> None:
         variants = self._variants.get(key)

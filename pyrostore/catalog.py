@@ -23,13 +23,18 @@ from pyrostore.metrics import timed_methods
 from pyrostore.models import (
     TOPICS_KEY,
     check_cost,
+    check_count,
     check_item,
+    check_op,
     check_page,
     check_quantity,
+    check_record,
     check_request_id,
     check_stock,
     check_stock_delta,
     check_text,
+    check_time,
+    check_uri,
     item_key,
     request_id_or_new,
     topic_key,
@@ -37,8 +42,42 @@ from pyrostore.models import (
 from pyrostore.peer import PeerEndpoint
 from pyrostore.recovery import open_replica_store
 from pyrostore.replication import ReplicatedGroup
-from pyrostore.schemas import CatalogStore
+from pyrostore.schemas import CatalogStore, check_snapshot
 from pyrostore.serving import Service
+
+
+def take_op(item: Any, qty: Any) -> dict[str, Any]:
+    """The operation of taking ``qty`` copies of ``item`` for a buy, checked."""
+    return {"op": "take", "item": check_item(item), "qty": check_quantity(qty)}
+
+
+def update_op(item: Any, cost: Any, stock_delta: Any) -> dict[str, Any]:
+    """The operation of repricing and/or restocking ``item``, checked."""
+    if cost is None and stock_delta is None:
+        raise InvalidRequest("update needs a cost, a stock_delta or both")
+    return {"op": "update", "item": check_item(item),
+            "cost": None if cost is None else check_cost(cost),
+            "stock_delta": None if stock_delta is None else check_stock_delta(stock_delta)}
+
+
+def add_op(title: Any, topic: Any, stock: Any, cost: Any) -> dict[str, Any]:
+    """The operation of adding a book, checked."""
+    return {"op": "add", "title": check_text(title, "title"),
+            "topic": check_text(topic, "topic"), "stock": check_stock(stock),
+            "cost": check_cost(cost)}
+
+
+OPERATIONS: dict[str, Callable[..., dict[str, Any]]] = {
+    "take": take_op, "update": update_op, "add": add_op}
+"""The catalog's writes, each by the function that makes (and checks) it."""
+BOOK_FIELDS = {name: check for name, check in CatalogStore.tables["books"].columns
+               if name != "topic_key"}
+"""A book as a write's result carries it, and the check of each field."""
+TAKEN_FIELDS = {"item": check_item, "title": BOOK_FIELDS["title"], "qty": check_quantity,
+                "unit_cost": check_cost, "stock": check_stock,
+                "version": lambda v: check_count(v, "version"),
+                "taken_at": lambda v: check_time(v, "taken_at")}
+"""What a take answers, and the check of each field."""
 
 
 class CatalogMachine:
@@ -77,6 +116,19 @@ class CatalogMachine:
         if op["op"] == "add":
             return [item_key(result['item']), topic_key(result["topic"]), TOPICS_KEY]
         return [item_key(op['item'])]
+
+    @staticmethod
+    def check_write(op: Any, result: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A forwarded write: an operation as :data:`OPERATIONS` make it, and its result."""
+        op = check_op(op, OPERATIONS)
+        if op["op"] == "take":
+            return op, check_record(result, "take's result", TAKEN_FIELDS)
+        return op, check_record(result, f"{op['op']}'s result", BOOK_FIELDS)
+
+    @staticmethod
+    def check_snapshot(snapshot: Any) -> dict[str, Any]:
+        """A catalog snapshot, checked row by row."""
+        return check_snapshot(snapshot, CatalogStore.tables)
 
 
 
@@ -154,7 +206,10 @@ class CatalogReplica(Service):
     @Pyro5.api.expose
     @allow(NODE)
     def cache_lease(self, frontend_uri: str) -> dict[str, Any]:
-        """A frontend renews its cache lease: ``{epoch, lease}`` (seconds from its sending)."""
+        """A frontend renews its cache lease: ``{epoch, lease}`` (seconds from its sending).
+        Only a frontend registered in the name server gets one, and only so many of them
+        (:class:`CacheLeases`)."""
+        frontend_uri = self.caches.admit(check_uri(frontend_uri, "frontend_uri"))
         member = self.group.member
         member.await_ready_primary()
         with self.store.locked():  # not while a batch is telling the leased frontends
@@ -168,7 +223,7 @@ class CatalogReplica(Service):
     @allow(NODE)
     def take(self, item: int, qty: int, request_id: str) -> dict[str, Any]:
         """Take ``qty`` copies of ``item`` for a buy, or raise OutOfStock; at most once per id."""
-        op = {"op": "take", "item": check_item(item), "qty": check_quantity(qty)}
+        op = take_op(item, qty)
         result: dict[str, Any] = self.group.write(op, check_request_id(request_id))
         return result
 
@@ -177,11 +232,7 @@ class CatalogReplica(Service):
     def update(self, item: int, cost: float | None = None, stock_delta: int | None = None,
                request_id: str | None = None) -> dict[str, Any]:
         """Reprice and/or restock (or take stock off) a book; the book as it is after."""
-        if cost is None and stock_delta is None:
-            raise InvalidRequest("update needs a cost, a stock_delta or both")
-        op = {"op": "update", "item": check_item(item),
-              "cost": None if cost is None else check_cost(cost),
-              "stock_delta": None if stock_delta is None else check_stock_delta(stock_delta)}
+        op = update_op(item, cost, stock_delta)
         result: dict[str, Any] = self.group.write(op, request_id_or_new(request_id))
         return result
 
@@ -190,9 +241,7 @@ class CatalogReplica(Service):
     def add_book(self, title: str, topic: str, stock: int, cost: float,
                  request_id: str | None = None) -> dict[str, Any]:
         """Add a new book; the book with its new item number."""
-        op = {"op": "add", "title": check_text(title, "title"),
-              "topic": check_text(topic, "topic"), "stock": check_stock(stock),
-              "cost": check_cost(cost)}
+        op = add_op(title, topic, stock, cost)
         result: dict[str, Any] = self.group.write(op, request_id_or_new(request_id))
         return result
 
@@ -204,7 +253,7 @@ class CatalogReplica(Service):
     def details(self) -> dict[str, Any]:
         details = {**self.group.details(), "books": self.store.book_count()}
         if details["state"] == "primary":
-            details.update(self.caches.frontends())
+            details.update(self.caches.leases())
         return details
 
     def endpoints(self) -> dict[str, object]:

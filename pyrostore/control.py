@@ -28,11 +28,24 @@ import dataclasses
 from typing import Any
 
 from pyrostore.errors import InvalidRequest
-from pyrostore.models import View, check_int, check_text
+from pyrostore.models import (
+    View,
+    check_count,
+    check_fields,
+    check_replica_id,
+    check_token,
+    check_uri,
+    service_name,
+)
 
 GROUPS = ("catalog", "order")
 """The replica groups the coordinators keep views of."""
 REPLICA_STATES = ("primary", "backup", "joining")
+EPOCH_LEAD = 1000
+"""How far above the current view's epoch a replica's renewal may say it is. A replica only
+hears of epochs the coordinators issued; after a coordinator lost the tail of its Raft log
+(see docs) it may know a few more than the log does, never a thousand. A higher claim would
+push every later epoch out of range (and stall the group) and is refused."""
 LEASE_MARGIN = 1.05
 """A lease is judged over only after lease x this: it bounds how much faster the leader's clock
 may run than a replica's (monotonic clocks drift by parts per million; NTP bounds it to 500)."""
@@ -54,16 +67,18 @@ class Renewal:
     @classmethod
     def from_wire(cls, data: Any) -> Renewal:
         """Check a heartbeat from the wire; anything malformed is an InvalidRequest."""
-        fields = _fields(data, "renewal", ("group", "replica", "incarnation", "seq", "uri",
-                                           "applied", "epoch", "state"))
+        fields = check_fields(data, "renewal", ("group", "replica", "incarnation", "seq", "uri",
+                                                "applied", "epoch", "state"))
         state = fields["state"]
-        if state not in REPLICA_STATES:
+        if not isinstance(state, str) or state not in REPLICA_STATES:
             raise InvalidRequest(f"state must be one of {', '.join(REPLICA_STATES)}")
-        return cls(group=check_group(fields["group"]), replica=check_replica(fields["replica"]),
-                   incarnation=check_text(fields["incarnation"], "incarnation"),
-                   seq=_count(fields["seq"], "seq"), uri=check_text(fields["uri"], "uri"),
-                   applied=_count(fields["applied"], "applied"),
-                   epoch=_count(fields["epoch"], "epoch"), state=state)
+        group, replica = check_group(fields["group"]), check_replica(fields["replica"])
+        return cls(group=group, replica=replica,
+                   incarnation=check_token(fields["incarnation"], "incarnation"),
+                   seq=check_count(fields["seq"], "seq"),
+                   uri=check_uri(fields["uri"], object_name=service_name(group, replica)),
+                   applied=check_count(fields["applied"], "applied"),
+                   epoch=check_count(fields["epoch"], "epoch"), state=state)
 
     def to_wire(self) -> dict[str, Any]:
         """The plain dict that crosses the wire (and Raft's log)."""
@@ -111,11 +126,17 @@ class ControlState:
                        command.get("op", ""))
         if handler is None:
             return {"ok": False, "why": f"unknown command {command.get('op')!r}"}
-        return handler(command)
+        try:
+            return handler(command)
+        except InvalidRequest as exc:  # a command logged by an older, laxer coordinator
+            return {"ok": False, "why": str(exc)}
 
     def _renew(self, command: dict[str, Any]) -> dict[str, Any]:
         renewal = Renewal.from_wire(command["renewal"])
         group = self.groups[renewal.group]
+        if group.view.epoch and renewal.epoch > group.view.epoch + EPOCH_LEAD:
+            return {"ok": False, "granted": False, "why": f"epoch {renewal.epoch} is far above "
+                    f"the {renewal.group} group's epoch {group.view.epoch}"}
         report = group.reports.get(renewal.replica)
         repeat = (report is not None and report.incarnation == renewal.incarnation
                   and report.seq >= renewal.seq)
@@ -342,29 +363,11 @@ def _never_served(group: GroupState, floor: int) -> bool:
 
 def check_group(value: Any) -> str:
     """A replica group's name."""
-    if value not in GROUPS:
-        raise InvalidRequest(f"unknown group {value!r}; groups are {', '.join(GROUPS)}",
-                             field="group")
-    return str(value)
+    if not isinstance(value, str) or value not in GROUPS:
+        raise InvalidRequest(f"unknown group {str(value)[:40]!r}; groups are "
+                             f"{', '.join(GROUPS)}", field="group")
+    return value
 
 
-def check_replica(value: Any) -> int:
-    """A replica id: 1..9999."""
-    return check_int(value, "replica", low=1, high=9999)
-
-
-def _count(value: Any, name: str) -> int:
-    return check_int(value, name, low=0, high=2**62)
-
-
-def _fields(data: Any, what: str, names: tuple[str, ...]) -> dict[str, Any]:
-    """``data`` as a dict holding exactly ``names``: a named message checked at the edge."""
-    if not isinstance(data, dict):
-        raise InvalidRequest(f"a {what} must be a dict, not {type(data).__name__}")
-    missing = [n for n in names if n not in data]
-    extra = sorted(str(k) for k in data if k not in names)
-    if missing or extra:
-        raise InvalidRequest(f"a {what} needs {', '.join(names)}"
-                             + (f"; missing {', '.join(missing)}" if missing else "")
-                             + (f"; unknown {', '.join(extra)}" if extra else ""))
-    return dict(data)
+check_replica = check_replica_id
+"""A replica id: 1..9999."""

@@ -51,7 +51,7 @@ from pyrostore.datadir import make_private, private_dir, write_private
 from pyrostore.discovery import peer_uri
 from pyrostore.errors import ConfigError, InvalidRequest, NotLeader, NotServing, StaleEpoch
 from pyrostore.metrics import timed_methods
-from pyrostore.models import View, check_int, check_text
+from pyrostore.models import View, check_count, check_fields, check_token
 from pyrostore.schemas import ViewStore
 from pyrostore.serving import Service, fixed_port
 from pyrostore.transport import TRANSPORT_FAILURES, ProxyPool
@@ -161,6 +161,8 @@ class Coordinator(Service):
         replica from when it sent this) is granted only once the renewal is committed."""
         checked = Renewal.from_wire(renewal)
         result = self._commit({"op": "renew", "renewal": checked.to_wire()})
+        if not result["ok"]:
+            raise InvalidRequest(f"renewal refused: {result['why']}")
         lease = self.settings.lease if result["granted"] else 0.0
         return {"view": self.view(checked.group), "lease": lease, "leader": self.uri}
 
@@ -169,11 +171,12 @@ class Coordinator(Service):
     def report_failure(self, report: dict[str, Any]) -> None:
         """A primary could not reach a backup: renew it no more; it goes once its lease has.
         ``report``: ``{group, epoch, reporter, failed}``."""
-        group, epoch, reporter, failed = _named(report, "group", "epoch", "reporter", "failed")
-        outcome = self._commit({"op": "suspend", "group": check_group(group),
-                                "epoch": check_int(epoch, "epoch", low=0, high=2**62),
-                                "reporter": check_replica(reporter),
-                                "failed": check_replica(failed)})
+        fields = check_fields(report, "failure report", ("group", "epoch", "reporter", "failed"))
+        group, reporter, failed = (check_group(fields["group"]), check_replica(fields["reporter"]),
+                                   check_replica(fields["failed"]))
+        outcome = self._commit({"op": "suspend", "group": group,
+                                "epoch": check_count(fields["epoch"], "epoch"),
+                                "reporter": reporter, "failed": failed})
         if outcome["ok"]:
             log.warning("%s primary %s reports backup %s failed", group, reporter, failed)
 
@@ -182,14 +185,13 @@ class Coordinator(Service):
     def add_member(self, request: dict[str, Any]) -> dict[str, Any]:
         """The primary has given a joiner a snapshot: make it a backup in a new epoch.
         ``request``: ``{group, epoch, primary, joiner, incarnation}``; the new view."""
-        group, epoch, primary, joiner, incarnation = _named(
-            request, "group", "epoch", "primary", "joiner", "incarnation")
-        group = check_group(group)
+        fields = check_fields(request, "new member", ("group", "epoch", "primary", "joiner",
+                                                      "incarnation"))
+        group = check_group(fields["group"])
         outcome = self._commit({
-            "op": "add_member", "group": group,
-            "epoch": check_int(epoch, "epoch", low=0, high=2**62),
-            "primary": check_replica(primary), "joiner": check_replica(joiner),
-            "incarnation": check_text(incarnation, "incarnation"),
+            "op": "add_member", "group": group, "epoch": check_count(fields["epoch"], "epoch"),
+            "primary": check_replica(fields["primary"]), "joiner": check_replica(fields["joiner"]),
+            "incarnation": check_token(fields["incarnation"], "incarnation"),
             "new_epoch": self._next_epoch(group)})
         if not outcome["ok"]:
             raise StaleEpoch(f"{group}: {outcome['why']}")
@@ -403,13 +405,6 @@ def _status(raft: SyncObj) -> dict[str, Any]:
         except RuntimeError:
             continue
     return {}
-
-
-def _named(message: Any, *names: str) -> list[Any]:
-    """The fields of a named plain-dict message, in order; anything else is refused."""
-    if not isinstance(message, dict) or set(message) != set(names):
-        raise InvalidRequest(f"expected a dict with exactly {', '.join(names)}")
-    return [message[name] for name in names]
 
 
 class _PySyncObjLog(logging.Filter):

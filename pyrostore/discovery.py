@@ -22,6 +22,7 @@ import Pyro5.errors
 
 from pyrostore.config import Settings
 from pyrostore.errors import NotLeader, NotServing, OutcomeUnknown, PyrostoreError, Unavailable
+from pyrostore.models import SERVICE_PREFIX, service_name
 from pyrostore.transport import CallLost, NotSent, ProxyPool, make_proxy
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 ROLES = ("coordinator", "catalog", "order", "frontend")
 GROUPS = ("catalog", "order")
 """The roles that are replica groups, with views kept by the coordinators."""
-PREFIX = "pyrostore."
+PREFIX = SERVICE_PREFIX
 TAG = "pyrostore"
 HOPS_BELOW = {"frontend": 2, "order": 1, "catalog": 0, "coordinator": 0}
 """Remote hops a call to a role may wait on: its timeout is call_timeout x (1 + this), so a
@@ -37,11 +38,6 @@ caller does not give up on a frontend while the frontend's own call to a replica
 within its timeout (a failover ridden out below may take longer: the caller then retries)."""
 RETRY_DELAY = 0.05
 """Longest pause between two tries of a call riding out a failover (tries start at 10 ms)."""
-
-
-def service_name(role: str, replica_id: int) -> str:
-    """The name a service registers under: ``pyrostore.<role>.<id>``."""
-    return f"{PREFIX}{role}.{replica_id}"
 
 
 PEER_SUFFIX = ".peer"

@@ -25,13 +25,16 @@ from pyrostore.access import ADMIN, CLIENT, NODE, OPERATORS, SHOPPERS, allow, ca
 from pyrostore.cache import Version, VersionedCache
 from pyrostore.config import Settings
 from pyrostore.discovery import ReplicaSet, survey
-from pyrostore.errors import NotFound, PyrostoreError
+from pyrostore.errors import InvalidRequest, NotFound, PyrostoreError
 from pyrostore.metrics import timed_methods
 from pyrostore.models import (
     TOPICS_KEY,
+    check_count,
     check_item,
     check_page,
+    check_read_key,
     check_text,
+    check_version,
     item_key,
     request_id_or_new,
     topic_key,
@@ -39,6 +42,8 @@ from pyrostore.models import (
 from pyrostore.serving import Service
 
 log = logging.getLogger(__name__)
+MAX_INVALIDATED_KEYS = 1024
+"""Most read keys one invalidation may name (a batch of 64 writes names at most 192)."""
 
 
 class CatalogRead(NamedTuple):
@@ -101,6 +106,8 @@ class CachedCatalog:
                         self.cache.flush()
                     self._lease_epoch = answer["epoch"]
                     self._lease_until = sent + answer["lease"]
+                    # answered between batches: every write invalidated before `sent` is over
+                    self.cache.forget_floors(sent)
             self._stopping.wait(max(0.0, sent + self.settings.lease / 4 - time.monotonic()))
 
     def start(self, uri: str) -> None:
@@ -166,10 +173,12 @@ class Frontend(Service):
     @allow(NODE)
     def invalidate(self, epoch: int, changes: list[list[Any]]) -> None:
         """Called by the catalog primary before it answers writes: ``[[keys, version], ...]``,
-        a write's read keys and its version ``[epoch, seq]``."""
+        a write's read keys and its version ``[epoch, seq]`` (of that epoch), at most
+        :data:`MAX_INVALIDATED_KEYS` keys in all."""
+        epoch = check_count(epoch, "epoch")
+        checked = _changes(epoch, changes)
         if self.cached is not None:
-            self.cached.invalidate(epoch, [(list(keys), (int(version[0]), int(version[1])))
-                                           for keys, version in changes])
+            self.cached.invalidate(epoch, checked)
 
     def _read(self, key: str, variant: Hashable, read: CatalogRead, *args: Any) -> Any:
         if self.cached is None:
@@ -252,6 +261,28 @@ class Frontend(Service):
             self.cached.stop()
         self.catalog.close()
         self.order_log.close()
+
+
+def _changes(epoch: int, changes: Any) -> list[tuple[list[str], Version]]:
+    """An invalidation's ``[[keys, [epoch, seq]], ...]``, checked."""
+    if not isinstance(changes, list) or len(changes) > MAX_INVALIDATED_KEYS:
+        raise InvalidRequest(f"changes must be a list of at most {MAX_INVALIDATED_KEYS}",
+                             field="changes")
+    checked, named = [], 0
+    for change in changes:
+        if not isinstance(change, list | tuple) or len(change) != 2 \
+                or not isinstance(change[0], list):
+            raise InvalidRequest("a change is [keys, [epoch, seq]]", field="changes")
+        named += len(change[0])
+        if named > MAX_INVALIDATED_KEYS:
+            raise InvalidRequest(f"an invalidation names at most {MAX_INVALIDATED_KEYS} keys",
+                                 field="changes")
+        version = check_version(change[1])
+        if version[0] != epoch:
+            raise InvalidRequest(f"a change of epoch {epoch} has a version of that epoch",
+                                 field="changes")
+        checked.append(([check_read_key(key) for key in change[0]], version))
+    return checked
 
 
 def _shopper() -> str | None:

@@ -35,8 +35,8 @@ from typing import Any
 
 from pyrostore.config import Settings
 from pyrostore.discovery import Coordinators, peer_uri, service_name
-from pyrostore.errors import InvalidRequest, NotServing, PyrostoreError, StaleEpoch
-from pyrostore.models import View, check_int, check_text, view_uris
+from pyrostore.errors import NotServing, PyrostoreError, StaleEpoch
+from pyrostore.models import View, view_uris
 from pyrostore.replica_core import ReplicaCore, needs_snapshot
 from pyrostore.store import Database
 from pyrostore.transport import TRANSPORT_FAILURES, ProxyPool
@@ -101,10 +101,9 @@ class Membership:
         log.info("%s installed a snapshot at %d (epoch %d)", self.name, snapshot["applied"],
                  epoch)
 
-    def join(self, joiner: dict[str, Any]) -> dict[str, Any]:
-        """A joiner asks to become a backup: snapshot it, then have the coordinators add it.
-        ``joiner``: ``{replica, uri, incarnation}``."""
-        replica_id, uri, incarnation = _joiner(joiner)
+    def join(self, replica_id: int, uri: str, incarnation: str) -> dict[str, Any]:
+        """A joiner (checked by the peer endpoint) asks to become a backup: snapshot it, then
+        have the coordinators add it."""
         self.await_ready_primary()
         with self.db.locked():
             with self.changed:
@@ -341,11 +340,3 @@ class Membership:
 
 _GIVE_UP: dict[str, Any] = {}
 """Returned by ``_level`` when this replica no longer leads the view it was levelling."""
-
-
-def _joiner(message: Any) -> tuple[int, str, str]:
-    """``(replica, uri, incarnation)`` of a join request, checked."""
-    if not isinstance(message, dict) or set(message) != {"replica", "uri", "incarnation"}:
-        raise InvalidRequest("a join request is {replica, uri, incarnation}")
-    return (check_int(message["replica"], "replica", low=1, high=9999),
-            check_text(message["uri"], "uri"), check_text(message["incarnation"], "incarnation"))

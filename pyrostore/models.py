@@ -9,8 +9,11 @@ state is touched.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+import re
 import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pyrostore.errors import InvalidRequest
@@ -25,6 +28,14 @@ MAX_TEXT = 200
 """Longest title or topic, in characters."""
 MAX_PAGE = 1000
 """Largest page a search returns."""
+MAX_POSITION = 2**62
+"""Largest epoch, sequence number or id a message may name (far beyond any real one)."""
+MAX_REPLICA = 9999
+"""Largest replica id."""
+MAX_TIME = 1e11
+"""Latest time (seconds since 1970, about the year 5138) a message may name."""
+MAX_TOKEN = 64
+"""Longest request id, incarnation or shopper name, in characters."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +132,15 @@ def view_uris(data: dict[str, Any]) -> dict[int, str]:
     return {int(i): uri for i, uri in data.get("uris", {}).items()}
 
 
+SERVICE_PREFIX = "pyrostore."
+"""What every service's name in the name server (and its Pyro5 object id) begins with."""
+
+
+def service_name(role: str, replica_id: int) -> str:
+    """The name a service registers under: ``pyrostore.<role>.<id>``."""
+    return f"{SERVICE_PREFIX}{role}.{replica_id}"
+
+
 TOPICS_KEY = "topics"
 """The read key of the list of topics."""
 
@@ -153,9 +173,28 @@ def check_int(value: Any, name: str, *, low: int, high: int) -> int:
     return value
 
 
+def check_count(value: Any, name: str) -> int:
+    """An epoch, sequence number or position: 0..MAX_POSITION."""
+    return check_int(value, name, low=0, high=MAX_POSITION)
+
+
+def check_replica_id(value: Any) -> int:
+    """A replica id: 1..MAX_REPLICA."""
+    return check_int(value, "replica", low=1, high=MAX_REPLICA)
+
+
+def check_time(value: Any, name: str) -> float:
+    """A wall-clock time (seconds since 1970): a finite number in [0, MAX_TIME]."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequest(f"{name} must be a number, not {type(value).__name__}", field=name)
+    if not 0 <= value <= MAX_TIME or not math.isfinite(value):
+        raise InvalidRequest(f"{name} must be a time between 0 and {MAX_TIME:g}", field=name)
+    return float(value)
+
+
 def check_item(value: Any) -> int:
     """A book's item number: a positive integer."""
-    return check_int(value, "item", low=1, high=2**62)
+    return check_int(value, "item", low=1, high=MAX_POSITION)
 
 
 def check_quantity(value: Any) -> int:
@@ -198,22 +237,26 @@ def check_text(value: Any, name: str) -> str:
     return text
 
 
+def check_token(value: Any, name: str, *, empty: bool = False) -> str:
+    """An opaque name (request id, incarnation, shopper): at most MAX_TOKEN printable
+    characters, taken as it is (not trimmed); empty only if ``empty``."""
+    if (not isinstance(value, str) or len(value) > MAX_TOKEN or not value.isprintable()
+            or not (value or empty)):
+        low = 0 if empty else 1
+        raise InvalidRequest(f"{name} must be a string of {low} to {MAX_TOKEN} printable "
+                             "characters", field=name)
+    return value
+
+
 def check_customer(value: Any) -> str:
     """A shopper's name as its certificate gives it (empty: no shopper): 0..64 printable
     characters."""
-    if not isinstance(value, str) or len(value) > 64 or not value.isprintable():
-        raise InvalidRequest("customer must be a string of at most 64 printable characters",
-                             field="customer")
-    return value
+    return check_token(value, "customer", empty=True)
 
 
 def check_request_id(value: Any) -> str:
     """A client-made request id (a UUID in practice): 1..64 printable characters."""
-    if not isinstance(value, str) or not 0 < len(value) <= 64 or not value.isprintable():
-        raise InvalidRequest(
-            "request_id must be a string of 1 to 64 printable characters", field="request_id"
-        )
-    return value
+    return check_token(value, "request_id")
 
 
 def request_id_or_new(value: Any) -> str:
@@ -225,5 +268,97 @@ def check_page(limit: Any, offset: Any) -> tuple[int, int]:
     """A search page: ``limit`` in 1..MAX_PAGE, ``offset`` >= 0."""
     return (
         check_int(limit, "limit", low=1, high=MAX_PAGE),
-        check_int(offset, "offset", low=0, high=2**62),
+        check_int(offset, "offset", low=0, high=MAX_POSITION),
     )
+
+
+# --- messages between the store's own services -------------------------------------------
+
+MAX_STORED_TEXT = 4096
+"""Longest text a snapshot's row may carry (older data was checked less strictly)."""
+_URI = re.compile(r"PYRO:(?P<object>[A-Za-z0-9_.-]{1,100})@(?:\[[0-9A-Fa-f:.]{2,45}\]"
+                  r"|[A-Za-z0-9_.-]{1,100}):(?P<port>[0-9]{1,5})")
+_READ_KEY = re.compile(r"(?:topics|orders|(?:item|order):[1-9][0-9]{0,18}|topic:(?P<topic>.+))",
+                       re.DOTALL)
+
+
+def check_fields(data: Any, what: str, names: tuple[str, ...]) -> dict[str, Any]:
+    """``data`` as a dict holding exactly ``names``: a named message checked at the edge."""
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"a {what} must be a dict, not {type(data).__name__}")
+    missing = [n for n in names if n not in data]
+    extra = sorted(repr(k)[:40] for k in data if k not in names)
+    if missing or extra:
+        raise InvalidRequest(f"a {what} needs {', '.join(names)}"
+                             + (f"; missing {', '.join(missing)}" if missing else "")
+                             + (f"; unknown {', '.join(extra[:5])}" if extra else ""))
+    return dict(data)
+
+
+def check_record(data: Any, what: str,
+                 checks: Mapping[str, Callable[[Any], Any]]) -> dict[str, Any]:
+    """``data`` as a dict holding exactly the fields of ``checks``, each passing its check;
+    returned as it came."""
+    fields = check_fields(data, what, tuple(checks))
+    for name, check in checks.items():
+        check(fields[name])
+    return fields
+
+
+def check_uri(value: Any, name: str = "uri", *, object_name: str | None = None) -> str:
+    """A store service's Pyro5 URI, ``PYRO:<object>@<host>:<port>`` (of ``object_name``, if
+    given): what a peer may be told to call back."""
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise InvalidRequest(f"{name} must be a string of at most {MAX_TEXT} characters",
+                             field=name)
+    match = _URI.fullmatch(value)
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise InvalidRequest(f"{name} must be a URI PYRO:<object>@<host>:<port>", field=name)
+    if object_name is not None and match["object"] != object_name:
+        raise InvalidRequest(f"{name} must be the URI of {object_name}", field=name)
+    return value
+
+
+def check_read_key(value: Any) -> str:
+    """A read key as :func:`item_key`, :func:`topic_key`, :data:`TOPICS_KEY`,
+    :func:`order_key` or :data:`ORDERS_KEY` make them."""
+    match = _READ_KEY.fullmatch(value) if isinstance(value, str) else None
+    topic = match["topic"] if match is not None else None
+    if match is None or (topic is not None and (len(topic) > 3 * MAX_TEXT or not topic.isprintable()
+                                                or topic != topic.strip().lower())):
+        raise InvalidRequest(f"{str(value)[:40]!r} is not a read key", field="keys")
+    return value
+
+
+def check_version(value: Any) -> tuple[int, int]:
+    """A cache version ``[epoch, seq]``."""
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise InvalidRequest("a version is [epoch, seq]", field="version")
+    return check_count(value[0], "epoch"), check_count(value[1], "seq")
+
+
+def check_stored_text(value: Any, name: str) -> str:
+    """Text as a database holds it: a string of at most MAX_STORED_TEXT characters (what it
+    shows is sanitized where it is shown)."""
+    if not isinstance(value, str) or len(value) > MAX_STORED_TEXT:
+        raise InvalidRequest(f"{name} must be a string of at most {MAX_STORED_TEXT} characters",
+                             field=name)
+    return value
+
+
+def check_op(op: Any, kinds: Mapping[str, Callable[..., dict[str, Any]]]) -> dict[str, Any]:
+    """A forwarded operation, checked by the very function that builds it from a caller's
+    arguments (``kinds``: operation name -> builder): it must name one of them, hold exactly
+    the builder's arguments, and be what the builder makes of them."""
+    kind = op.get("op") if isinstance(op, dict) else None
+    if not isinstance(kind, str) or kind not in kinds:
+        raise InvalidRequest(f"an operation is a dict whose op is one of {', '.join(kinds)}",
+                             field="op")
+    build = kinds[kind]
+    fields = check_fields(op, f"{kind} operation",
+                          ("op", *inspect.signature(build).parameters))
+    del fields["op"]
+    if build(**fields) != op:
+        raise InvalidRequest(f"a {kind} operation must be in the form the store makes",
+                             field="op")
+    return op

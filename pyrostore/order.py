@@ -19,20 +19,40 @@ from pyrostore.discovery import PEER_SUFFIX, ReplicaSet
 from pyrostore.errors import InvalidRequest, OutcomeUnknown, Unavailable
 from pyrostore.metrics import timed_methods
 from pyrostore.models import (
+    MAX_POSITION,
     ORDERS_KEY,
+    check_cost,
     check_customer,
     check_int,
     check_item,
+    check_op,
     check_page,
     check_quantity,
+    check_record,
     check_request_id,
+    check_stored_text,
+    check_time,
     order_key,
 )
 from pyrostore.peer import PeerEndpoint
 from pyrostore.recovery import open_replica_store
 from pyrostore.replication import ReplicatedGroup
-from pyrostore.schemas import OrderStore
+from pyrostore.schemas import OrderStore, check_snapshot
 from pyrostore.serving import Service
+
+
+def record_op(item: Any, qty: Any, title: Any, unit_cost: Any, created_at: Any,
+              customer: Any) -> dict[str, Any]:
+    """The operation of recording a buy's order (``title``, ``unit_cost`` and ``created_at``
+    as the catalog's take answered them), checked."""
+    return {"op": "record", "item": check_item(item), "qty": check_quantity(qty),
+            "title": check_stored_text(title, "title"), "unit_cost": check_cost(unit_cost),
+            "created_at": check_time(created_at, "created_at"),
+            "customer": check_customer(customer)}
+
+
+ORDER_FIELDS = dict(OrderStore.tables["orders"].columns)
+"""An order as a write's result carries it, and the check of each field."""
 
 
 class OrderMachine:
@@ -65,6 +85,17 @@ class OrderMachine:
         """The read keys a new order changes: itself and the log."""
         return [order_key(result['order_id']), ORDERS_KEY]
 
+    @staticmethod
+    def check_write(op: Any, result: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A forwarded write: an operation as :func:`record_op` makes it, and its order."""
+        return (check_op(op, {"record": record_op}),
+                check_record(result, "recorded order", ORDER_FIELDS))
+
+    @staticmethod
+    def check_snapshot(snapshot: Any) -> dict[str, Any]:
+        """An order log's snapshot, checked row by row."""
+        return check_snapshot(snapshot, OrderStore.tables)
+
 
 @timed_methods
 class OrderReplica(Service):
@@ -95,9 +126,8 @@ class OrderReplica(Service):
         request_id = check_request_id(request_id)
         self.group.member.await_ready_primary()  # before taking stock only it may record
         taken = self.catalog.call("take", item, qty, request_id, primary=True)
-        op = {"op": "record", "item": item, "qty": qty, "title": taken["title"],
-              "unit_cost": taken["unit_cost"], "created_at": taken["taken_at"],
-              "customer": customer}
+        op = record_op(item, qty, taken["title"], taken["unit_cost"], taken["taken_at"],
+                       customer)
         try:
             result: dict[str, Any] = self.group.write(op, request_id)
         except Unavailable as exc:  # the stock is taken: this buy is not "did not run"
@@ -109,7 +139,7 @@ class OrderReplica(Service):
     @allow(*OPERATORS)
     def order(self, order_id: int) -> dict[str, Any]:
         """One order by its id."""
-        order_id = check_int(order_id, "order_id", low=1, high=2**62)
+        order_id = check_int(order_id, "order_id", low=1, high=MAX_POSITION)
         return self.group.read([order_key(order_id)],
                           lambda: self.store.order(order_id).to_wire(), "order", order_id)
 

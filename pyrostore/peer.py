@@ -3,12 +3,17 @@
 A Pyro5 object of its own, ``<name>.peer``, on the replica's daemon beside the service, so that
 the service's own API stays the clients': forwards (``replicate``), levelling (``position``,
 ``request_at``, ``committed``, ``install_snapshot``), joining (``join``) and the coordinators'
-``nudge``. Every argument is checked here; every message is fenced by epoch below it, in
+``nudge``. Every argument is checked here, before anything below it runs: types and ranges,
+named dicts with exactly their fields, forwarded operations and their results as the group's
+state machine makes them, snapshots row by row. A bad one raises
+:class:`~pyrostore.errors.InvalidRequest` and changes nothing, not even the epoch fence. Every
+well-formed message is then fenced by epoch below, in
 :class:`~pyrostore.replication.ReplicatedGroup` and :class:`~pyrostore.membership.Membership`.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import Pyro5.api
@@ -16,8 +21,19 @@ import Pyro5.api
 from pyrostore.access import NODE, allow
 from pyrostore.errors import InvalidRequest
 from pyrostore.metrics import MethodStats, timed_methods
-from pyrostore.models import check_int, check_request_id
-from pyrostore.replication import WRITE_FIELDS, ReplicatedGroup
+from pyrostore.models import (
+    MAX_POSITION,
+    check_count,
+    check_fields,
+    check_int,
+    check_read_key,
+    check_replica_id,
+    check_request_id,
+    check_token,
+    check_uri,
+    service_name,
+)
+from pyrostore.replication import MAX_BATCH, WRITE_FIELDS, ReplicatedGroup
 
 
 @timed_methods
@@ -35,39 +51,45 @@ class PeerEndpoint:
     @allow(NODE)
     def replicate(self, epoch: int, writes: list[dict[str, Any]], committed: int) -> None:
         """Apply the primary's writes ``[{seq, op, request_id, result, keys}, ...]``."""
-        self.group.replicate(_epoch(epoch), _writes(writes), _seq(committed))
+        epoch, committed = check_count(epoch, "epoch"), check_count(committed, "committed")
+        self.group.replicate(epoch, self._writes(writes), committed)
 
     @Pyro5.api.expose
     @allow(NODE)
     def committed(self, epoch: int, seq: int) -> None:
         """The primary of ``epoch`` has committed every write up to ``seq``."""
-        self.member.committed(_epoch(epoch), _seq(seq))
+        self.member.committed(check_count(epoch, "epoch"), check_count(seq, "seq"))
 
     @Pyro5.api.expose
     @allow(NODE)
     def position(self, epoch: int) -> int:
         """This replica's applied position, for a primary levelling its backups."""
-        return self.member.position(_epoch(epoch))
+        return self.member.position(check_count(epoch, "epoch"))
 
     @Pyro5.api.expose
     @allow(NODE)
     def install_snapshot(self, epoch: int, snapshot: dict[str, Any]) -> None:
         """Replace this replica's whole state by the primary's."""
-        if not isinstance(snapshot, dict):
-            raise InvalidRequest("a snapshot is a dict")
-        self.member.install_snapshot(_epoch(epoch), snapshot)
+        epoch = check_count(epoch, "epoch")
+        self.member.install_snapshot(epoch, self.group.machine.check_snapshot(snapshot))
 
     @Pyro5.api.expose
     @allow(NODE)
     def join(self, joiner: dict[str, Any]) -> dict[str, Any]:
         """A joiner (``{replica, uri, incarnation}``) asks the primary to take it in."""
-        return self.member.join(joiner)
+        fields = check_fields(joiner, "join request", ("replica", "uri", "incarnation"))
+        replica_id = check_replica_id(fields["replica"])
+        if replica_id == self.member.replica_id:
+            raise InvalidRequest(f"replica {replica_id} cannot join itself", field="replica")
+        uri = check_uri(fields["uri"], object_name=service_name(self.member.role, replica_id))
+        return self.member.join(replica_id, uri, check_token(fields["incarnation"],
+                                                             "incarnation"))
 
     @Pyro5.api.expose
     @allow(NODE)
     def request_at(self, seq: int) -> str | None:
         """The request id of this replica's write ``seq`` (levelling compares it)."""
-        return self.member.request_at(_seq(seq))
+        return self.member.request_at(check_count(seq, "seq"))
 
     @Pyro5.api.expose
     @Pyro5.api.oneway
@@ -76,26 +98,26 @@ class PeerEndpoint:
         """The coordinators changed this replica's view: heartbeat now to hear of it."""
         self.member.nudge()
 
+    def _writes(self, value: Any) -> list[dict[str, Any]]:
+        """Forwarded writes, checked: 1..MAX_BATCH of them, in sequence."""
+        if not isinstance(value, list) or not 0 < len(value) <= MAX_BATCH:
+            raise InvalidRequest(f"writes must be a list of 1 to {MAX_BATCH} writes",
+                                 field="writes")
+        writes = [self._forwarded(write) for write in value]
+        if any(b["seq"] != a["seq"] + 1 for a, b in itertools.pairwise(writes)):
+            raise InvalidRequest("forwarded writes must have consecutive seqs", field="writes")
+        return writes
 
-def _epoch(value: Any) -> int:
-    return check_int(value, "epoch", low=0, high=2**62)
-
-
-def _seq(value: Any) -> int:
-    return check_int(value, "seq", low=0, high=2**62)
-
-
-def _writes(value: Any) -> list[dict[str, Any]]:
-    if not isinstance(value, list) or not value:
-        raise InvalidRequest("writes must be a non-empty list")
-    return [_forwarded(write) for write in value]
-
-
-def _forwarded(write: Any) -> dict[str, Any]:
-    """A forwarded write, checked: ``{seq, op, request_id, result, keys}``."""
-    if not isinstance(write, dict) or set(write) != set(WRITE_FIELDS):
-        raise InvalidRequest(f"a forwarded write is {{{', '.join(WRITE_FIELDS)}}}")
-    if not isinstance(write["op"], dict) or not isinstance(write["keys"], list):
-        raise InvalidRequest("a forwarded write's op is a dict and its keys a list")
-    return {**write, "seq": _seq(write["seq"]),
-            "request_id": check_request_id(write["request_id"])}
+    def _forwarded(self, write: Any) -> dict[str, Any]:
+        """A forwarded write ``{seq, op, request_id, result, keys}``: an operation of this
+        group's machine and its result, with the read keys they change."""
+        fields = check_fields(write, "forwarded write", WRITE_FIELDS)
+        op, result = self.group.machine.check_write(fields["op"], fields["result"])
+        keys = fields["keys"]
+        if not isinstance(keys, list) or [check_read_key(k) for k in keys] != \
+                self.group.machine.keys(op, result):
+            raise InvalidRequest("a forwarded write's keys must be those its op changes",
+                                 field="keys")
+        return {"seq": check_int(fields["seq"], "seq", low=1, high=MAX_POSITION), "op": op,
+                "request_id": check_request_id(fields["request_id"]), "result": result,
+                "keys": keys}

@@ -79,6 +79,13 @@ class StateMachine(Protocol):
     def keys(self, op: dict[str, Any], result: Any) -> list[str]:
         """The read keys a write changes (``item:1``, ``topic:…``): what turns dirty."""
 
+    def check_write(self, op: Any, result: Any) -> tuple[dict[str, Any], Any]:
+        """A forwarded write's operation and result, checked: InvalidRequest unless ``op`` is
+        one this machine's primary makes, and ``result`` one its ``apply`` returns."""
+
+    def check_snapshot(self, snapshot: Any) -> dict[str, Any]:
+        """A snapshot of this machine's database, checked table by table, row by row."""
+
 
 class _Request(Write):
     """A write waiting at the primary: the batch that takes it sets its outcome and ``done``."""

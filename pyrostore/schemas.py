@@ -9,21 +9,112 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyrostore.errors import ConfigError, InvalidRequest, NotFound, OutOfStock
-from pyrostore.models import Book, Order, View, check_cost, check_item, check_stock, check_text
+from pyrostore.models import (
+    MAX_COST,
+    MAX_POSITION,
+    MAX_QUANTITY,
+    Book,
+    Order,
+    View,
+    check_cost,
+    check_count,
+    check_customer,
+    check_fields,
+    check_int,
+    check_item,
+    check_quantity,
+    check_request_id,
+    check_stock,
+    check_stored_text,
+    check_text,
+    check_time,
+)
 from pyrostore.store import Database, open_locked
+
+
+class Table(NamedTuple):
+    """A table as a snapshot carries it: its columns in order, each with its check, and the
+    columns whose values are unique."""
+
+    columns: tuple[tuple[str, Callable[[Any], Any]], ...]
+    unique: tuple[str, ...]
+
+
+def _text(name: str) -> Callable[[Any], Any]:
+    return lambda value: check_stored_text(value, name)
+
+
+def _json_text(name: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        try:
+            return json.loads(check_stored_text(value, name))
+        except ValueError:
+            raise InvalidRequest(f"{name} must be JSON text", field=name) from None
+    return check
+
+
+def _amount(value: Any) -> float:
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or not 0 <= value <= MAX_COST * MAX_QUANTITY):
+        raise InvalidRequest("total must be a finite amount", field="total")
+    return float(value)
+
+
+REQUESTS = Table((("request_id", check_request_id), ("fingerprint", _json_text("fingerprint")),
+                  ("result", _json_text("result")),
+                  ("seq", lambda v: check_int(v, "seq", low=1, high=MAX_POSITION))),
+                 unique=("request_id",))
+"""The request ids every replica database keeps (:mod:`pyrostore.store`)."""
+
+
+def check_snapshot(snapshot: Any, tables: dict[str, Table]) -> dict[str, Any]:
+    """A snapshot (``{applied, tables}``, as :meth:`Database.snapshot` makes it) of a database
+    with these tables and the request ids, checked row by row before any of it is installed."""
+    fields = check_fields(snapshot, "snapshot", ("applied", "tables"))
+    applied = check_count(fields["applied"], "applied")
+    all_tables = {"requests": REQUESTS, **tables}
+    rows = check_fields(fields["tables"], "snapshot's tables", tuple(all_tables))
+    for name, table in all_tables.items():
+        _check_rows(name, table, rows[name])
+    if any(row[3] > applied for row in rows["requests"]):
+        raise InvalidRequest("a snapshot's request is beyond its applied position")
+    return snapshot
+
+
+def _check_rows(name: str, table: Table, rows: Any) -> None:
+    if not isinstance(rows, list):
+        raise InvalidRequest(f"a snapshot's {name} must be a list of rows")
+    width = len(table.columns)
+    seen: dict[str, set[Any]] = {column: set() for column in table.unique}
+    for row in rows:
+        if not isinstance(row, list | tuple) or len(row) != width:
+            raise InvalidRequest(f"a row of {name} has {width} columns")
+        for (column, check), value in zip(table.columns, row, strict=True):
+            check(value)
+            if column in seen:
+                if value in seen[column]:
+                    raise InvalidRequest(f"{name}.{column} {str(value)[:40]!r} appears twice")
+                seen[column].add(value)
 
 
 class CatalogStore(Database):
     """The books of one catalog replica."""
 
     state_tables = ("books",)
+    tables = {"books": Table((
+        ("item", check_item), ("title", _text("title")), ("topic", _text("topic")),
+        ("topic_key", _text("topic_key")), ("stock", check_stock), ("cost", check_cost),
+        ("version", lambda v: check_count(v, "version"))), unique=("item",))}
+    """The tables a snapshot carries, and what each column holds."""
     schema = """
     CREATE TABLE IF NOT EXISTS books (
         item      INTEGER PRIMARY KEY,
@@ -139,6 +230,13 @@ class OrderStore(Database):
     """The order log of one order replica."""
 
     state_tables = ("orders",)
+    tables = {"orders": Table((
+        ("order_id", lambda v: check_int(v, "order_id", low=1, high=MAX_POSITION)),
+        ("item", check_item), ("title", _text("title")), ("qty", check_quantity),
+        ("unit_cost", check_cost), ("total", _amount), ("request_id", check_request_id),
+        ("created_at", lambda v: check_time(v, "created_at")), ("customer", check_customer)),
+        unique=("order_id", "request_id"))}
+    """The tables a snapshot carries, and what each column holds."""
     schema = """
     CREATE TABLE IF NOT EXISTS orders (
         order_id   INTEGER PRIMARY KEY,

@@ -21,8 +21,8 @@ OVER = LEASE * LEASE_MARGIN
 def renewal(group: str, replica: int, *, seq: int = 1, incarnation: str = "",
             applied: int = 0, epoch: int = 0, state: str = "joining") -> dict[str, Any]:
     return {"op": "renew", "renewal": Renewal(
-        group, replica, incarnation or f"inc-{replica}", seq, f"PYRO:r{replica}@h:1", applied,
-        epoch, state).to_wire()}
+        group, replica, incarnation or f"inc-{replica}", seq,
+        f"PYRO:pyrostore.{group}.{replica}@h:1", applied, epoch, state).to_wire()}
 
 
 class Plane:

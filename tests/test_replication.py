@@ -378,17 +378,23 @@ def test_a_group_whose_members_all_died_recovers_when_they_return(cluster: Clust
 
 
 def test_a_backup_fences_off_a_stale_primary_and_a_foreign_write(cluster: Cluster) -> None:
+    with Client(settings=cluster.settings) as client:  # a write for the forged one to clash with
+        client.update(5, stock_delta=1)
+    wait_until(lambda: level(cluster, "catalog"), what="both level")
     current = view(cluster, "catalog")
     leader, epoch = current["primary"], current["epoch"]
     snapshots = snapshots_installed(cluster, "catalog")
     op = {"op": "update", "item": 2, "cost": 999.0, "stock_delta": None}
 
     def forward(seq: int) -> list[dict[str, Any]]:
-        return [{"seq": seq, "op": op, "request_id": uuid.uuid4().hex, "result": {},
+        book = {"item": 2, "title": "RPCs for Dummies", "topic": "distributed systems",
+                "stock": 4, "cost": 999.0, "version": seq}
+        return [{"seq": seq, "op": op, "request_id": uuid.uuid4().hex, "result": book,
                  "keys": ["item:2"]}]
 
     applied = info(cluster, "catalog", 3 - leader)["applied"]
-    with peer(cluster, "catalog", 3 - leader) as backup, pytest.raises(NotServing):
+    with tls.acting_as(identity("node")), peer(cluster, "catalog", 3 - leader) as backup, \
+            pytest.raises(NotServing):
         backup.replicate(epoch, forward(applied), applied)  # held, under another request id
     # it stepped down and rejoins by snapshot (so fast, on an idle machine, that its state may
     # already read "backup" again: the new epoch and the snapshot are what show it)
@@ -397,7 +403,7 @@ def test_a_backup_fences_off_a_stale_primary_and_a_foreign_write(cluster: Cluste
     assert snapshots_installed(cluster, "catalog") > snapshots
     epoch = view(cluster, "catalog")["epoch"]
     applied = info(cluster, "catalog", 3 - leader)["applied"]
-    with peer(cluster, "catalog", 3 - leader) as backup:
+    with tls.acting_as(identity("node")), peer(cluster, "catalog", 3 - leader) as backup:
         backup.position(epoch + 1)  # a newer primary has spoken to it...
         with pytest.raises(StaleEpoch):  # ...so a delayed forward from this epoch is refused
             backup.replicate(epoch, forward(applied + 1), 0)

@@ -200,3 +200,19 @@ def test_outcome_text_in_plain_words() -> None:
         "Out of stock: only 4 of item 2 in stock, 5 asked for")
     assert outcome_text(NotFound("no book with item number 99")).plain.startswith("Not found")
     assert outcome_text(Unavailable("down")).plain.startswith("Store unreachable")
+
+
+def test_no_control_character_from_the_store_reaches_the_terminal() -> None:
+    hostile = "Evil\x1b[31m red\x00 \u202eesrever\n[bold]markup[/]"
+    book = {"item": 9, "title": hostile, "topic": hostile, "stock": 1, "cost": 2.0}
+    order = {"order_id": 1, "created_at": 0, "item": 9, "title": hostile, "qty": 1,
+             "unit_cost": 2.0, "total": 2.0}
+    service = {"role": hostile, "id": 1, "state": hostile, "uri": hostile, "epoch": hostile}
+    for renderable in (book_table([book]), order_table([order]), status_table([service]),
+                       cluster_table([service]), outcome_text(OutOfStock(hostile)),
+                       settings_table({"PYROSTORE_X": hostile})):
+        text = render(renderable)  # to Console(file=io.StringIO(), color_system=None)
+        assert "\x00" not in text and "\x1b" not in text and "\u202e" not in text
+        assert "\ufffd" in text  # shown, visibly replaced
+    for row in (*book_rows([book]), *order_rows([order])):
+        assert all("\x1b" not in cell and "\x00" not in cell for cell in row)

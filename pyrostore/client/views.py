@@ -2,11 +2,17 @@
 
 The CLI prints them and the terminal client reuses them; tests render them to a
 ``Console(file=io.StringIO())``. Nothing here talks to the store.
+
+Every text from the store goes through :func:`clean` (and :func:`cell`, a ``Text`` of it, which
+rich never reads as markup): a title with an escape sequence or a NUL, from data older than
+the store's checks or from a misbehaving service, shows a visible U+FFFD where the control
+character was and never reaches the terminal raw.
 """
 
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import PurePath
@@ -26,6 +32,26 @@ STATE_STYLES = {
     "joining": "yellow",
     "down": "bold red",
 }
+
+
+UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+"""Unicode categories never shown as they are: controls (escape, NUL, newline), formatting
+(bidirectional overrides), surrogates, line and paragraph separators."""
+REPLACEMENT = "\ufffd"
+
+
+def clean(value: Any) -> str:
+    """``value`` as text safe to show: each control or format character becomes U+FFFD."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(REPLACEMENT if unicodedata.category(char) in UNSAFE_CATEGORIES else char
+                   for char in text)
+
+
+def cell(value: Any, style: str = "") -> Text:
+    """A table cell of ``value`` from the store: cleaned, and never read as markup."""
+    return Text(clean(value), style=style)
 
 
 def money(value: float) -> str:
@@ -50,8 +76,8 @@ def _book_cell(book: Mapping[str, Any], column: str) -> Text:
     if value is None:
         return Text("")
     if column == "cost":
-        return Text(money(value))
-    return Text(str(value), style="red" if column == "stock" and value == 0 else "")
+        return cell(money(value))
+    return cell(value, style="red" if column == "stock" and value == 0 else "")
 
 
 def order_table(orders: Iterable[Mapping[str, Any]], *, title: str | None = None) -> Table:
@@ -62,15 +88,9 @@ def order_table(orders: Iterable[Mapping[str, Any]], *, title: str | None = None
                          no_wrap=name == "when")
     for order in orders:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(order["created_at"]))
-        table.add_row(
-            str(order["order_id"]),
-            when,
-            str(order["item"]),
-            order["title"],
-            str(order["qty"]),
-            money(order["unit_cost"]),
-            money(order["total"]),
-        )
+        table.add_row(cell(order["order_id"]), when, cell(order["item"]), cell(order["title"]),
+                      cell(order["qty"]), cell(money(order["unit_cost"])),
+                      cell(money(order["total"])))
     return table
 
 
@@ -84,27 +104,21 @@ def status_table(services: Iterable[Mapping[str, Any]], *, title: str | None = N
         )
     for row in services:
         state, epoch, applied = _progress(row)
-        table.add_row(
-            str(row.get("role", "")),
-            _cell(row.get("id")),
-            Text(state, style=STATE_STYLES.get(state, "")),
-            epoch,
-            applied,
-            _cell(row.get("pid")),
-            str(row.get("uri", "")),
-        )
+        table.add_row(cell(row.get("role", "")), _cell(row.get("id")),
+                      cell(state, style=STATE_STYLES.get(state, "")), epoch, applied,
+                      _cell(row.get("pid")), cell(row.get("uri", "")))
     return table
 
 
 COORDINATOR_CAPTION = "coordinators: state is the Raft state, epoch the term, applied the commit"
 
 
-def _progress(row: Mapping[str, Any]) -> tuple[str, str, str]:
+def _progress(row: Mapping[str, Any]) -> tuple[str, Text, Text]:
     """A service's state, epoch and applied cells (a coordinator's Raft state, term, commit)."""
-    state = str(row.get("state", "?"))
+    state = clean(row.get("state", "?"))
     raft = row.get("raft")
     if row.get("role") == "coordinator" and isinstance(raft, Mapping):
-        return state, f"term {_cell(raft.get('term'))}", _cell(raft.get("commit"))
+        return state, Text("term ") + _cell(raft.get("term")), _cell(raft.get("commit"))
     return state, _cell(row.get("epoch")), _cell(row.get("applied"))
 
 
@@ -117,11 +131,11 @@ def group_table(groups: Mapping[str, Mapping[str, Any]], *, title: str | None = 
         replicas = view.get("replicas", {})
         for replica_id, replica in sorted(replicas.items(), key=lambda kv: int(kv[0])):
             part = _part(view, int(replica_id), replica)
-            table.add_row(group, str(view["epoch"]), replica_id,
+            table.add_row(cell(group), cell(view["epoch"]), cell(replica_id),
                           Text(part, style=STATE_STYLES.get(part.split()[0], "")),
-                          str(replica["applied"]), f"{replica['lease_left']:.2f} s")
+                          cell(replica["applied"]), f"{replica['lease_left']:.2f} s")
         if not replicas:
-            table.add_row(group, str(view["epoch"]), "-", "no replica yet", "-", "-")
+            table.add_row(cell(group), cell(view["epoch"]), "-", "no replica yet", "-", "-")
     return table
 
 
@@ -149,7 +163,7 @@ def cache_table(services: Iterable[Mapping[str, Any]], *, title: str | None = No
             table.add_row(_cell(row.get("id")), *("-" for _ in columns),
                           "down" if row.get("state") == "down" else "off")
             continue
-        table.add_row(_cell(row.get("id")), *(str(cache.get(c, 0)) for c in columns),
+        table.add_row(_cell(row.get("id")), *(cell(cache.get(c, 0)) for c in columns),
                       f"{cache.get('lease_left', 0):.2f} s")
     return table
 
@@ -160,7 +174,7 @@ def settings_table(values: Mapping[str, str]) -> Table:
     table.add_column("setting")
     table.add_column("value")
     for key, value in values.items():
-        table.add_row(key, value)
+        table.add_row(cell(key), cell(value))
     return table
 
 
@@ -188,14 +202,14 @@ def certificate_table(certificates: Iterable[Mapping[str, Any]], *, title: str |
     return table
 
 
-def _cell(value: Any) -> str:
-    return "-" if value is None else str(value)
+def _cell(value: Any) -> Text:
+    return Text("-") if value is None else cell(value)
 
 
 def book_rows(books: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str, str, str]]:
     """Rows of the client's book table: item, title, topic, stock, cost."""
-    return [(str(b["item"]), b["title"], b["topic"], str(b["stock"]), money(b["cost"]))
-            for b in books]
+    return [(clean(b["item"]), clean(b["title"]), clean(b["topic"]), clean(b["stock"]),
+             money(b["cost"])) for b in books]
 
 
 def filter_books(books: Iterable[Mapping[str, Any]], *, topic: str | None = None,
@@ -209,8 +223,9 @@ def filter_books(books: Iterable[Mapping[str, Any]], *, topic: str | None = None
 
 def order_rows(orders: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str, str, str, str]]:
     """Rows of the client's order table: order, when, item, qty, title, total."""
-    return [(str(o["order_id"]), time.strftime("%H:%M:%S", time.localtime(o["created_at"])),
-             str(o["item"]), str(o["qty"]), o["title"], money(o["total"])) for o in orders]
+    return [(clean(o["order_id"]), time.strftime("%H:%M:%S", time.localtime(o["created_at"])),
+             clean(o["item"]), clean(o["qty"]), clean(o["title"]), money(o["total"]))
+            for o in orders]
 
 
 def cluster_table(services: Iterable[Mapping[str, Any]], *, title: str | None = None) -> Table:
@@ -222,10 +237,10 @@ def cluster_table(services: Iterable[Mapping[str, Any]], *, title: str | None = 
                                                  r.get("id") or 0)):
         state, epoch, applied = _progress(row)
         cache = row.get("cache") or {}
-        table.add_row(f"{row.get('role')} {row.get('id')}",
+        table.add_row(cell(f"{row.get('role')} {row.get('id')}"),
                       Text(state, style=STATE_STYLES.get(state, "")), epoch, applied,
                       _cell(row.get("pid")),
-                      f"{cache['hits']}/{cache['misses']}" if cache else "")
+                      cell(f"{cache['hits']}/{cache['misses']}") if cache else "")
     return table
 
 
@@ -236,8 +251,8 @@ def outcome_text(result: Mapping[str, Any] | BaseException) -> Text:
     """A buy's outcome in plain words: the order, or what went wrong."""
     if isinstance(result, BaseException):
         kind = ERROR_WORDS.get(type(result).__name__, "Failed")
-        return Text(f"{kind}: {result}", style="bold red")
-    return Text(f"Order {result['order_id']}: {result['qty']} x {result['title']} = "
+        return cell(f"{kind}: {result}", style="bold red")
+    return cell(f"Order {result['order_id']}: {result['qty']} x {result['title']} = "
                 f"{money(result['total'])}", style="bold green")
 
 
