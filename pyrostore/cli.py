@@ -22,6 +22,7 @@ from typing import Any
 
 import Pyro5.errors
 from rich.console import Console, Group
+from rich.text import Text
 
 from pyrostore import certs, limits, tls
 from pyrostore.catalog import CatalogReplica
@@ -31,6 +32,7 @@ from pyrostore.client.views import (
     book_table,
     cache_table,
     certificate_table,
+    clean,
     group_table,
     order_table,
     settings_table,
@@ -335,7 +337,7 @@ def cmd_topics(args: argparse.Namespace, settings: Settings, console: Console) -
     """The topics."""
     with Client(settings=settings) as store:
         topics = store.topics()
-    return _show(console, args, topics, lambda: "\n".join(topics))
+    return _show(console, args, topics, lambda: Text("\n".join(map(clean, topics))))
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings, console: Console) -> int:

@@ -27,15 +27,19 @@ class Hooks:
 
     def arm(self, name: str, seconds: float) -> None:
         """Hold the next request that reaches ``name`` for up to ``seconds``."""
-        if not self.enabled or name not in self.names:
+        if not isinstance(name, str) or not self.enabled or name not in self.names:
             raise InvalidRequest(f"no test hook {name!r} here (hooks: {sorted(self.names)}; "
                                  "they need PYROSTORE_TEST_HOOKS=1)")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
+                or not 0 <= seconds <= 600:
+            raise InvalidRequest("a test hook holds a request for 0 to 600 seconds")
         with self._lock:
             if name not in self._waiting:  # a held request keeps the arming it waits on
                 self._armed[name] = (float(seconds), threading.Event())
 
     def release(self, name: str) -> None:
         """Let the request held at ``name`` go on (and disarm it)."""
+        _check_name(name)
         with self._lock:
             armed = self._armed.pop(name, None)
         if armed is not None:
@@ -43,6 +47,7 @@ class Hooks:
 
     def waiting(self, name: str) -> bool:
         """Whether a request is held at ``name`` now."""
+        _check_name(name)
         with self._lock:
             return name in self._waiting
 
@@ -62,3 +67,8 @@ class Hooks:
                 self._waiting.discard(name)
                 if self._armed.get(name) is armed:
                     del self._armed[name]
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str) or len(name) > 64:
+        raise InvalidRequest("a test hook's name is a string of at most 64 characters")

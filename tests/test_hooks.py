@@ -158,3 +158,14 @@ def test_release_after_rearming_lets_the_held_request_go() -> None:
     hooks.arm("before_commit", 1.0)  # a test arms again while the first request is held
     hooks.release("before_commit")
     assert held.passed.wait(0.3), "release() did not let the held request go"
+
+
+@pytest.mark.parametrize(("name", "seconds"), [(["x"], 1.0), ("hold", True), ("hold", -1),
+                                               ("hold", 10**9), ("hold", "1")])
+def test_arming_with_junk_is_an_invalid_request(name: object, seconds: object) -> None:
+    hooks = Hooks(enabled=True, names=["hold"])
+    with pytest.raises(InvalidRequest):
+        hooks.arm(name, seconds)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest):
+        hooks.release(["x"])  # type: ignore[arg-type]
+    assert not hooks._armed
