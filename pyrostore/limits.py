@@ -26,8 +26,9 @@ from Pyro5 import serializers
 
 ACCEPTED_SERIALIZERS = ("msgpack", "serpent", "json")
 """The serializers a store daemon decodes: the store's own and those of Pyro5's tools."""
-MAX_MESSAGE_SIZE = 16 * 1024 * 1024
-"""Bytes of the largest message a daemon reads (a snapshot of a large order log fits)."""
+MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+"""Bytes of the largest message a daemon reads: above the largest the store sends (a snapshot
+travels in parts of about 1 MiB of rows, :mod:`pyrostore.snapshots`)."""
 IDLE_TIMEOUT = 10.0
 """Seconds a connection may stay silent before the daemon closes it (Pyro5's COMMTIMEOUT,
 which is also each socket operation's timeout)."""

@@ -38,6 +38,7 @@ from pyrostore.discovery import Coordinators, peer_uri, service_name
 from pyrostore.errors import NotServing, PyrostoreError, StaleEpoch
 from pyrostore.models import View, view_uris
 from pyrostore.replica_core import ReplicaCore, needs_snapshot
+from pyrostore.snapshots import split
 from pyrostore.store import Database
 from pyrostore.transport import TRANSPORT_FAILURES, ProxyPool
 
@@ -109,7 +110,7 @@ class Membership:
             with self.changed:
                 self.check_serving(("primary",))
                 epoch = self.core.view.epoch
-            self._bulk.call(peer_uri(uri), "install_snapshot", epoch, self.db.snapshot())
+            self._send_snapshot(peer_uri(uri), epoch, self.db.snapshot())
             try:
                 answer: dict[str, Any] = self._coordinators.command("add_member", {
                     "group": self.role, "epoch": epoch, "primary": self.replica_id,
@@ -123,6 +124,11 @@ class Membership:
                 raise
             self._adopt(View.from_wire(answer), view_uris(answer))
         return answer
+
+    def _send_snapshot(self, uri: str, epoch: int, snapshot: dict[str, Any]) -> None:
+        """``snapshot`` to the peer at ``uri``, in parts that each fit a message."""
+        for part in split(snapshot):
+            self._bulk.call(uri, "install_snapshot", epoch, part)
 
     def request_at(self, seq: int) -> str | None:
         """The request id of this replica's write ``seq`` (levelling compares it)."""
@@ -237,7 +243,7 @@ class Membership:
                                   request_at_applied=(self.peers.call(uri, "request_at", applied)
                                                       if position == applied else None)):
                     snapshot = snapshot or self.db.snapshot()
-                    self._bulk.call(uri, "install_snapshot", view.epoch, snapshot)
+                    self._send_snapshot(uri, view.epoch, snapshot)
                 self.peers.call(uri, "committed", view.epoch, applied)
                 return snapshot
             except StaleEpoch:

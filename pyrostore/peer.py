@@ -14,6 +14,7 @@ well-formed message is then fenced by epoch below, in
 from __future__ import annotations
 
 import itertools
+import threading
 from typing import Any
 
 import Pyro5.api
@@ -34,6 +35,7 @@ from pyrostore.models import (
     service_name,
 )
 from pyrostore.replication import MAX_BATCH, WRITE_FIELDS, ReplicatedGroup
+from pyrostore.snapshots import Assembly
 
 
 @timed_methods
@@ -46,6 +48,8 @@ class PeerEndpoint:
         self.group = group
         self.member = group.member
         self.metrics = metrics
+        self._assembly = Assembly()
+        self._assembly_lock = threading.Lock()
 
     @Pyro5.api.expose
     @allow(NODE)
@@ -68,10 +72,14 @@ class PeerEndpoint:
 
     @Pyro5.api.expose
     @allow(NODE)
-    def install_snapshot(self, epoch: int, snapshot: dict[str, Any]) -> None:
-        """Replace this replica's whole state by the primary's."""
+    def install_snapshot(self, epoch: int, part: dict[str, Any]) -> None:
+        """One part of the primary's snapshot (:mod:`pyrostore.snapshots`); with the last,
+        replace this replica's whole state by it."""
         epoch = check_count(epoch, "epoch")
-        self.member.install_snapshot(epoch, self.group.machine.check_snapshot(snapshot))
+        with self._assembly_lock:
+            whole = self._assembly.add(part)
+        if whole is not None:
+            self.member.install_snapshot(epoch, self.group.machine.check_snapshot(whole))
 
     @Pyro5.api.expose
     @allow(NODE)
