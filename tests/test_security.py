@@ -36,7 +36,7 @@ from pyrostore.discovery import find, name_server, name_server_uri, peer_uri, se
 from pyrostore.errors import ConfigError, Forbidden, NotFound
 from pyrostore.frontend import Frontend
 from pyrostore.launcher import Cluster
-from pyrostore.nameserver import GuardedNameServer
+from pyrostore.nameserver import GuardedNameServer, run_name_server
 from pyrostore.order import OrderReplica
 from pyrostore.peer import PeerEndpoint
 from pyrostore.transport import make_proxy
@@ -575,6 +575,22 @@ def test_every_method_of_pyro5s_name_server_is_guarded() -> None:
     for name in Pyro5.server._get_exposed_members(nameserver.NameServer)["methods"]:
         assert getattr(GuardedNameServer, name) is not getattr(nameserver.NameServer, name)
         assert getattr(GuardedNameServer, name).allowed_roles, name
+
+
+def test_a_method_pyro5_adds_to_its_name_server_is_not_served_unguarded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pyro5 exposes its NameServer class-wide: a method a newer Pyro5 adds would be served,
+    open to every role, by the guarded subclass that does not override it."""
+    def purge(self: nameserver.NameServer) -> None:
+        """What a newer Pyro5 might add."""
+
+    def serve(*_: object, **__: object) -> None:
+        raise AssertionError("the name server was served")
+
+    monkeypatch.setattr(nameserver.NameServer, "purge", Pyro5.api.expose(purge), raising=False)
+    monkeypatch.setattr(nameserver.NameServerDaemon, "requestLoop", serve)
+    with pytest.raises(ConfigError, match="purge"):
+        run_name_server(make_settings(tmp_path))
 
 
 def test_the_daemons_own_object_tells_a_shopper_only_names(store: Cluster,
