@@ -12,7 +12,9 @@ calls :func:`install` once, before any daemon starts, and then:
   annotation with ``marshal`` itself, past the refusal above: 5 bytes claim 16 GiB);
 - a connection that sends nothing for :data:`IDLE_TIMEOUT` seconds is closed, and up to
   :data:`WORKER_THREADS` connections are served at once (Pyro5's thread-pool server gives
-  each its own thread: 2,000 idle connections and a slow sender leave room for real callers).
+  each its own thread: 2,000 idle connections and a slow sender leave room for real callers);
+- the process may open :data:`OPEN_FILES` descriptors (or its hard limit, if lower): a shell's
+  default soft limit, 1024, would run out long before the worker threads do.
 
 Connections the store keeps open to itself are dropped by the pool that holds them before
 the other side's idle timeout can close them mid-call (see :mod:`pyrostore.transport`).
@@ -20,6 +22,7 @@ the other side's idle timeout can close them mid-call (see :mod:`pyrostore.trans
 
 from __future__ import annotations
 
+import resource
 import threading
 from typing import Any
 
@@ -40,6 +43,9 @@ WORKER_THREADS = 4096
 """Connections one daemon serves at once (each holds a thread while it is open)."""
 WORKER_STACK = 1024 * 1024
 """Bytes of stack per thread: a worker needs little, and thousands of them must fit."""
+OPEN_FILES = 65536
+"""File descriptors a store process asks for (its soft limit), at most its hard limit: each
+connection holds one, and a daemon serves up to :data:`WORKER_THREADS` of them."""
 _REFUSED_FLAGS = {protocol.FLAGS_COMPRESSED: "compressed messages",
                   protocol.FLAGS_KEEPSERIALIZED: "serialized blobs"}
 _add_payload = protocol.ReceivingMessage.add_payload
@@ -83,3 +89,7 @@ def install() -> None:
     pyro_config.THREADPOOL_SIZE = WORKER_THREADS
     pyro_config.SOCK_NODELAY = True  # small request/response messages: never wait for Nagle
     threading.stack_size(WORKER_STACK)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
