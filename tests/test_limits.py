@@ -33,14 +33,14 @@ from pyrostore.transport import make_proxy
 from tests.attackers import address, client_context, connect_message, open_tls, views
 from tests.conftest import identity, start_cluster, wait_until
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
+pytestmark = pytest.mark.timeout(300)
 
 IDLE = 2000
 """Connections per service that never send a TLS ClientHello."""
 HANDSHAKEN = 50
 """Connections per service that complete a TLS handshake with a valid certificate, then idle."""
-LOOKUPS, BUYS, ROUNDS = 100, 30, 3
-"""Each measurement: ``LOOKUPS`` lookups then ``BUYS`` buys, timed; the best of ``ROUNDS``."""
+LOOKUPS, BUYS = 100, 30
+"""A round of a measurement: ``LOOKUPS`` lookups, then ``BUYS`` buys."""
 SHELL_OPEN_FILES = 1024
 """The soft limit on open files a login shell usually gives the processes it starts."""
 
@@ -182,22 +182,33 @@ def _dropped(sock: socket.socket) -> bool:
         return True
 
 
-def rates(store_client: Client) -> tuple[float, float]:
-    """Lookups and buys per second, the best of :data:`ROUNDS` measurements."""
-    def rate(calls: int, call: Callable[[int], object]) -> float:
+def rates(store_client: Client, *, seconds: float,
+          sample: Callable[[], object] = lambda: None) -> tuple[float, float]:
+    """Lookups and buys per second, over rounds of :data:`LOOKUPS` lookups then :data:`BUYS`
+    buys for at least ``seconds`` (each call timed, so that a stall anywhere counts); calls
+    ``sample`` after each round."""
+    timed = {"lookup": [0, 0.0], "buy": [0, 0.0]}
+
+    def time_calls(method: str, calls: int, call: Callable[[int], object]) -> None:
         started = time.perf_counter()
         for number in range(calls):
             call(number)
-        return calls / (time.perf_counter() - started)
+        timed[method][0] += calls
+        timed[method][1] += time.perf_counter() - started
 
-    measured = [(rate(LOOKUPS, lambda n: store_client.lookup(n % 7 + 1)),
-                 rate(BUYS, lambda n: store_client.buy(1)))
-                for _ in range(ROUNDS)]
-    return max(m[0] for m in measured), max(m[1] for m in measured)
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        time_calls("lookup", LOOKUPS, lambda n: store_client.lookup(n % 7 + 1))
+        time_calls("buy", BUYS, lambda n: store_client.buy(1))
+        sample()
+    return timed["lookup"][0] / timed["lookup"][1], timed["buy"][0] / timed["buy"][1]
 
 
+@pytest.mark.slow
 def test_idle_connections_and_a_slow_sender_leave_room_for_real_callers(
         store_from_a_shell: Cluster) -> None:
+    """Measured under load for longer than the crowd's first connections live, so that the
+    service closing them and the crowd opening new ones fall within the measurement."""
     store = store_from_a_shell
     settings = store.settings
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # limits.install() raised it
@@ -214,22 +225,26 @@ def test_idle_connections_and_a_slow_sender_leave_room_for_real_callers(
         assert open_files_limit(pid) >= min(hard, limits.OPEN_FILES), name
 
     with Client(settings=settings) as admin:
-        admin.update(1, stock_delta=2 * ROUNDS * BUYS + 100)
+        admin.update(1, stock_delta=100_000)
     shopper = identity("client", "shopper")
     targets = [Target(address(uri), Pyro5.core.URI(uri).object, pids[name])
                for name, uri in loaded.items()]
+    held: list[int] = []
     with tls.acting_as(shopper), Client(settings=settings) as store_client:
-        rates(store_client)  # warm up: connections made, pages touched
-        normal = rates(store_client)
+        rates(store_client, seconds=1.0)  # warm up: connections made, pages touched
+        normal = rates(store_client, seconds=5.0)
         with Crowd(targets, shopper, idle=IDLE, handshaken=HANDSHAKEN) as crowd:
             wait_until(lambda: all(threads_of(pid) >= IDLE for pid in pids.values()),
                        timeout=60, what=f"every service to hold {IDLE} connections")
-            under_load = rates(store_client)
-            held = {name: threads_of(pid) for name, pid in pids.items()}
+            under_load = rates(store_client, seconds=2 * limits.IDLE_TIMEOUT + 5,
+                               sample=lambda: held.append(min(map(threads_of, pids.values()))))
     print(f"\nlookups/s {normal[0]:.0f} normally, {under_load[0]:.0f} under load; "
-          f"buys/s {normal[1]:.0f} normally, {under_load[1]:.0f} under load; threads after "
-          f"{held}; {crowd.replaced} connections replaced, {crowd.dripped} bytes dripped")
-    assert all(count >= 0.95 * IDLE for count in held.values()), held  # still there at the end
+          f"buys/s {normal[1]:.0f} normally, {under_load[1]:.0f} under load; threads held "
+          f"{min(held)}..{max(held)}, mean {sum(held) / len(held):.0f}; {crowd.replaced} "
+          f"connections replaced, {crowd.dripped} bytes dripped")
+    assert crowd.replaced >= IDLE  # the measurement saw the first of the crowd go and return
+    # it dips while a service closes one generation of the crowd and the next comes in
+    assert sum(held) / len(held) >= 0.75 * IDLE, "the crowd was not held"
     assert under_load[0] >= 0.5 * normal[0], "lookups slowed down by more than half"
     assert under_load[1] >= 0.5 * normal[1], "buys slowed down by more than half"
     wait_until(lambda: all(threads_of(pid) < IDLE / 10 for pid in pids.values()), timeout=60,
