@@ -13,6 +13,9 @@ calls :func:`install` once, before any daemon starts, and then:
 - a connection that sends nothing for :data:`IDLE_TIMEOUT` seconds is closed, and up to
   :data:`WORKER_THREADS` connections are served at once (Pyro5's thread-pool server gives
   each its own thread: 2,000 idle connections and a slow sender leave room for real callers);
+- a connection beyond those is closed at once (Pyro5 would first read a handshake from it in
+  its accept thread, which a peer that sends nothing holds for twice the idle timeout, and
+  the daemon would accept nobody meanwhile);
 - the process may open :data:`OPEN_FILES` descriptors (or its hard limit, if lower): a shell's
   default soft limit, 1024, would run out long before the worker threads do.
 
@@ -28,7 +31,7 @@ from typing import Any
 
 from Pyro5 import config as pyro_config
 from Pyro5 import errors as pyro_errors
-from Pyro5 import protocol, serializers
+from Pyro5 import protocol, serializers, svr_threads
 
 ACCEPTED_SERIALIZERS = ("msgpack", "serpent", "json")
 """The serializers a store daemon decodes: the store's own and those of Pyro5's tools."""
@@ -78,12 +81,18 @@ def _checked_add_payload(message: protocol.ReceivingMessage, payload: bytes) -> 
     _add_payload(message, payload)
 
 
+def _turn_away(job: svr_threads.ClientConnectionJob, reason: str) -> None:
+    """Pyro5's ``denyConnection`` (no worker is free), without its handshake: just close."""
+    job.csock.close()
+
+
 def install() -> None:
     """Apply the limits to this process's Pyro5 (before any daemon or proxy is made)."""
     for name, serializer in serializers.serializers.items():
         if name not in ACCEPTED_SERIALIZERS:
             serializers.serializers_by_id[serializer.serializer_id] = _Refused(name, serializer)
     protocol.ReceivingMessage.add_payload = _checked_add_payload
+    svr_threads.ClientConnectionJob.denyConnection = _turn_away
     pyro_config.MAX_MESSAGE_SIZE = MAX_MESSAGE_SIZE
     pyro_config.COMMTIMEOUT = IDLE_TIMEOUT
     pyro_config.THREADPOOL_SIZE = WORKER_THREADS
