@@ -21,9 +21,10 @@ from typing import Any
 import Pyro5.api
 from Pyro5 import core, nameserver
 
-from pyrostore.access import NODE, ROLES, allow
+from pyrostore.access import NODE, ROLES, allow, unguarded
 from pyrostore.config import Settings
 from pyrostore.datadir import make_private, sqlite_files
+from pyrostore.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,10 @@ def run_name_server(settings: Settings, *, storage: str | None = None) -> None:
         host=settings.ns_host, port=settings.ns_port, enableBroadcast=False, storage=storage
     )
     guarded = GuardedNameServer(daemon.nameserver.storage)
+    if unguarded(guarded):  # a method a newer Pyro5 added to its NameServer, served as it is
+        daemon.close()
+        raise ConfigError(f"the name server exposes methods open to no role: "
+                          f"{', '.join(unguarded(guarded))} (see pyrostore.access)")
     daemon.unregister(daemon.nameserver)
     daemon.register(guarded, core.NAMESERVER_NAME)
     daemon.nameserver = guarded

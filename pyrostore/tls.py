@@ -7,7 +7,10 @@ from this process's :class:`Identity` (its certificate, key and the store's CA):
 - as a server, TLS 1.2+ with a client certificate of the CA required (``CERT_REQUIRED``);
   the handshake is not made in Pyro5's accept thread but by the worker thread's first read,
   so a peer that connects and stalls holds one worker until the idle timeout, never the
-  accept loop;
+  accept loop; the worker makes it before anything else, and closes a connection that fails
+  it or sends nothing in time without a word (Pyro5 would try to answer such a peer, wait out
+  the timeout a second time, and format a traceback for it: 2,000 of them timing out together
+  held every thread of the daemon behind them for seconds);
 - as a client, the server must present a certificate of the CA for the address dialled
   (its SANs) that may serve TLS (``serverAuth``): only node certificates carry that, so a
   shopper's or an admin's certificate can never pose as a store service.
@@ -25,7 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from Pyro5 import config as pyro_config
-from Pyro5 import socketutil
+from Pyro5 import socketutil, svr_threads
 
 from pyrostore.certs import CertPaths, paths
 from pyrostore.config import Settings
@@ -51,6 +54,23 @@ class _ServerContext(ssl.SSLContext):
         return super().wrap_socket(sock, server_side=server_side,
                                    do_handshake_on_connect=do_handshake_on_connect
                                    and not server_side, **kwargs)
+
+
+_handle_connection = svr_threads.ClientConnectionJob.handleConnection
+
+
+def _handshake_first(job: svr_threads.ClientConnectionJob) -> bool:
+    """Pyro5's ``handleConnection`` (its own handshake), once this worker has made the TLS
+    handshake; a connection that failed it is closed, and the worker is free again."""
+    sock = job.csock.sock
+    if isinstance(sock, ssl.SSLSocket):
+        try:
+            sock.do_handshake()
+        except (OSError, ValueError):  # refused, timed out, or closed by the peer
+            job.csock.close()
+            return False
+    handled: bool = _handle_connection(job)
+    return handled
 
 
 def server_context(identity: Identity) -> ssl.SSLContext:
@@ -128,6 +148,7 @@ def install(identity: Identity | None) -> None:
     pyro_config.SSL_SERVERKEY = pyro_config.SSL_CLIENTKEY = str(identity.key)
     pyro_config.SSL_CACERTS = str(identity.ca)
     socketutil.get_ssl_context = pyro_ssl_context
+    svr_threads.ClientConnectionJob.handleConnection = _handshake_first
     _contexts.context(identity, server=False)  # a bad file fails here, not mid-call
 
 
