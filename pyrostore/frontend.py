@@ -235,9 +235,10 @@ class Frontend(Service):
         return order
 
     @Pyro5.api.expose
-    @allow(*SHOPPERS)
+    @allow(*OPERATORS)
     def status(self) -> list[dict[str, Any]]:
-        """Every registered service of the store and its ``info()`` (``state: down`` if mute)."""
+        """Every registered service of the store and its ``info()`` (``state: down`` if mute);
+        operators only: it names every process and address."""
         return survey(self.settings)
 
     @Pyro5.api.expose

@@ -180,7 +180,7 @@ SERVED: dict[str, type] = {
 }
 """The class of the object each target serves."""
 NOT_FOR_SHOPPERS = {
-    "frontend": {"invalidate", "update", "add_book"},
+    "frontend": {"invalidate", "update", "add_book", "status"},
     "catalog": {"take", "cache_lease", "lookup_at", "search_at", "topics_at", "update",
                 "add_book"},
     "order": {"buy"},
