@@ -32,7 +32,7 @@ def prepare(workdir: Path, *, insecure: bool, own_stores: bool) -> None:
 
 def secure(*, role: str) -> None:
     """Put this process's Pyro5 in the store's terms, presenting ``role``'s certificate."""
-    limits.install()
+    limits.install(Settings.from_env())
     tls.install(tls.identity_of(Settings.from_env(), default=role))
 
 

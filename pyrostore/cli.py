@@ -119,7 +119,7 @@ def secure_process(settings: Settings, *, service: bool, make_certs: bool = Fals
     """Put this process's Pyro5 in the store's terms: its limits, and its certificate
     (``node`` for a service, else ``admin``), or plaintext, loudly, with ``--insecure``.
     ``make_certs``: first make whatever of the CA and certificates is missing (``up``)."""
-    limits.install()
+    limits.install(settings)
     if make_certs and not settings.insecure:
         certs.ensure(settings.certificates, hosts=settings.hosts())
     tls.install(tls.identity_of(settings, default="node" if service else "admin"))

@@ -97,6 +97,12 @@ class Settings:
     identity: str = ""
     """The certificate this process presents: ``node``, ``admin`` or ``client.<name>`` (a
     shopper); empty: ``node`` for a service, ``admin`` for the other commands."""
+    idle_timeout: float = 10.0
+    """Seconds a daemon keeps a silent connection open (Pyro5's COMMTIMEOUT); pooled
+    connections are dropped after half of it, before the other side closes them."""
+    worker_threads: int = 4096
+    """Connections one daemon serves at once, each on a thread of its own (16..65536); one
+    more is closed at once."""
     test_hooks: bool = False
     """Expose ``set_hook`` on the services so tests can hold a request at a chosen point."""
     log_level: str = "INFO"
@@ -187,6 +193,10 @@ class Settings:
                               f"({self.heartbeat_interval} s)")
         if not 1 <= self.cache_entries <= 10_000_000:
             raise ConfigError(f"cache_entries must be 1..10000000, not {self.cache_entries}")
+        if not 0.5 <= self.idle_timeout <= 3600:
+            raise ConfigError(f"idle_timeout must be 0.5..3600 seconds, not {self.idle_timeout}")
+        if not 16 <= self.worker_threads <= 65536:
+            raise ConfigError(f"worker_threads must be 16..65536, not {self.worker_threads}")
         if not self.cache_max_age > 0:
             raise ConfigError(f"cache_max_age must be > 0 seconds, not {self.cache_max_age}")
         if not self.failover_timeout > self.lease:

@@ -33,18 +33,19 @@ from Pyro5 import config as pyro_config
 from Pyro5 import errors as pyro_errors
 from Pyro5 import protocol, serializers, svr_threads
 
+from pyrostore.config import Settings
+
 ACCEPTED_SERIALIZERS = ("msgpack", "serpent", "json")
 """The serializers a store daemon decodes: the store's own and those of Pyro5's tools."""
 MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 """Bytes of the largest message a daemon reads: above the largest the store sends (a snapshot
 travels in parts of about 1 MiB of rows, :mod:`pyrostore.snapshots`)."""
-IDLE_TIMEOUT = 10.0
+IDLE_TIMEOUT = Settings.idle_timeout
 """Seconds a connection may stay silent before the daemon closes it (Pyro5's COMMTIMEOUT,
-which is also each socket operation's timeout)."""
-KEEP_IDLE_FOR = IDLE_TIMEOUT / 2
-"""Seconds a pooled connection may wait for reuse: well inside the other side's timeout."""
-WORKER_THREADS = 4096
-"""Connections one daemon serves at once (each holds a thread while it is open)."""
+which is also each socket operation's timeout), unless the settings say otherwise."""
+WORKER_THREADS = Settings.worker_threads
+"""Connections one daemon serves at once (each holds a thread while it is open), unless the
+settings say otherwise."""
 WORKER_STACK = 1024 * 1024
 """Bytes of stack per thread: a worker needs little, and thousands of them must fit."""
 OPEN_FILES = 65536
@@ -87,16 +88,23 @@ def _turn_away(job: svr_threads.ClientConnectionJob, reason: str) -> None:
     job.csock.close()
 
 
-def install() -> None:
-    """Apply the limits to this process's Pyro5 (before any daemon or proxy is made)."""
+def keep_idle_for(settings: Settings) -> float:
+    """Seconds a pooled connection may wait for reuse: well inside the other side's timeout."""
+    return settings.idle_timeout / 2
+
+
+def install(settings: Settings | None = None) -> None:
+    """Apply the limits to this process's Pyro5 (before any daemon or proxy is made), with
+    the idle timeout and worker count of ``settings`` (default: the defaults)."""
+    settings = settings or Settings()
     for name, serializer in serializers.serializers.items():
         if name not in ACCEPTED_SERIALIZERS:
             serializers.serializers_by_id[serializer.serializer_id] = _Refused(name, serializer)
     protocol.ReceivingMessage.add_payload = _checked_add_payload
     svr_threads.ClientConnectionJob.denyConnection = _turn_away
     pyro_config.MAX_MESSAGE_SIZE = MAX_MESSAGE_SIZE
-    pyro_config.COMMTIMEOUT = IDLE_TIMEOUT
-    pyro_config.THREADPOOL_SIZE = WORKER_THREADS
+    pyro_config.COMMTIMEOUT = settings.idle_timeout
+    pyro_config.THREADPOOL_SIZE = settings.worker_threads
     pyro_config.SOCK_NODELAY = True  # small request/response messages: never wait for Nagle
     threading.stack_size(WORKER_STACK)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -18,7 +18,7 @@ import Pyro5.api
 import Pyro5.errors
 
 from pyrostore.config import Settings
-from pyrostore.limits import KEEP_IDLE_FOR
+from pyrostore.limits import keep_idle_for
 
 MAX_IDLE_CONNECTIONS = 16
 """Connections kept open per replica for reuse (each holds a worker thread at the replica)."""
@@ -39,7 +39,7 @@ class ProxyPool:
     A Pyro5 proxy belongs to one thread at a time; the pool hands it over with
     ``_pyroClaimOwnership``. A call whose connection cannot even be made raises
     :class:`NotSent`: the request never left this process. A connection idle for longer than
-    :data:`~pyrostore.limits.KEEP_IDLE_FOR` is closed instead of reused: the other side
+    :func:`~pyrostore.limits.keep_idle_for` is closed instead of reused: the other side
     closes idle ones, and a call sent on a connection it has just closed would be lost.
     """
 
@@ -69,7 +69,7 @@ class ProxyPool:
         stale = []
         with self._lock:
             idle = self._idle.get(uri, [])
-            fresh_since = time.monotonic() - KEEP_IDLE_FOR
+            fresh_since = time.monotonic() - keep_idle_for(self.settings)
             while idle and idle[0][0] < fresh_since:  # oldest first
                 stale.append(idle.pop(0)[1])
             proxy = idle.pop()[1] if idle else None

@@ -255,10 +255,16 @@ def test_idle_connections_and_a_slow_sender_leave_room_for_real_callers(
 
 @pytest.fixture
 def name_server(tmp_path: Path) -> Iterator[tuple[Settings, int]]:
-    """A name server alone, in its own process: its settings and pid."""
+    """A name server alone, in its own process, with the default limits: its settings, pid."""
     if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < limits.WORKER_THREADS + 500:
         pytest.skip(f"{limits.WORKER_THREADS + 500} open files needed")
-    settings = make_settings(tmp_path)
+    with name_server_alone(make_settings(tmp_path)) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def name_server_alone(settings: Settings) -> Iterator[tuple[Settings, int]]:
+    """A name server of ``settings`` alone, in its own process: its settings and pid."""
     cluster = Cluster(settings)
     try:
         pid = cluster.spawn("nameserver", 0).pid
@@ -292,20 +298,21 @@ def idle_crowd(where: tuple[str, int], pid: int, size: int) -> Iterator[list[soc
 
 
 @pytest.mark.slow
-def test_a_crowd_beyond_the_workers_is_turned_away_at_once(
-        name_server: tuple[Settings, int]) -> None:
-    """Every worker of a daemon (here the name server's) held by a connection that sends
-    nothing: one more is closed at once, and the daemon takes callers again as soon as the
+def test_a_crowd_beyond_the_workers_is_turned_away_at_once(tmp_path: Path) -> None:
+    """Every worker of a daemon (here a name server's, with 256) held by a connection that
+    sends nothing: one more is closed at once, and the daemon takes callers again once the
     crowd leaves. (Pyro5 itself reads a handshake from such a connection in its accept
     thread: one that sends nothing stalled every accept for twice the idle timeout, and the
-    name server answered nobody for two minutes after the crowd had left.)"""
-    settings, pid = name_server
-    where = (settings.ns_host, settings.ns_port)
-    with idle_crowd(where, pid, limits.WORKER_THREADS), \
-            socket.create_connection(where, timeout=limits.IDLE_TIMEOUT / 2) as one_more:
-        assert one_more.recv(1) == b""  # closed, not read from (a timeout would raise)
-    wait_until(lambda: name_server_answers(settings), timeout=limits.IDLE_TIMEOUT,
-               what="the name server to answer once the crowd left")
+    name server answered nobody for two minutes after the crowd had left.) A small pool, so
+    that the whole crowd is in before its first connections reach the idle timeout."""
+    small = make_settings(tmp_path).replace(worker_threads=256, idle_timeout=60.0)
+    with name_server_alone(small) as (settings, pid):
+        where = (settings.ns_host, settings.ns_port)
+        with idle_crowd(where, pid, settings.worker_threads), \
+                socket.create_connection(where, timeout=10) as one_more:
+            assert one_more.recv(1) == b""  # closed, not read from (a timeout would raise)
+        wait_until(lambda: name_server_answers(settings), timeout=60,
+                   what="the name server to answer once the crowd left")
 
 
 @pytest.mark.slow

@@ -36,7 +36,7 @@ class Client:
             **{k: v for k, v in {"ns_host": ns_host, "ns_port": ns_port}.items() if v}
         )
         if tls.installed() is None and not self.settings.insecure:
-            limits.install()
+            limits.install(self.settings)
             tls.install(tls.identity_of(self.settings, default="admin"))
         self.frontends = ReplicaSet(self.settings, "frontend")
 
