@@ -27,6 +27,8 @@ from typing import Any, TypeVar
 
 from Pyro5.api import current_context
 
+from pyrostore.certs import ROLES as CERT_ROLES
+from pyrostore.certs import name_from_subject, role_from_subject
 from pyrostore.errors import Forbidden, InvalidRequest
 
 NODE = "node"
@@ -35,7 +37,8 @@ ADMIN = "admin"
 """Operators: repricing, restocking, new books, every order, figures of every service."""
 CLIENT = "client"
 """Shoppers: browsing, buying, and their own orders."""
-ROLES = frozenset({NODE, ADMIN, CLIENT})
+ROLES = frozenset(CERT_ROLES)
+"""Every role a certificate may carry (the three above)."""
 SHOPPERS = (CLIENT, ADMIN)
 OPERATORS = (NODE, ADMIN)
 
@@ -80,19 +83,8 @@ def _identify(sock: Any) -> Caller:
     if getpeercert is None:  # a plaintext daemon: the store runs --insecure
         return TRUSTED
     subject = (getpeercert() or {}).get("subject", ())
-    role = subject_field(subject, "organizationalUnitName")
-    return Caller(role=role if role in ROLES else None,
-                  name=subject_field(subject, "commonName"), authenticated=True)
-
-
-def subject_field(subject: Any, key: str) -> str | None:
-    """One field of a certificate subject as ``ssl.getpeercert()`` gives it (a tuple of
-    relative distinguished names, each a tuple of ``(key, value)`` pairs)."""
-    for rdn in subject:
-        for field, value in rdn:
-            if field == key:
-                return str(value)
-    return None
+    return Caller(role=role_from_subject(subject), name=name_from_subject(subject),
+                  authenticated=True)
 
 
 def allow(*roles: str) -> Callable[[F], F]:
