@@ -297,6 +297,13 @@ def test_the_table_shows_each_certificate(ca_dir: Path) -> None:
     assert "CA" in text and rows[1]["sha256"][:23] in text
 
 
+def test_a_fingerprint_is_shown_as_it_is_never_as_emoji(ca_dir: Path) -> None:
+    row = {**describe(ca_dir / "ca.crt"), "sha256": "BD:AB:58:F6:74:7E:F9:6F:00"}
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(certificate_table([row]))
+    assert "BD:AB:58:F6:74:7E:F9:6F" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
     assert main(["certs", "init", "--data", str(data)]) == 0

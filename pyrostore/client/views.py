@@ -188,16 +188,17 @@ def certificate_table(certificates: Iterable[Mapping[str, Any]], *, title: str |
         table.add_column(name)
     for cert in certificates:
         expires = datetime.fromisoformat(cert["not_after"])
-        table.add_row(
-            PurePath(cert["path"]).name,
-            "CA" if cert["is_ca"] else _cell(cert["role"]),
+        usage = ", ".join(cert["extended_key_usage"]) or ("certificate signing"
+                                                          if cert["is_ca"] else "")
+        table.add_row(  # every cell Text: a fingerprint's ":AB:" is no emoji, a "[" no markup
+            cell(PurePath(cert["path"]).name),
+            Text("CA") if cert["is_ca"] else _cell(cert["role"]),
             _cell(cert["name"]),
-            ", ".join(cert["sans"]),
-            ", ".join(cert["extended_key_usage"]) or ("certificate signing" if cert["is_ca"]
-                                                      else ""),
+            cell(", ".join(cert["sans"])),
+            cell(usage),
             _cell(cert["issuer"]),
             Text(expires.strftime("%Y-%m-%d"), style="bold red" if expires <= now else ""),
-            cert["sha256"][:23] + "…",
+            cell(cert["sha256"][:23] + "…"),
         )
     return table
 
