@@ -6,6 +6,7 @@
     ├── Forbidden                  the caller's certificate has no role allowed to call this
     ├── NotFound                   no such book or order
     ├── OutOfStock                 a buy asked for more than the stock; nothing was changed
+    ├── BuyUndone                  a buy's stock was given back: its order could never be recorded
     ├── Unavailable                the store could not run the request *and did not run it*
     │   └── NotServing             this replica may not serve it now (not primary, no lease)
     │       └── NotLeader          this coordinator is not the Raft leader; it may name it
@@ -64,6 +65,12 @@ class NotFound(PyrostoreError):
 
 class OutOfStock(PyrostoreError):
     """Raised when a buy asks for more copies than are in stock; nothing is changed."""
+
+
+class BuyUndone(PyrostoreError):
+    """The store gave a buy's stock back without an order: the order could not be recorded
+    before its request id outlived the store's retention (the order group was down that long).
+    """
 
 
 class Unavailable(PyrostoreError):
@@ -129,6 +136,7 @@ ALL_ERRORS: tuple[type[PyrostoreError], ...] = (
     Forbidden,
     NotFound,
     OutOfStock,
+    BuyUndone,
     Unavailable,
     NotServing,
     NotLeader,

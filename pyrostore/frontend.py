@@ -33,6 +33,7 @@ from pyrostore.models import (
     check_item,
     check_page,
     check_read_key,
+    check_request_id,
     check_text,
     check_version,
     item_key,
@@ -192,6 +193,21 @@ class Frontend(Service):
         order: dict[str, Any] = self.order_log.call(
             "buy", item, qty, request_id_or_new(request_id), _shopper() or "", primary=True)
         return order
+
+    @Pyro5.api.expose
+    @allow(*SHOPPERS)
+    def order_status(self, request_id: str) -> dict[str, Any]:
+        """What became of the buy ``request_id``: ``{request_id, state, order, error,
+        reason}``, ``state`` one of ``done`` (with the ``order``), ``pending`` (the store
+        is finishing it), ``refused`` (``error`` and ``reason`` say why) or ``unknown``
+        (never seen, or forgotten after the retention). A shopper sees only their own buys."""
+        request_id = check_request_id(request_id)
+        outcome: dict[str, Any] = self.order_log.call("outcome", request_id)
+        shopper = _shopper()
+        if shopper is not None and outcome.get("customer") != shopper:
+            outcome = {"state": "unknown", "order": None, "error": None, "reason": None}
+        return {"request_id": request_id,
+                **{key: outcome.get(key) for key in ("state", "order", "error", "reason")}}
 
     @Pyro5.api.expose
     @allow(ADMIN)

@@ -162,6 +162,11 @@ def order_key(order_id: int) -> str:
 
 ORDERS_KEY = "orders"
 """The read key of the order log."""
+OUTBOX_KEY = "outbox"
+"""The read key of the catalog's open takes (every take and every settlement changes it).
+Never cached: it orders the outbox's readers after the writes in flight."""
+CACHE_KEY_PREFIXES = ("item:", "topic:", TOPICS_KEY)
+"""The read keys that a frontend's cache holds (only these are sent to it)."""
 
 
 def check_int(value: Any, name: str, *, low: int, high: int) -> int:
@@ -278,8 +283,8 @@ MAX_STORED_TEXT = 4096
 """Longest text a snapshot's row may carry (older data was checked less strictly)."""
 _URI = re.compile(r"PYRO:(?P<object>[A-Za-z0-9_.-]{1,100})@(?:\[[0-9A-Fa-f:.]{2,45}\]"
                   r"|[A-Za-z0-9_.-]{1,100}):(?P<port>[0-9]{1,5})")
-_READ_KEY = re.compile(r"(?:topics|orders|(?:item|order):[1-9][0-9]{0,18}|topic:(?P<topic>.+))",
-                       re.DOTALL)
+_READ_KEY = re.compile(r"(?:topics|orders|outbox|(?:item|order):[1-9][0-9]{0,18}"
+                       r"|topic:(?P<topic>.+))", re.DOTALL)
 
 
 def check_fields(data: Any, what: str, names: tuple[str, ...]) -> dict[str, Any]:
@@ -321,7 +326,7 @@ def check_uri(value: Any, name: str = "uri", *, object_name: str | None = None) 
 
 def check_read_key(value: Any) -> str:
     """A read key as :func:`item_key`, :func:`topic_key`, :data:`TOPICS_KEY`,
-    :func:`order_key` or :data:`ORDERS_KEY` make them."""
+    :func:`order_key`, :data:`ORDERS_KEY` or :data:`OUTBOX_KEY` make them."""
     match = _READ_KEY.fullmatch(value) if isinstance(value, str) else None
     topic = match["topic"] if match is not None else None
     if match is None or (topic is not None and (len(topic) > 3 * MAX_TEXT or not topic.isprintable()

@@ -2,13 +2,16 @@
 
 A buy carries a request id from end to end. The catalog takes the stock at most once per id
 and remembers its answer; the order log records at most one order per id. So a buy retried
-after any failure, even one that took the stock and then lost the order, ends with exactly
-one decrement and one order.
+after any failure ends with exactly one decrement and one order. One that is never retried
+(its client vanished) is finished by the store itself: the take waits in the catalog's
+outbox until the order primary has recorded its order (:mod:`pyrostore.outbox`). What became
+of any request id can be asked (:meth:`OrderReplica.outcome`).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from typing import Any
 
 import Pyro5.api
@@ -34,11 +37,20 @@ from pyrostore.models import (
     check_time,
     order_key,
 )
+from pyrostore.outbox import Reconciler, Settler
 from pyrostore.peer import PeerEndpoint
 from pyrostore.recovery import open_replica_store
 from pyrostore.replication import ReplicatedGroup
 from pyrostore.schemas import OrderStore, check_snapshot
 from pyrostore.serving import Service
+
+
+def forgettable(request_id: str, now: float) -> bool:  # TEMPORARY until retention lands
+    return False
+
+
+def new_request_id() -> str:  # TEMPORARY
+    return uuid.uuid4().hex
 
 
 def record_op(item: Any, qty: Any, title: Any, unit_cost: Any, created_at: Any,
@@ -49,6 +61,14 @@ def record_op(item: Any, qty: Any, title: Any, unit_cost: Any, created_at: Any,
             "title": check_stored_text(title, "title"), "unit_cost": check_cost(unit_cost),
             "created_at": check_time(created_at, "created_at"),
             "customer": check_customer(customer)}
+
+
+def record_of(take: dict[str, Any]) -> dict[str, Any]:
+    """The operation that records the order of an open take (``{item, qty, customer,
+    result}``, as the catalog's outbox holds it): the buy's own, to the byte."""
+    taken = take["result"]
+    return record_op(take["item"], take["qty"], taken["title"], taken["unit_cost"],
+                     taken["taken_at"], take["customer"])
 
 
 ORDER_FIELDS = dict(OrderStore.tables["orders"].columns)
@@ -103,7 +123,7 @@ class OrderReplica(Service):
     group (:class:`ReplicatedGroup`) and its peer endpoint beside it."""
 
     role = "order"
-    hook_names = ("hold_before_ack",)
+    hook_names = ("hold_before_ack", "hold_after_take")
 
     def __init__(self, settings: Settings, replica_id: int) -> None:
         super().__init__(settings, replica_id)
@@ -112,6 +132,9 @@ class OrderReplica(Service):
         self.group = ReplicatedGroup(settings, self.role, replica_id, self.store,
                                      OrderMachine(self.store), hooks=self.hooks)
         self.peer = PeerEndpoint(self.group, self.metrics)
+        self.reconciler = Reconciler(grace=settings.lease / 2, forgettable=forgettable)
+        self.settler = Settler(settings, self.group, self.store, self.catalog, record_of,
+                               self.reconciler, new_request_id)
 
     @Pyro5.api.expose
     @allow(NODE)
@@ -125,15 +148,55 @@ class OrderReplica(Service):
             raise InvalidRequest("buy needs a request_id (the frontend or client makes one)")
         request_id = check_request_id(request_id)
         self.group.member.await_ready_primary()  # before taking stock only it may record
-        taken = self.catalog.call("take", item, qty, request_id, primary=True)
-        op = record_op(item, qty, taken["title"], taken["unit_cost"], taken["taken_at"],
-                       customer)
+        taken = self.catalog.call("take", item, qty, request_id, customer, primary=True)
+        self.hooks.point("hold_after_take")  # tests: stock taken, order not yet recorded
+        op = record_of({"item": item, "qty": qty, "customer": customer, "result": taken})
         try:
             result: dict[str, Any] = self.group.write(op, request_id)
         except Unavailable as exc:  # the stock is taken: this buy is not "did not run"
             raise OutcomeUnknown(f"the order could not be recorded ({exc}); "
                                  "retry with the same request id") from exc
         return result
+
+    @Pyro5.api.expose
+    @allow(NODE)
+    def outcome(self, request_id: str) -> dict[str, Any]:
+        """What became of the buy ``request_id``: ``{state, order, error, reason, customer}``
+        with ``state`` ``done`` (its ``order``), ``pending`` (stock taken, the order is being
+        recorded: the store finishes it), ``refused`` (``error`` OutOfStock or BuyUndone, and
+        the ``reason``) or ``unknown`` (no buy with this id reached the catalog, or it is too
+        old to be remembered). ``customer``: whose buy it was (shoppers see only theirs)."""
+        request_id = check_request_id(request_id)
+        for _ in range(2):  # once more if the order was recorded between the two reads
+            order = self.group.read([ORDERS_KEY], lambda: self._order_for(request_id),
+                                    "order_for", request_id)
+            if order is not None:
+                return {"state": "done", "order": order, "error": None, "reason": None,
+                        "customer": order["customer"]}
+            take = self.catalog.call("take_status", request_id)
+            if take["state"] != "settled":
+                break
+        state = {"open": "pending", "settled": "pending", "none": "unknown"}.get(
+            take["state"], "refused")
+        error, reason = {
+            "refused": ("OutOfStock", take["result"] and take["result"].get("refused")),
+            "undone": ("BuyUndone", "its order could not be recorded before its request id "
+                                    "expired, so its stock was given back"),
+        }.get(take["state"], (None, None))
+        return {"state": state, "order": None, "error": error, "reason": reason,
+                "customer": take["customer"]}
+
+    @Pyro5.api.expose
+    @allow(NODE)
+    def order_for(self, request_id: str) -> dict[str, Any] | None:
+        """The order of the buy ``request_id``, or None (a backup asks its primary this)."""
+        request_id = check_request_id(request_id)
+        return self.group.read([ORDERS_KEY], lambda: self._order_for(request_id),
+                               "order_for", request_id)
+
+    def _order_for(self, request_id: str) -> dict[str, Any] | None:
+        order = self.store.order_for(request_id)
+        return None if order is None else order.to_wire()
 
     @Pyro5.api.expose
     @allow(*OPERATORS)
@@ -156,15 +219,26 @@ class OrderReplica(Service):
             "orders", limit, offset, customer)
 
     def details(self) -> dict[str, Any]:
-        return {**self.group.details(), "orders": self.store.order_count()}
+        details = {**self.group.details(), "orders": self.store.order_count()}
+        if details["state"] == "primary":
+            details["buys"] = self.reconciler.stats()
+        return details
+
+    @Pyro5.api.expose
+    @allow(*OPERATORS)
+    def stats(self) -> dict[str, Any]:
+        """Timings per method, and the buys the outbox's reconciler resolved here."""
+        return {**super().stats(), "buys": self.reconciler.stats()}
 
     def endpoints(self) -> dict[str, object]:
         return {f"{self.name}{PEER_SUFFIX}": self.peer}
 
     def start(self) -> None:
         self.group.start(self.uri)
+        self.settler.start()
 
     def close(self) -> None:
+        self.settler.stop()
         self.group.close()
         self.catalog.close()
         self.store.close()

@@ -129,15 +129,23 @@ class ReplicatedGroup:
         forward to each backup, one invalidation, one fsync on each replica, however many
         writes it holds. The others return as soon as the batch that took theirs ends.
         """
+        [request] = self.write_all([(op, request_id)])
+        return request.outcome()
+
+    def write_all(self, writes: list[tuple[dict[str, Any], str]]) -> list[Write]:
+        """:meth:`write` for several ``(op, request_id)`` at once, in as few batches as they
+        fit; each comes back done, with its result or its error (see :meth:`Write.outcome`)."""
         self.member.await_ready_primary()
-        request = _Request(op, request_id, self._apply_request)
+        requests = [_Request(op, request_id, self._apply_request)
+                    for op, request_id in writes]
         with self._queue_changed:
-            self._queue.append(request)
+            self._queue.extend(requests)
         while True:
             with self._queue_changed:
-                self._queue_changed.wait_for(lambda: request.done or not self._batching)
-                if request.done:
-                    return request.outcome()
+                self._queue_changed.wait_for(
+                    lambda: all(r.done for r in requests) or not self._batching)
+                if all(r.done for r in requests):
+                    return list(requests)
                 self._batching = True
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             try:

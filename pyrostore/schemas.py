@@ -32,11 +32,11 @@ from pyrostore.models import (
     check_int,
     check_item,
     check_quantity,
-    check_request_id,
     check_stock,
     check_stored_text,
     check_text,
     check_time,
+    check_token,
 )
 from pyrostore.store import Database, open_locked
 
@@ -69,7 +69,12 @@ def _amount(value: Any) -> float:
     return float(value)
 
 
-REQUESTS = Table((("request_id", check_request_id), ("fingerprint", _json_text("fingerprint")),
+def _stored_request_id(value: Any) -> str:
+    """A request id as a replica's file holds it (older files hold ids of other forms)."""
+    return check_token(value, "request_id")
+
+
+REQUESTS = Table((("request_id", _stored_request_id), ("fingerprint", _json_text("fingerprint")),
                   ("result", _json_text("result")),
                   ("seq", lambda v: check_int(v, "seq", low=1, high=MAX_POSITION))),
                  unique=("request_id",))
@@ -106,14 +111,30 @@ def _check_rows(name: str, table: Table, rows: Any) -> None:
                 seen[column].add(value)
 
 
-class CatalogStore(Database):
-    """The books of one catalog replica."""
+TAKE_STATES = ("open", "undone")
+"""A take in the outbox is open until its order is recorded (then its row goes) or it is
+undone (then its row stays, so that its request id's outcome can be told)."""
 
-    state_tables = ("books",)
+
+def _take_state(value: Any) -> str:
+    if value not in TAKE_STATES:
+        raise InvalidRequest(f"a take's state is one of {', '.join(TAKE_STATES)}", field="state")
+    return str(value)
+
+
+class CatalogStore(Database):
+    """The books of one catalog replica, and its outbox of takes that await their order."""
+
+    state_tables = ("books", "takes")
     tables = {"books": Table((
         ("item", check_item), ("title", _text("title")), ("topic", _text("topic")),
         ("topic_key", _text("topic_key")), ("stock", check_stock), ("cost", check_cost),
-        ("version", lambda v: check_count(v, "version"))), unique=("item",))}
+        ("version", lambda v: check_count(v, "version"))), unique=("item",)),
+        "takes": Table((
+            ("request_id", _stored_request_id),
+            ("seq", lambda v: check_int(v, "seq", low=1, high=MAX_POSITION)),
+            ("item", check_item), ("qty", check_quantity), ("customer", check_customer),
+            ("state", _take_state)), unique=("request_id",))}
     """The tables a snapshot carries, and what each column holds."""
     schema = """
     CREATE TABLE IF NOT EXISTS books (
@@ -127,6 +148,15 @@ class CatalogStore(Database):
     );
     DROP INDEX IF EXISTS books_by_topic;
     CREATE INDEX IF NOT EXISTS books_by_topic_title ON books (topic_key, item, title);
+    CREATE TABLE IF NOT EXISTS takes (
+        request_id TEXT PRIMARY KEY,
+        seq        INTEGER NOT NULL,
+        item       INTEGER NOT NULL,
+        qty        INTEGER NOT NULL CHECK (qty > 0),
+        customer   TEXT NOT NULL,
+        state      TEXT NOT NULL DEFAULT 'open'
+    );
+    CREATE INDEX IF NOT EXISTS takes_by_state ON takes (state, seq);
     """
 
     def seed(self, inventory: Path) -> int:
@@ -214,6 +244,65 @@ class CatalogStore(Database):
         )
         return self.book(item, conn)
 
+    def hold(self, conn: sqlite3.Connection, seq: int, request_id: str, item: int, qty: int,
+             customer: str) -> None:
+        """Put a take in the outbox, open, in the transaction that takes the stock."""
+        conn.execute("INSERT INTO takes VALUES (?, ?, ?, ?, ?, 'open')",
+                     (request_id, seq, item, qty, customer))
+
+    def settle(self, conn: sqlite3.Connection, seq: int, done: list[str],
+               undone: list[str]) -> list[int]:
+        """Close open takes: ``done`` ones have their order (their rows go); ``undone`` ones
+        never will, so their stock goes back (their rows stay, marked). A take that is not
+        open is left as it is, so settling twice changes nothing. The items restocked."""
+        for request_id in done:
+            conn.execute("DELETE FROM takes WHERE request_id=? AND state='open'", (request_id,))
+        restocked = []
+        for request_id in undone:
+            row = conn.execute("SELECT item, qty FROM takes WHERE request_id=? AND state='open'",
+                               (request_id,)).fetchone()
+            if row is None:
+                continue
+            conn.execute("UPDATE books SET stock=stock+?, version=? WHERE item=?",
+                         (row["qty"], seq, row["item"]))
+            conn.execute("UPDATE takes SET state='undone' WHERE request_id=?", (request_id,))
+            restocked.append(int(row["item"]))
+        return restocked
+
+    def open_takes(self, limit: int) -> list[dict[str, Any]]:
+        """The oldest ``limit`` open takes, each with what its take answered (``result``,
+        None if its request id is no longer kept)."""
+        rows = self.reader.execute(
+            "SELECT t.request_id, t.item, t.qty, t.customer, r.result FROM takes t "
+            "LEFT JOIN requests r ON r.request_id = t.request_id "
+            "WHERE t.state='open' ORDER BY t.seq LIMIT ?", (limit,))
+        return [{"request_id": row["request_id"], "item": row["item"], "qty": row["qty"],
+                 "customer": row["customer"],
+                 "result": None if row["result"] is None else json.loads(row["result"])}
+                for row in rows]
+
+    def take_state(self, request_id: str) -> tuple[str | None, Any, Any]:
+        """What this replica knows of the write ``request_id``, from one read of its file:
+        its take's outbox state (``open``, ``undone``, or None: not in the outbox), and the
+        write's operation and result (None, None if it never ran here or is no longer kept).
+        """
+        def read() -> tuple[str | None, Any, Any]:
+            take = self.reader.execute("SELECT state FROM takes WHERE request_id=?",
+                                       (request_id,)).fetchone()
+            write = self.reader.execute(
+                "SELECT fingerprint, result FROM requests WHERE request_id=?",
+                (request_id,)).fetchone()
+            state = None if take is None else str(take[0])
+            if write is None:
+                return state, None, None
+            return state, json.loads(write[0]), json.loads(write[1])
+        return self.at_position(read)[0]
+
+    def open_take_count(self) -> int:
+        """How many takes await their order."""
+        return int(self.reader.execute(
+            "SELECT COUNT(*) FROM takes WHERE state='open'").fetchone()[0])
+
     def add(
         self, conn: sqlite3.Connection, seq: int, title: str, topic: str, stock: int, cost: float
     ) -> Book:
@@ -233,7 +322,7 @@ class OrderStore(Database):
     tables = {"orders": Table((
         ("order_id", lambda v: check_int(v, "order_id", low=1, high=MAX_POSITION)),
         ("item", check_item), ("title", _text("title")), ("qty", check_quantity),
-        ("unit_cost", check_cost), ("total", _amount), ("request_id", check_request_id),
+        ("unit_cost", check_cost), ("total", _amount), ("request_id", _stored_request_id),
         ("created_at", lambda v: check_time(v, "created_at")), ("customer", check_customer)),
         unique=("order_id", "request_id"))}
     """The tables a snapshot carries, and what each column holds."""
@@ -277,6 +366,22 @@ class OrderStore(Database):
                 "SELECT * FROM orders WHERE customer=? ORDER BY order_id DESC LIMIT ? OFFSET ?",
                 (customer, limit, offset))
         return [Order(**dict(row)) for row in rows]
+
+    def order_for(self, request_id: str) -> Order | None:
+        """The order of the buy ``request_id``, if the log holds one."""
+        row = self.reader.execute("SELECT * FROM orders WHERE request_id=?",
+                                  (request_id,)).fetchone()
+        return None if row is None else Order(**dict(row))
+
+    def ordered(self, request_ids: list[str]) -> set[str]:
+        """Which of ``request_ids`` have an order in the log."""
+        found: set[str] = set()
+        for start in range(0, len(request_ids), 500):
+            chunk = request_ids[start:start + 500]
+            marks = ", ".join("?" * len(chunk))
+            found.update(row[0] for row in self.reader.execute(
+                f"SELECT request_id FROM orders WHERE request_id IN ({marks})", chunk))
+        return found
 
     def order_count(self) -> int:
         """How many orders the log holds."""

@@ -19,6 +19,7 @@ import pytest
 from pyrostore import certs, limits, tls
 from pyrostore.client import Client
 from pyrostore.config import Settings
+from pyrostore.discovery import survey
 from pyrostore.launcher import Cluster
 from pyrostore.serving import fixed_port
 
@@ -63,6 +64,18 @@ def wait_until(condition: Callable[[], object], *, timeout: float = 20.0,
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
+
+
+def settled(cluster: Cluster, *, timeout: float = 20.0) -> None:
+    """Wait until the store has settled every buy it began: no take open in the outbox of
+    any live catalog replica, all of them at one position (after that the store writes
+    nothing on its own, so a test may compare its state before and after)."""
+    def quiet() -> bool:
+        rows = [row for row in survey(cluster.settings)
+                if row["role"] == "catalog" and row.get("state") != "down"]
+        return bool(rows) and all(row.get("pending_buys") == 0 for row in rows) \
+            and len({row.get("applied") for row in rows}) == 1
+    wait_until(quiet, timeout=timeout, what="every take in the outbox settled")
 
 
 def make_settings(data_dir: Path) -> Settings:

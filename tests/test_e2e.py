@@ -21,7 +21,8 @@ from pyrostore.errors import (
     Unavailable,
 )
 from pyrostore.launcher import Cluster
-from tests.conftest import free_port, make_settings, start_cluster
+from pyrostore.models import request_id_or_new
+from tests.conftest import free_port, make_settings, settled, start_cluster
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -76,15 +77,19 @@ def test_a_repeated_request_id_buys_once(client: Client) -> None:
     assert client.lookup(6)["stock"] == before - 1
 
 
-def test_out_of_stock_changes_nothing(store: Cluster, client: Client) -> None:
-    stock = client.lookup(4)["stock"]
-    orders, position = len(client.orders(limit=1000)), applied(store, "catalog")
+def test_out_of_stock_changes_nothing_and_stays_refused(store: Cluster, client: Client) -> None:
+    book = client.lookup(4)
+    orders, request_id = len(client.orders(limit=1000)), request_id_or_new(None)
     with pytest.raises(OutOfStock, match="in stock") as caught:
-        client.buy(4, stock + 1)
-    assert caught.value.details["stock"] == stock
-    assert client.lookup(4)["stock"] == stock
+        client.buy(4, book["stock"] + 1, request_id=request_id)
+    assert caught.value.details["stock"] == book["stock"]
+    assert client.lookup(4) == book  # same stock, same version: the book was not written
     assert len(client.orders(limit=1000)) == orders
-    assert applied(store, "catalog") == position
+    client.update(4, stock_delta=1)  # enough now, but the refusal is that request's outcome
+    with pytest.raises(OutOfStock):
+        client.buy(4, book["stock"] + 1, request_id=request_id)
+    assert client.outcome(request_id)["state"] == "refused"
+    assert client.lookup(4)["stock"] == book["stock"] + 1
 
 
 @pytest.mark.parametrize("call", [
@@ -108,6 +113,7 @@ def test_out_of_stock_changes_nothing(store: Cluster, client: Client) -> None:
     lambda c: c.orders(limit=-1),
 ], ids=lambda _: "")
 def test_bad_input_is_refused_and_changes_nothing(store: Cluster, client: Client, call) -> None:
+    settled(store)
     positions = applied(store, "catalog"), applied(store, "order")
     with pytest.raises(InvalidRequest):
         call(client)

@@ -30,7 +30,7 @@ from pyrostore import tls
 from pyrostore.discovery import Coordinators, find, make_proxy, peer_uri
 from pyrostore.errors import InvalidRequest, PyrostoreError
 from pyrostore.launcher import Cluster
-from tests.conftest import identity
+from tests.conftest import identity, settled
 from tests.test_replication import view
 
 pytestmark = pytest.mark.timeout(300)
@@ -131,6 +131,7 @@ def members(store: Cluster) -> dict[str, Any]:
 @pytest.fixture
 def unchanged(store: Cluster) -> Iterator[Cluster]:
     """The module's store, checked to hold the same rows and members after the test."""
+    settled(store)
     before_tables, before_members = tables(store), members(store)
     yield store
     assert tables(store) == before_tables

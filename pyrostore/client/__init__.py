@@ -9,17 +9,23 @@ or ``identity="client.alice"``) unless this process already has one (:func:`pyro
 install`, as the ``pyrostore`` command does). It finds the frontends through the name server
 and fails over between them. A buy gets its
 request id here, once, and keeps it on every retry, so a buy whose outcome was unknown (a
-connection lost mid-call) is sent again and applied at most once.
+connection lost mid-call) is sent again and applied at most once; if that does not settle
+it, the store is asked what became of it (:meth:`Client.outcome`).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pyrostore import limits, tls
 from pyrostore.config import Settings
 from pyrostore.discovery import ReplicaSet
+from pyrostore.errors import BuyUndone, OutcomeUnknown, OutOfStock, Unavailable
 from pyrostore.models import request_id_or_new
+
+PENDING_LEASES = 3
+"""How many leases :meth:`Client.buy` waits for a buy the store is finishing on its own."""
 
 
 class Client:
@@ -66,8 +72,52 @@ class Client:
         return result
 
     def buy(self, item: int, qty: int = 1, *, request_id: str | None = None) -> dict[str, Any]:
-        """Buy ``qty`` copies of ``item``; the order. Retries an unknown outcome, once-only."""
-        return self._write("buy", item, qty, request_id=request_id)
+        """Buy ``qty`` copies of ``item``; the order.
+
+        A call whose outcome it cannot know (a connection lost mid-call) is retried with the
+        same request id while the store fails over; if that does not settle it, the store is
+        asked what became of the request id (:meth:`outcome`), and a buy it is still
+        finishing is waited for, briefly. Only then does it raise :class:`OutcomeUnknown`,
+        whose ``details["request_id"]`` is the id to ask about later."""
+        request_id = request_id_or_new(request_id)
+        try:
+            return self._write("buy", item, qty, request_id=request_id)
+        except OutcomeUnknown as exc:
+            return self._resolve(request_id, exc)
+
+    def outcome(self, request_id: str) -> dict[str, Any]:
+        """What became of the buy ``request_id``: ``{request_id, state, order, error,
+        reason}``, where ``state`` is ``done`` (``order`` is the order), ``pending`` (the
+        stock is taken and the store is recording the order: it finishes within about two
+        leases of both groups serving), ``refused`` (``error`` names the error, ``reason``
+        says why) or ``unknown`` (no buy with this id reached the store, or it was longer ago
+        than the store keeps request ids)."""
+        result: dict[str, Any] = self.frontends.call("order_status", request_id)
+        return result
+
+    def _resolve(self, request_id: str, unknown: OutcomeUnknown) -> dict[str, Any]:
+        """Ask what became of a buy whose call could not tell; wait for a pending one up to
+        ``PENDING_LEASES`` leases. Its order, its refusal raised, or OutcomeUnknown."""
+        deadline = time.monotonic() + PENDING_LEASES * self.settings.lease
+        delay = 0.05
+        while True:
+            try:
+                outcome = self.outcome(request_id)
+            except (Unavailable, OutcomeUnknown):
+                break
+            if outcome["state"] == "done":
+                order: dict[str, Any] = outcome["order"]
+                return order
+            if outcome["state"] == "refused":
+                refusal = BuyUndone if outcome["error"] == "BuyUndone" else OutOfStock
+                raise refusal(outcome["reason"], request_id=request_id) from unknown
+            if outcome["state"] != "pending" or time.monotonic() + delay > deadline:
+                break
+            time.sleep(delay)  # the store finishes it on its own: nothing to wait on here
+            delay = min(2 * delay, 0.5)
+        raise OutcomeUnknown(f"the outcome of buy {request_id} is not known yet ({unknown}); "
+                             "ask for it later by its request id", request_id=request_id
+                             ) from unknown
 
     def update(
         self,
