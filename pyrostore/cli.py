@@ -30,11 +30,13 @@ from pyrostore.certs import LOCAL_HOSTS, describe, init_ca, issue
 from pyrostore.client import Client
 from pyrostore.client.views import (
     book_table,
+    buys_table,
     cache_table,
     certificate_table,
     clean,
     group_table,
     order_table,
+    outcome_view,
     settings_table,
     status_table,
 )
@@ -97,7 +99,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             secure_process(settings, service=command in (cmd_service, cmd_nameserver),
                            make_certs=command is cmd_up)
         return command(args, settings, Console())
-    except (Unavailable, OutcomeUnknown) as exc:
+    except OutcomeUnknown as exc:
+        err.print(f"[red]outcome unknown:[/red] {exc}", highlight=False)
+        if "request_id" in exc.details:
+            who = f" --as {settings.identity}" if settings.identity else ""
+            err.print(f"ask later: pyrostore outcome {exc.details['request_id']}{who}",
+                      highlight=False)
+        return 3
+    except Unavailable as exc:
         err.print(f"[red]unavailable:[/red] {exc}", highlight=False)
         return 3
     except (ConfigError, StorageError) as exc:
@@ -222,6 +231,8 @@ def _add_store_commands(add: AddCommand) -> None:
     new.add_argument("topic")
     new.add_argument("--stock", type=int, default=0, help="copies in stock (0)")
     new.add_argument("--cost", type=float, required=True, help="price of one copy")
+    add("outcome", cmd_outcome, "what became of a buy, by its request id",
+        json_flag=True).add_argument("request_id")
     orders = add("orders", cmd_orders, "the order log, newest first", json_flag=True)
     orders.add_argument("--limit", type=int, default=20, help="orders to show (20)")
     orders.add_argument("--id", dest="order_id", type=int, help="show only this order")
@@ -324,7 +335,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings, console: Console) -
     groups: dict[str, Any] = next((row["groups"] for row in coordinators if "groups" in row), {})
     return _show(console, args, rows, lambda: Group(
         status_table(rows, title="services"), group_table(groups, title="groups"),
-        cache_table(rows, title="frontend caches")))
+        buys_table(rows, title="buys"), cache_table(rows, title="frontend caches")))
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings, console: Console) -> int:
@@ -364,6 +375,13 @@ def cmd_buy(args: argparse.Namespace, settings: Settings, console: Console) -> i
     with Client(settings=settings) as store:
         order = store.buy(args.item, args.qty)
     return _show(console, args, order, lambda: order_table([order], title="bought"))
+
+
+def cmd_outcome(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """What became of a buy: done, pending, refused or unknown."""
+    with Client(settings=settings) as store:
+        outcome = store.outcome(args.request_id)
+    return _show(console, args, outcome, lambda: outcome_view(outcome))
 
 
 def cmd_update(args: argparse.Namespace, settings: Settings, console: Console) -> int:

@@ -48,6 +48,16 @@ def test_out_of_stock_exits_1_and_changes_nothing(store: Cluster) -> None:
     assert cli_json(store.settings, "lookup", "3")["stock"] == stock
 
 
+def test_outcome_of_a_buy_by_its_request_id(store: Cluster) -> None:
+    order = cli_json(store.settings, "buy", "5")
+    outcome = cli_json(store.settings, "outcome", order["request_id"])
+    assert (outcome["state"], outcome["order"]) == ("done", order)
+    shown = run_cli(store.settings, "outcome", order["request_id"])
+    assert shown.returncode == 0 and "done" in shown.stdout and "How to finish" in shown.stdout
+    never = cli_json(store.settings, "outcome", "0" * 12 + "7" + "0" * 3 + "8" + "0" * 15)
+    assert never["state"] == "unknown"
+
+
 def test_bad_quantity_is_refused(store: Cluster) -> None:
     done = run_cli(store.settings, "buy", "1", "--qty", "-2")
     assert done.returncode == 1 and "qty must be between 1" in done.stderr

@@ -10,6 +10,7 @@ from rich.console import Console, RenderableType
 from pyrostore.client.views import (
     book_rows,
     book_table,
+    buys_table,
     cache_table,
     cluster_table,
     filter_books,
@@ -18,11 +19,12 @@ from pyrostore.client.views import (
     order_rows,
     order_table,
     outcome_text,
+    outcome_view,
     settings_table,
     status_table,
 )
 from pyrostore.config import Settings
-from pyrostore.errors import NotFound, OutOfStock, Unavailable
+from pyrostore.errors import NotFound, OutcomeUnknown, OutOfStock, Unavailable
 
 BOOKS = [
     {"item": 1, "title": "How to get a good grade in 677 in 20 minutes a day",
@@ -94,6 +96,34 @@ def test_order_table() -> None:
     assert "$40.00" in text
     assert "$80.00" in text
     assert "12" in text
+
+
+def test_outcome_view_shows_the_order_or_the_reason() -> None:
+    order = {"order_id": 7, "item": 2, "title": "RPCs for Dummies", "qty": 1, "unit_cost": 40.0,
+             "total": 40.0, "request_id": "r", "created_at": 0.0}
+    done = render(outcome_view({"request_id": "r", "state": "done", "order": order}))
+    assert "done" in done and "RPCs for Dummies" in done
+    refused = render(outcome_view({"request_id": "r", "state": "refused", "order": None,
+                                   "error": "OutOfStock", "reason": "only 1 of item 2"}))
+    assert "refused" in refused and "only 1 of item 2" in refused
+    assert "recording the order" in render(outcome_view({"request_id": "r", "state": "pending"}))
+
+
+def test_buys_table_shows_each_primary_and_nothing_of_backups() -> None:
+    text = render(buys_table([
+        {"role": "catalog", "id": 1, "state": "primary", "pending_buys": 3},
+        {"role": "catalog", "id": 2, "state": "backup", "pending_buys": 99},
+        {"role": "order", "id": 2, "state": "primary",
+         "buys": {"pending": 3, "resolved": 11, "completed": 4, "undone": 1}}]))
+    assert "catalog 1" in text and "order 2" in text and "catalog 2" not in text
+    assert "99" not in text
+    order_row = next(line for line in text.splitlines() if "order 2" in line)
+    assert order_row.replace("│", " ").split()[2:] == ["3", "11", "4", "1"], order_row
+
+
+def test_an_unknown_outcome_names_its_request_id() -> None:
+    unknown = OutcomeUnknown("lost", request_id="abc123")
+    assert "pyrostore outcome abc123" in outcome_text(unknown).plain
 
 
 def test_status_table_shows_states_and_dashes_for_unknowns() -> None:

@@ -18,8 +18,11 @@ from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import Any
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
+
+from pyrostore.errors import OutcomeUnknown
 
 BOOK_COLUMNS = ("item", "title", "topic", "stock", "cost")
 STATE_STYLES = {
@@ -168,6 +171,45 @@ def cache_table(services: Iterable[Mapping[str, Any]], *, title: str | None = No
     return table
 
 
+def buys_table(services: Iterable[Mapping[str, Any]], *, title: str | None = None) -> Table:
+    """Buys in flight between the groups: each catalog primary's open takes (stock taken,
+    order not yet recorded), and what each order primary's reconciler has resolved."""
+    table = Table(title=title, header_style="bold")
+    columns = ("pending", "resolved", "completed", "undone")
+    for name in ("group", *columns):
+        table.add_column(name, justify="left" if name == "group" else "right")
+    for row in services:
+        if row.get("state") != "primary":
+            continue
+        if row.get("role") == "catalog":
+            table.add_row(cell(f"catalog {row.get('id')}"), _cell(row.get("pending_buys")),
+                          "", "", "")
+        elif row.get("role") == "order":
+            buys = row.get("buys") or {}
+            table.add_row(cell(f"order {row.get('id')}"), *(_cell(buys.get(c)) for c in columns))
+    table.caption = ("pending: stock taken, order not yet recorded; resolved: settled by the "
+                     "store itself, completed (order recorded) or undone (stock given back)")
+    return table
+
+
+def outcome_view(outcome: Mapping[str, Any]) -> Any:
+    """What became of a buy: its state, and its order or why it was refused."""
+    state = str(outcome.get("state"))
+    line = Text.assemble((f"{state}", OUTCOME_STYLES.get(state, "")),
+                         f"  request {clean(outcome.get('request_id'))}")
+    if outcome.get("order"):
+        return Group(line, order_table([outcome["order"]]))
+    explained = outcome.get("reason") or OUTCOME_WORDS.get(state, "")
+    return Group(line, cell(explained)) if explained else line
+
+
+OUTCOME_STYLES = {"done": "bold green", "pending": "bold yellow", "refused": "bold red",
+                  "unknown": "bold"}
+OUTCOME_WORDS = {"pending": "the stock is taken and the store is recording the order",
+                 "unknown": "no buy with this request id reached the store, or it was longer "
+                            "ago than the store keeps request ids"}
+
+
 def settings_table(values: Mapping[str, str]) -> Table:
     """``PYROSTORE_*`` settings as rows."""
     table = Table(header_style="bold")
@@ -252,6 +294,9 @@ def outcome_text(result: Mapping[str, Any] | BaseException) -> Text:
     """A buy's outcome in plain words: the order, or what went wrong."""
     if isinstance(result, BaseException):
         kind = ERROR_WORDS.get(type(result).__name__, "Failed")
+        request_id = getattr(result, "details", {}).get("request_id")
+        if isinstance(result, OutcomeUnknown) and request_id:  # the id to ask about later
+            return cell(f"{kind}: {result} (pyrostore outcome {request_id})", style="bold red")
         return cell(f"{kind}: {result}", style="bold red")
     return cell(f"Order {result['order_id']}: {result['qty']} x {result['title']} = "
                 f"{money(result['total'])}", style="bold green")
@@ -260,4 +305,4 @@ def outcome_text(result: Mapping[str, Any] | BaseException) -> Text:
 ERROR_WORDS = {"OutOfStock": "Out of stock", "NotFound": "Not found",
                "InvalidRequest": "Not accepted", "ConflictingRequest": "Not accepted",
                "Unavailable": "Store unreachable", "NotServing": "Store unreachable",
-               "OutcomeUnknown": "Unknown outcome (retry)"}
+               "OutcomeUnknown": "Outcome not known yet", "BuyUndone": "Undone"}
