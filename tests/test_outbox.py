@@ -17,7 +17,15 @@ import Pyro5.errors
 import pytest
 
 from pyrostore.client import Client
-from pyrostore.errors import ConflictingRequest, OutOfStock, PyrostoreError
+from pyrostore.config import Settings
+from pyrostore.errors import (
+    BuyUndone,
+    ConflictingRequest,
+    OutcomeUnknown,
+    OutOfStock,
+    PyrostoreError,
+    Unavailable,
+)
 from pyrostore.launcher import Cluster
 from pyrostore.models import request_id_or_new
 from pyrostore.outbox import Reconciler
@@ -173,3 +181,63 @@ def test_outcome_of_done_refused_pending_and_never_sent(fresh_store: Cluster) ->
         assert client.outcome(pending)["state"] == "done"
         with pytest.raises(ConflictingRequest):  # the same id for another buy
             client.buy(ITEM, 3, request_id=pending)
+
+
+# -- Client.buy when a call cannot tell the outcome ------------------------------------------
+
+class Frontends:
+    """Stands in for the client's frontends: the buy's call is lost; ``order_status`` answers
+    each of ``outcomes`` in turn (an exception is raised). The network cannot be made to
+    lose exactly this call every time it is retried, for as long as a failover lasts."""
+
+    def __init__(self, *outcomes: Any) -> None:
+        self.outcomes = list(outcomes)
+        self.asked: list[str] = []
+
+    def call(self, method: str, *args: Any) -> Any:
+        if method == "buy":
+            raise OutcomeUnknown("frontend.buy may or may not have run (connection lost)")
+        self.asked.append(args[0])
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return {"request_id": args[0], "order": None, "error": None, "reason": None, **outcome}
+
+    def close(self) -> None:
+        pass
+
+
+def lost_buy(frontends: Frontends) -> Any:
+    client = Client(settings=Settings.from_env(environ={}, insecure=True, lease=0.4,
+                                               heartbeat_interval=0.1, failover_timeout=1.0))
+    client.frontends = frontends  # type: ignore[assignment]
+    return client.buy(1, 1, request_id=REQUEST_ID)
+
+
+REQUEST_ID = request_id_or_new(None)
+ORDER = {"order_id": 1, "request_id": REQUEST_ID}
+
+
+def test_a_lost_buy_that_the_store_finishes_returns_its_order() -> None:
+    frontends = Frontends({"state": "pending"}, {"state": "pending"},
+                          {"state": "done", "order": ORDER})
+    assert lost_buy(frontends) == ORDER
+    assert frontends.asked == [REQUEST_ID] * 3
+
+
+def test_a_lost_buy_that_was_refused_raises_the_refusal() -> None:
+    with pytest.raises(OutOfStock, match="only 0"):
+        lost_buy(Frontends({"state": "refused", "error": "OutOfStock", "reason": "only 0"}))
+    with pytest.raises(BuyUndone):
+        lost_buy(Frontends({"state": "refused", "error": "BuyUndone", "reason": "undone"}))
+
+
+@pytest.mark.parametrize("answers", [
+    [{"state": "unknown"}],
+    [Unavailable("no frontend")],
+    [{"state": "pending"}] * 100,  # still pending after PENDING_LEASES leases
+], ids=["unknown", "unreachable", "pending"])
+def test_a_lost_buy_still_unknown_raises_outcome_unknown_with_its_id(answers: Any) -> None:
+    with pytest.raises(OutcomeUnknown, match=REQUEST_ID) as caught:
+        lost_buy(Frontends(*answers))
+    assert caught.value.details["request_id"] == REQUEST_ID
