@@ -43,8 +43,9 @@ from pyrostore.replication import ReplicatedGroup
 from pyrostore.schemas import OrderStore
 
 log = logging.getLogger(__name__)
-PASS_SIZE = 256
-"""Most open takes one pass reads and settles."""
+PASS_SIZE = 512
+"""Most open takes one pass reads and settles (a pass that settles this many is followed by
+the next at once, so a backlog drains at the catalog's write rate)."""
 
 RecordOp = Callable[[dict[str, Any]], dict[str, Any]]
 """Builds the operation that records a take's order (the buy's own builder)."""
@@ -131,21 +132,25 @@ class Settler:
         self._stopping.set()
 
     def _run(self) -> None:
-        while not self._stopping.wait(self.interval):
+        wait = self.interval
+        while not self._stopping.wait(wait):
+            wait = self.interval
             try:
                 with self.group.member.changed:
                     self.group.member.check_serving(("primary",))
             except NotServing:
                 continue
             try:
-                self.run_once()
+                settled = self.run_once()
+                if settled["open"] == PASS_SIZE and settled["done"]:
+                    wait = 0  # a backlog: the next page at once
             except PyrostoreError as exc:  # the catalog or this group is failing over
                 log.debug("outbox pass failed: %s", exc)
             except Exception:  # a bug: say so, and try again next pass
                 log.exception("outbox pass failed")
 
     def run_once(self) -> dict[str, int]:
-        """One pass; what it settled (``{done, completed, undone}``)."""
+        """One pass; what it saw and settled (``{open, done, completed, undone}``)."""
         takes: list[dict[str, Any]] = self.catalog.call(
             "open_takes", PASS_SIZE, primary=True, patience=self.settings.lease)
         ordered = self.store.ordered([take["request_id"] for take in takes])
@@ -170,4 +175,5 @@ class Settler:
             if completed or plan.undo:
                 log.info("outbox: recorded %d order(s) whose buy did not, undid %d take(s)",
                          completed, len(plan.undo))
-        return {"done": len(done), "completed": completed, "undone": len(plan.undo)}
+        return {"open": len(takes), "done": len(done), "completed": completed,
+                "undone": len(plan.undo)}
