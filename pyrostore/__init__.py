@@ -5,6 +5,7 @@
 
 from pyrostore.client import Client
 from pyrostore.errors import (
+    BuyUndone,
     ConflictingRequest,
     InvalidRequest,
     NotFound,
@@ -15,6 +16,7 @@ from pyrostore.errors import (
 )
 
 __all__ = [
+    "BuyUndone",
     "Client",
     "ConflictingRequest",
     "InvalidRequest",
