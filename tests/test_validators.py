@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyrostore.catalog import CatalogMachine, add_op, take_op, update_op
+from pyrostore.catalog import CatalogMachine, add_op, settle_op, take_op, update_op
 from pyrostore.control import EPOCH_LEAD, ControlState, Renewal
 from pyrostore.errors import InvalidRequest
 from pyrostore.frontend import MAX_INVALIDATED_KEYS, _changes
@@ -95,18 +95,34 @@ def test_check_token_is_taken_as_it_is() -> None:
 BOOK = {"item": 8, "title": "T", "topic": "t", "stock": 3, "cost": 1.5, "version": 4}
 
 
-@pytest.mark.parametrize("op", [take_op(1, 2), update_op(1, 9.99, None), update_op(1, None, -3),
-                                add_op("A book", "Some Topic", 5, 12)])
-def test_the_catalog_takes_back_every_op_its_primary_makes(op: dict[str, Any]) -> None:
-    result = BOOK if op["op"] != "take" else {
-        "item": 1, "title": "T", "qty": 2, "unit_cost": 3.0, "stock": 0, "version": 4,
-        "taken_at": 1.7e9}
+TAKEN = {"item": 1, "title": "T", "qty": 2, "unit_cost": 3.0, "stock": 0, "version": 4,
+         "taken_at": 1.7e9}
+REFUSED = {"item": 1, "qty": 5, "stock": 2, "refused": "only 2 left"}
+
+
+@pytest.mark.parametrize(("op", "result"), [
+    (take_op(1, 2, "alice"), TAKEN), (take_op(1, 5, ""), REFUSED),
+    (update_op(1, 9.99, None), BOOK), (update_op(1, None, -3), BOOK),
+    (add_op("A book", "Some Topic", 5, 12), BOOK),
+    (settle_op(["r1", "r2"], ["r3"]), {"restocked": [1]}),
+    (settle_op([], ["r3"]), {"restocked": []})])
+def test_the_catalog_takes_back_every_op_its_primary_makes(op: dict[str, Any],
+                                                           result: dict[str, Any]) -> None:
     assert CatalogMachine.check_write(op, result) == (op, result)
+
+
+@pytest.mark.parametrize(("done", "undone"), [([], []), (["r"], ["r"]), (["r", "r"], []),
+                                              ("r", []), ([""], []), (["r"] * 1025, [])])
+def test_a_settlement_names_each_take_once(done: Any, undone: Any) -> None:
+    with pytest.raises(InvalidRequest):
+        settle_op(done, undone)
 
 
 @pytest.mark.parametrize("op", [
     None, {}, {"op": "record"}, {"op": "take", "item": 1}, {"op": "take", "item": 1, "qty": 0},
-    {"op": "take", "item": 1, "qty": 1, "extra": 1}, {"op": "update", "item": 1, "cost": None,
+    {"op": "take", "item": 1, "qty": 1, "extra": 1},
+    {"op": "take", "item": 1, "qty": 1, "customer": "a\nb"}, {"op": "settle", "done": ["r"]},
+    {"op": "update", "item": 1, "cost": None,
                                                       "stock_delta": None},
     {"op": "add", "title": " padded ", "topic": "t", "stock": 1, "cost": 1.0},
     {"op": "add", "title": "a\x1b[31m", "topic": "t", "stock": 1, "cost": 1.0},
@@ -144,26 +160,32 @@ def test_check_op_refuses_a_builder_it_was_not_given() -> None:
 
 REQUEST = ["r-1", "{}", "{}", 1]
 BOOK_ROW = [1, "T", "t", "t", 3, 1.0, 1]
+TAKE_ROW = ["r-1", 1, 1, 2, "alice", "open"]
 ORDER_ROW = [1, 1, "T", 2, 3.0, 6.0, "r-1", 1.7e9, ""]
 
 
 def test_a_snapshot_of_the_right_shape_is_taken() -> None:
-    catalog = {"applied": 1, "tables": {"requests": [REQUEST], "books": [BOOK_ROW]}}
+    catalog = {"applied": 1, "tables": {"requests": [REQUEST], "books": [BOOK_ROW],
+                                        "takes": [TAKE_ROW]}}
     assert check_snapshot(catalog, CatalogStore.tables) is catalog
     orders = {"applied": 1, "tables": {"requests": [REQUEST], "orders": [ORDER_ROW]}}
     assert check_snapshot(orders, OrderStore.tables) is orders
 
 
 @pytest.mark.parametrize("tables", [
-    {"requests": [REQUEST]}, {"requests": [REQUEST], "books": [BOOK_ROW], "orders": []},
-    {"requests": [REQUEST], "books": [BOOK_ROW[:-1]]},
-    {"requests": [REQUEST], "books": [BOOK_ROW, BOOK_ROW]},
-    {"requests": [REQUEST, REQUEST], "books": []},
-    {"requests": [["r-2", "{}", "{}", 9]], "books": []},
-    {"requests": [["r-2", "{", "{}", 1]], "books": []},
-    {"requests": [REQUEST], "books": [[1, "T", "t", "t", -3, 1.0, 1]]},
-    {"requests": [REQUEST], "books": [[1, None, "t", "t", 3, 1.0, 1]]},
-    {"requests": [REQUEST], "books": "rows"}, []])
+    {"requests": [REQUEST]},
+    {"requests": [REQUEST], "books": [BOOK_ROW], "takes": [], "orders": []},
+    {"requests": [REQUEST], "books": [BOOK_ROW[:-1]], "takes": []},
+    {"requests": [REQUEST], "books": [BOOK_ROW, BOOK_ROW], "takes": []},
+    {"requests": [REQUEST, REQUEST], "books": [], "takes": []},
+    {"requests": [["r-2", "{}", "{}", 9]], "books": [], "takes": []},
+    {"requests": [["r-2", "{", "{}", 1]], "books": [], "takes": []},
+    {"requests": [REQUEST], "books": [[1, "T", "t", "t", -3, 1.0, 1]], "takes": []},
+    {"requests": [REQUEST], "books": [[1, None, "t", "t", 3, 1.0, 1]], "takes": []},
+    {"requests": [REQUEST], "books": "rows", "takes": []},
+    {"requests": [REQUEST], "books": [], "takes": [["r-1", 1, 1, 2, "alice", "closed"]]},
+    {"requests": [REQUEST], "books": [], "takes": [TAKE_ROW, TAKE_ROW]},
+    {"requests": [REQUEST], "books": [], "takes": [["r-1", 1, 1, 0, "alice", "open"]]}, []])
 def test_a_snapshot_of_another_shape_is_refused(tables: Any) -> None:
     with pytest.raises(InvalidRequest):
         check_snapshot({"applied": 1, "tables": tables}, CatalogStore.tables)
