@@ -16,7 +16,6 @@ import signal
 import statistics
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +26,7 @@ from pyrostore.config import Settings
 from pyrostore.discovery import survey
 from pyrostore.errors import PyrostoreError
 from pyrostore.launcher import Cluster
+from pyrostore.models import new_request_id
 
 SHOPPERS = 4
 VICTIMS = (("coordinator", "leader"), ("coordinator", "follower"), ("catalog", "primary"),
@@ -60,7 +60,7 @@ class Buys:
             while not self._stop.is_set():
                 item = self.items[number % len(self.items)]
                 try:
-                    client.buy(item, 1, request_id=uuid.uuid4().hex)
+                    client.buy(item, 1, request_id=new_request_id())
                 except PyrostoreError:
                     continue  # a failover under way: the gap is what is measured
                 with self.lock:

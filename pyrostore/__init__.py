@@ -12,6 +12,7 @@ from pyrostore.errors import (
     OutcomeUnknown,
     OutOfStock,
     PyrostoreError,
+    RequestExpired,
     Unavailable,
 )
 
@@ -24,6 +25,7 @@ __all__ = [
     "OutOfStock",
     "OutcomeUnknown",
     "PyrostoreError",
+    "RequestExpired",
     "Unavailable",
 ]
 __version__ = "0.1.0"

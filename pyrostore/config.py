@@ -88,6 +88,14 @@ class Settings:
     """Seconds after which a cached entry is a miss anyway (a backstop: invalidation is the
     mechanism). The cache lease is ``lease``: a frontend serves from its cache only while the
     catalog primary's lease on it runs, so writes wait at most that long for a mute frontend."""
+    request_retention: float = 86400.0
+    """Seconds the replicas remember a request id (24 h), and so answer its retry with the
+    first answer; compacted in the background after that. A new write whose id is older is
+    refused (``RequestExpired``), never applied again. More than ``failover_timeout``."""
+    clock_skew: float = 60.0
+    """Most seconds the clocks of the store's machines may differ by (>= 0). A replica forgets
+    a request id only this long after it expired, so that none forgets an id another would
+    still take as new."""
     insecure: bool = False
     """Plaintext, without certificates (``--insecure``): anyone who can connect may do
     anything, so every address must be loopback. Off by default: mutual TLS everywhere."""
@@ -202,6 +210,12 @@ class Settings:
         if not self.failover_timeout > self.lease:
             raise ConfigError(f"failover_timeout ({self.failover_timeout} s) must be more than "
                               f"the lease ({self.lease} s)")
+        if not self.request_retention > self.failover_timeout:
+            raise ConfigError(f"request_retention ({self.request_retention} s) must be more than "
+                              f"failover_timeout ({self.failover_timeout} s): a client retries "
+                              "a request for that long")
+        if not 0 <= self.clock_skew <= 86400:
+            raise ConfigError(f"clock_skew must be 0..86400 seconds, not {self.clock_skew}")
         role, _, name = self.identity.partition(".")
         if self.identity and (role not in IDENTITIES or bool(name) != (role == "client")):
             raise ConfigError(f"identity must be node, admin or client.<name>, "

@@ -2,7 +2,8 @@
 
     PyrostoreError                 root: catch this to catch anything the store says
     ├── InvalidRequest             the caller sent something malformed (wrong type, qty <= 0, ...)
-    │   └── ConflictingRequest     a request id reused with different parameters
+    │   ├── ConflictingRequest     a request id reused with different parameters
+    │   └── RequestExpired         a new request whose id is older than the retention: not run
     ├── Forbidden                  the caller's certificate has no role allowed to call this
     ├── NotFound                   no such book or order
     ├── OutOfStock                 a buy asked for more than the stock; nothing was changed
@@ -51,6 +52,13 @@ class InvalidRequest(PyrostoreError):
 
 class ConflictingRequest(InvalidRequest):
     """Raised when a request id already used for one request arrives with other parameters."""
+
+
+class RequestExpired(InvalidRequest):
+    """Raised when a request id the store does not remember is older than the request-id
+    retention (``request_retention``): it may have run long ago and been forgotten since, so it
+    is never run now. Nothing was changed; a new request needs a new id. ``details`` names the
+    ``request_id`` and its ``age`` in seconds."""
 
 
 class Forbidden(PyrostoreError):
@@ -133,6 +141,7 @@ ALL_ERRORS: tuple[type[PyrostoreError], ...] = (
     PyrostoreError,
     InvalidRequest,
     ConflictingRequest,
+    RequestExpired,
     Forbidden,
     NotFound,
     OutOfStock,

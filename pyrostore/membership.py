@@ -35,7 +35,7 @@ from typing import Any
 
 from pyrostore.config import Settings
 from pyrostore.discovery import Coordinators, peer_uri, service_name
-from pyrostore.errors import NotServing, PyrostoreError, StaleEpoch
+from pyrostore.errors import NotServing, PyrostoreError, StaleEpoch, Unavailable
 from pyrostore.models import View, view_uris
 from pyrostore.replica_core import ReplicaCore, needs_snapshot
 from pyrostore.snapshots import split
@@ -258,6 +258,7 @@ class Membership:
 
     def _join(self) -> None:
         """While outside the view: ask the primary to take this replica in."""
+        said = ""
         while not self.stopping.is_set():
             with self.changed:
                 if self.core.state != "joining":
@@ -269,8 +270,12 @@ class Membership:
                         "replica": self.replica_id, "uri": self.uri,
                         "incarnation": self.incarnation})
                     self._adopt(View.from_wire(answer), view_uris(answer))
-                except (*PEER_FAILURES, PyrostoreError) as exc:
+                except (*PEER_FAILURES, Unavailable, StaleEpoch) as exc:  # a failover: wait
                     log.debug("%s: join failed: %s", self.name, exc)
+                except PyrostoreError as exc:  # will not pass by waiting: an operator's news
+                    if str(exc) != said:
+                        log.warning("%s: join failed: %s", self.name, exc)
+                        said = str(exc)
             with self.changed:
                 self.changed.wait(self.settings.lease / 2)
 

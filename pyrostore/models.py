@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 import re
-import uuid
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -259,14 +260,82 @@ def check_customer(value: Any) -> str:
     return check_token(value, "customer", empty=True)
 
 
+_REQUEST_ID = re.compile(r"[0-9a-f]{12}7[0-9a-f]{3}[89ab][0-9a-f]{15}")
+
+
+def new_request_id(now: float | None = None) -> str:
+    """A fresh request id: a UUIDv7 (RFC 9562) as 32 hex digits, whose first 48 bits are its
+    creation time in milliseconds (so ids sort by age and say when they were made), then the
+    version, the variant and 74 random bits."""
+    millis = int((time.time() if now is None else now) * 1000)
+    random = int.from_bytes(os.urandom(10), "big")
+    value = (millis & (2**48 - 1)) << 80 | 0x7 << 76 | (random >> 68) << 64 | 0b10 << 62 \
+        | (random & (2**62 - 1))
+    return f"{value:032x}"
+
+
+def request_time(request_id: str) -> float | None:
+    """When a request id (as :func:`check_request_id` returns it) was made, in seconds since
+    1970; ``None`` for an id of another form (a file written before ids carried their time)."""
+    if _REQUEST_ID.fullmatch(request_id) is None:
+        return None
+    return int(request_id[:12], 16) / 1000
+
+
 def check_request_id(value: Any) -> str:
-    """A client-made request id (a UUID in practice): 1..64 printable characters."""
-    return check_token(value, "request_id")
+    """A request id as :func:`new_request_id` makes it: a UUIDv7, as 32 hex digits or in the
+    8-4-4-4-12 form, either case; returned as 32 lowercase hex digits. It must carry its
+    creation time, for the store keeps ids only for ``request_retention``
+    (:class:`Retention`)."""
+    if isinstance(value, str) and len(value) <= 36:
+        text = value.replace("-", "").lower() if len(value) == 36 else value.lower()
+        if _REQUEST_ID.fullmatch(text) and (len(value) == 32 or _is_dashed(value)):
+            return text
+    raise InvalidRequest("request_id must be a UUIDv7 (32 hex digits, or 8-4-4-4-12), as "
+                         "pyrostore's clients make; a request id carries its creation time",
+                         field="request_id")
+
+
+def _is_dashed(value: str) -> bool:
+    return [len(part) for part in value.split("-")] == [8, 4, 4, 4, 12]
 
 
 def request_id_or_new(value: Any) -> str:
-    """The caller's request id, checked, or a fresh UUID for a caller that gave none."""
-    return uuid.uuid4().hex if value is None else check_request_id(value)
+    """The caller's request id, checked, or a fresh one for a caller that gave none."""
+    return new_request_id() if value is None else check_request_id(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Retention:
+    """How long the store remembers request ids: ``keep`` seconds (``request_retention``),
+    while the machines' clocks differ by at most ``skew`` seconds (``clock_skew``).
+
+    An id older than ``keep`` that a replica does not remember is refused
+    (:meth:`expired_by`); a replica forgets an id only once it is older than ``keep + skew``
+    (:meth:`forgettable`), when every replica, whatever its clock, refuses it as new. So no id
+    is ever applied twice: while any replica would take it as new, every replica remembers it.
+    """
+
+    keep: float
+    skew: float
+
+    def expired_by(self, request_id: str, now: float) -> float | None:
+        """How many seconds past ``keep`` ``request_id`` is at ``now``; ``None`` while it is
+        younger (and for an id without a time: only older files hold those)."""
+        made = request_time(request_id)
+        if made is None or now - made <= self.keep:
+            return None
+        return now - made - self.keep
+
+    def forgettable(self, request_id: str, now: float) -> bool:
+        """Whether every replica may have forgotten ``request_id`` at ``now``."""
+        made = request_time(request_id)
+        return made is not None and now - made > self.keep + self.skew
+
+    def oldest_kept(self, now: float) -> str:
+        """The 12-hex-digit time prefix below which ids are forgettable at ``now`` (ids sort by
+        their time)."""
+        return new_request_id(now - self.keep - self.skew)[:12]
 
 
 def check_page(limit: Any, offset: Any) -> tuple[int, int]:
@@ -281,6 +350,9 @@ def check_page(limit: Any, offset: Any) -> tuple[int, int]:
 
 MAX_STORED_TEXT = 4096
 """Longest text a snapshot's row may carry (older data was checked less strictly)."""
+MAX_STORED_JSON = 256 * 1024
+"""Longest operation or result (as JSON text) a snapshot's request row may carry: a
+settlement of the outbox names up to a thousand request ids."""
 _URI = re.compile(r"PYRO:(?P<object>[A-Za-z0-9_.-]{1,100})@(?:\[[0-9A-Fa-f:.]{2,45}\]"
                   r"|[A-Za-z0-9_.-]{1,100}):(?P<port>[0-9]{1,5})")
 _READ_KEY = re.compile(r"(?:topics|orders|outbox|(?:item|order):[1-9][0-9]{0,18}"
@@ -342,11 +414,11 @@ def check_version(value: Any) -> tuple[int, int]:
     return check_count(value[0], "epoch"), check_count(value[1], "seq")
 
 
-def check_stored_text(value: Any, name: str) -> str:
-    """Text as a database holds it: a string of at most MAX_STORED_TEXT characters (what it
-    shows is sanitized where it is shown)."""
-    if not isinstance(value, str) or len(value) > MAX_STORED_TEXT:
-        raise InvalidRequest(f"{name} must be a string of at most {MAX_STORED_TEXT} characters",
+def check_stored_text(value: Any, name: str, limit: int = MAX_STORED_TEXT) -> str:
+    """Text as a database holds it: a string of at most ``limit`` characters (what it shows
+    is sanitized where it is shown)."""
+    if not isinstance(value, str) or len(value) > limit:
+        raise InvalidRequest(f"{name} must be a string of at most {limit} characters",
                              field=name)
     return value
 

@@ -11,7 +11,6 @@ of any request id can be asked (:meth:`OrderReplica.outcome`).
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from typing import Any
 
 import Pyro5.api
@@ -39,18 +38,10 @@ from pyrostore.models import (
 )
 from pyrostore.outbox import Reconciler, Settler
 from pyrostore.peer import PeerEndpoint
-from pyrostore.recovery import open_replica_store
+from pyrostore.recovery import open_replica_store, retention_of
 from pyrostore.replication import ReplicatedGroup
 from pyrostore.schemas import OrderStore, check_snapshot
 from pyrostore.serving import Service
-
-
-def forgettable(request_id: str, now: float) -> bool:  # TEMPORARY until retention lands
-    return False
-
-
-def new_request_id() -> str:  # TEMPORARY
-    return uuid.uuid4().hex
 
 
 def record_op(item: Any, qty: Any, title: Any, unit_cost: Any, created_at: Any,
@@ -132,9 +123,10 @@ class OrderReplica(Service):
         self.group = ReplicatedGroup(settings, self.role, replica_id, self.store,
                                      OrderMachine(self.store), hooks=self.hooks)
         self.peer = PeerEndpoint(self.group, self.metrics)
-        self.reconciler = Reconciler(grace=settings.lease / 2, forgettable=forgettable)
+        self.reconciler = Reconciler(grace=settings.lease / 2,
+                                     forgettable=retention_of(settings).forgettable)
         self.settler = Settler(settings, self.group, self.store, self.catalog, record_of,
-                               self.reconciler, new_request_id)
+                               self.reconciler)
 
     @Pyro5.api.expose
     @allow(NODE)

@@ -38,7 +38,8 @@ from typing import Any
 
 from pyrostore.config import Settings
 from pyrostore.discovery import ReplicaSet
-from pyrostore.errors import ConflictingRequest, NotServing, PyrostoreError
+from pyrostore.errors import ConflictingRequest, NotServing, PyrostoreError, RequestExpired
+from pyrostore.models import new_request_id
 from pyrostore.replication import ReplicatedGroup
 from pyrostore.schemas import OrderStore
 
@@ -112,15 +113,13 @@ class Settler:
     replica is the ready primary of its group."""
 
     def __init__(self, settings: Settings, group: ReplicatedGroup, store: OrderStore,
-                 catalog: ReplicaSet, record_op: RecordOp, core: Reconciler,
-                 new_request_id: Callable[[], str]) -> None:
+                 catalog: ReplicaSet, record_op: RecordOp, core: Reconciler) -> None:
         self.settings = settings
         self.group = group
         self.store = store
         self.catalog = catalog
         self.record_op = record_op
         self.core = core
-        self.new_request_id = new_request_id
         self.interval = settings.lease / 4
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="settler", daemon=True)
@@ -166,10 +165,12 @@ class Settler:
             elif isinstance(write.error, ConflictingRequest):  # an order with its id exists
                 log.warning("order %s was recorded differently from its take", request_id)
                 done.append(request_id)
+            elif isinstance(write.error, RequestExpired) and request_id in ordered:
+                done.append(request_id)  # its order, long replicated; its id since forgotten
             else:
                 log.debug("could not record order %s yet: %s", request_id, write.error)
         if done or plan.undo:
-            self.catalog.call("settle", done, plan.undo, self.new_request_id(), primary=True,
+            self.catalog.call("settle", done, plan.undo, new_request_id(), primary=True,
                               patience=self.settings.lease)
             self.core.settled(len(done), completed, len(plan.undo))
             if completed or plan.undo:

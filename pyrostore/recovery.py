@@ -25,7 +25,7 @@ from pyrostore.config import Settings
 from pyrostore.datadir import Lock, hold_file, move_aside, set_aside
 from pyrostore.discovery import Coordinators, service_name
 from pyrostore.errors import CorruptFile, PyrostoreError, StorageError
-from pyrostore.models import view_uris
+from pyrostore.models import Retention, view_uris
 from pyrostore.replica_core import on_open
 from pyrostore.store import Database
 from pyrostore.transport import TRANSPORT_FAILURES, ProxyPool
@@ -54,7 +54,7 @@ def _open(settings: Settings, role: str, replica_id: int, kind: type[D], path: P
         reason, aside = "found by an earlier start", earlier[-1]
     else:
         try:
-            return kind(path, lock=lock)
+            return kind(path, lock=lock, retention=retention_of(settings))
         except CorruptFile as exc:
             reason = exc.details.get("reason", str(exc))
         aside = move_aside(path, datetime.datetime.now(datetime.UTC))
@@ -66,7 +66,12 @@ def _open(settings: Settings, role: str, replica_id: int, kind: type[D], path: P
                            f"{name} needs a live primary of its group to rejoin from",
                            path=str(path), aside=str(aside))
     log.warning("%s starts empty and rejoins by snapshot from the primary at %s", name, primary)
-    return kind(path, lock=lock)
+    return kind(path, lock=lock, retention=retention_of(settings))
+
+
+def retention_of(settings: Settings) -> Retention:
+    """How long the replicas remember request ids, as ``settings`` say."""
+    return Retention(settings.request_retention, settings.clock_skew)
 
 
 def live_primary(settings: Settings, role: str, replica_id: int) -> str | None:

@@ -117,6 +117,8 @@ class ReplicatedGroup:
         self._batching = False  # a thread is running a batch
         self._queue_changed = threading.Condition()  # guards both; notified when a batch ends
         self._notifier = _CommitNotifier(self.member)
+        self._compactor = _Compactor(db, interval=max(settings.lease,
+                                                      min(settings.request_retention / 8, 300)))
         self._in_flight: dict[str, int] = {}  # primary: key -> its write not yet acknowledged
 
     # -- the service's own calls ---------------------------------------------------------
@@ -343,18 +345,52 @@ class ReplicatedGroup:
         """The replica's part of ``info()``: its membership, and the writes queued."""
         with self._queue_changed:
             queued = len(self._queue)
-        return {**self.member.details(), "queued_writes": queued}
+        return {**self.member.details(), "queued_writes": queued,
+                "forgotten_request_ids": self._compactor.forgotten}
 
     def start(self, uri: str) -> None:
         """Join the group as the replica serving at ``uri``."""
         self.member.start(uri)
         self._notifier.start()
+        self._compactor.start()
 
     def close(self) -> None:
         """Stop every thread and close every connection."""
         self._notifier.stop()
+        self._compactor.stop()
         self._aside.shutdown(wait=False, cancel_futures=True)
         self.member.close()
+
+
+class _Compactor:
+    """Forgets expired request ids (:meth:`Database.compact`) every ``interval`` seconds, in
+    the background, at every replica on its own: a chunk at a time, so a write waits for one
+    chunk's transaction at most."""
+
+    def __init__(self, db: Database, interval: float) -> None:
+        self.db = db
+        self.interval = interval
+        self.forgotten = 0
+        """Request ids forgotten since this replica started."""
+        self._stopping = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="compactor", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self.interval):
+            try:
+                forgotten = self.db.compact()
+            except Exception:  # a full disk: say so, and try again later
+                if not self._stopping.is_set():  # not a file closing under it
+                    log.exception("compacting request ids failed")
+                continue
+            self.forgotten += forgotten
+            if forgotten:
+                log.info("forgot %d request id(s) older than the retention", forgotten)
 
 
 class _CommitNotifier:

@@ -22,6 +22,7 @@ from pyrostore.models import (
     MAX_COST,
     MAX_POSITION,
     MAX_QUANTITY,
+    MAX_STORED_JSON,
     Book,
     Order,
     View,
@@ -56,7 +57,7 @@ def _text(name: str) -> Callable[[Any], Any]:
 def _json_text(name: str) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
         try:
-            return json.loads(check_stored_text(value, name))
+            return json.loads(check_stored_text(value, name, MAX_STORED_JSON))
         except ValueError:
             raise InvalidRequest(f"{name} must be JSON text", field=name) from None
     return check

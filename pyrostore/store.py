@@ -20,13 +20,15 @@ import dataclasses
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pyrostore.datadir import Lock, create_private, hold_file, make_private, sqlite_files
-from pyrostore.errors import ConflictingRequest, CorruptFile, StorageError
+from pyrostore.errors import ConflictingRequest, CorruptFile, RequestExpired, StorageError
+from pyrostore.models import Retention
 
 T = TypeVar("T")
 Apply = Callable[[sqlite3.Connection, int], Any]
@@ -76,10 +78,15 @@ class Database:
     state_tables: tuple[str, ...] = ()
     """The tables a snapshot carries besides the request ids."""
 
-    def __init__(self, path: Path, *, lock: Lock | None = None) -> None:
+    def __init__(self, path: Path, *, lock: Lock | None = None,
+                 retention: Retention | None = None) -> None:
         """Open (or make) the database at ``path``, under ``lock`` (the file's, held by the
-        caller) or else a lock of its own; :meth:`close` releases it."""
+        caller) or else a lock of its own; :meth:`close` releases it. ``retention``: seconds
+        how long request ids are remembered (``None``: for ever, and no id is too old)."""
         self.path = Path(path)
+        self.retention = retention
+        self.clock: Callable[[], float] = time.time
+        """The wall clock request ids are aged by (tests set a fake one)."""
         self._file_lock, self._writer = open_locked(self.path, _COMMON_SCHEMA + self.schema,
                                                     lock=lock)
         self._write_lock = threading.RLock()
@@ -202,6 +209,16 @@ class Database:
                     f"request id {write.request_id} was already used for another request",
                     request_id=write.request_id)
             return False
+        retention = self.retention
+        late = None if retention is None else retention.expired_by(write.request_id,
+                                                                   self.clock())
+        if retention is not None and late is not None:
+            write.error = RequestExpired(
+                f"request id {write.request_id} is older than the request-id retention "
+                f"({retention.keep:g} s) by {late:.0f} s: it may have run and been forgotten, "
+                "so it is not run now (a new request needs a new id; is this machine's clock "
+                "right?)", request_id=write.request_id, age=round(retention.keep + late, 3))
+            return False
         applying = self._applying
         conn.execute("SAVEPOINT write")
         try:
@@ -285,6 +302,28 @@ class Database:
         row = self.reader.execute("SELECT request_id FROM requests WHERE seq=?",
                                   (seq,)).fetchone()
         return None if row is None else str(row[0])
+
+    def compact(self, *, chunk: int = 500) -> int:
+        """Forget the request ids that every replica may forget
+        (:meth:`~pyrostore.models.Retention.forgettable`), ``chunk`` at a time, each chunk its
+        own short transaction, so writes wait for one chunk at most. Ids without a time
+        (written by an older version) and the id of the last applied write (a rejoin compares
+        it) are kept. Returns how many went. Not replicated: each replica compacts on its own
+        clock."""
+        if self.retention is None:
+            return 0
+        below = self.retention.oldest_kept(self.clock())
+        forgotten = 0
+        while True:
+            with self.transaction() as conn:
+                gone = conn.execute(
+                    "DELETE FROM requests WHERE request_id IN (SELECT request_id FROM requests "
+                    "WHERE request_id < ? AND length(request_id) = 32 "
+                    "AND substr(request_id, 13, 1) = '7' AND seq < ? LIMIT ?)",
+                    (below, self._applied, chunk)).rowcount
+            forgotten += gone
+            if gone < chunk:
+                return forgotten
 
     def request_count(self) -> int:
         """How many request ids this replica remembers."""

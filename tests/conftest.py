@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,9 +87,9 @@ def make_settings(data_dir: Path) -> Settings:
 
 
 def start_cluster(data_dir: Path, *, catalogs: int = 2, orders: int = 2, frontends: int = 1,
-                  no_cache: bool = False) -> Cluster:
-    """A started store; the caller stops it."""
-    settings = make_settings(data_dir).replace(cache=not no_cache)
+                  no_cache: bool = False, **settings_: Any) -> Cluster:
+    """A started store (with any setting changed by ``settings_``); the caller stops it."""
+    settings = make_settings(data_dir).replace(cache=not no_cache, **settings_)
     cluster = Cluster(settings, catalogs=catalogs, orders=orders, frontends=frontends)
     try:
         cluster.start(timeout=30)

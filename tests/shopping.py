@@ -14,7 +14,6 @@ import itertools
 import random
 import threading
 import time
-import uuid
 from collections import Counter
 from typing import Any
 
@@ -22,6 +21,7 @@ from pyrostore.client import Client
 from pyrostore.config import Settings
 from pyrostore.errors import OutcomeUnknown, OutOfStock, Unavailable
 from pyrostore.launcher import Cluster
+from pyrostore.models import new_request_id
 from tests.conftest import wait_until
 from tests.test_replication import level, orders_on, proxy
 
@@ -72,7 +72,7 @@ class Shoppers:
         rng, ledger = random.Random(seed), self.ledger
         with Client(settings=self.settings) as client:
             while not self._stop.is_set():
-                item, qty, request_id = rng.choice(self.items), rng.randint(1, 2), uuid.uuid4().hex
+                item, qty, request_id = rng.choice(self.items), rng.randint(1, 2), new_request_id()
                 try:
                     order = client.buy(item, qty, request_id=request_id)
                     with ledger.lock:

@@ -7,7 +7,6 @@ import signal
 import statistics
 import threading
 import time
-import uuid
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from pyrostore.control import LEASE_MARGIN
 from pyrostore.discovery import survey
 from pyrostore.errors import NotServing
 from pyrostore.launcher import Cluster
+from pyrostore.models import new_request_id
 from tests.conftest import wait_until
 from tests.shopping import Shoppers, add_books, check_ledger, hold
 from tests.test_replication import coordinators, info, primary, proxy, restart
@@ -176,7 +176,7 @@ def test_two_of_three_coordinators_dead_pause_writes_safely(cluster: Cluster) ->
                    what="the catalog primary's lease to run out")
         paused_at = time.monotonic()
         with proxy(cluster, "catalog", catalog) as replica, pytest.raises(NotServing):
-            replica.update(1, None, 5, uuid.uuid4().hex)  # no write without a lease
+            replica.update(1, None, 5, new_request_id())  # no write without a lease
         hold(1.0)
         with shoppers.ledger.lock:
             sold_while_paused = [t for t in shoppers.ledger.acked_at if t > paused_at]

@@ -6,23 +6,25 @@ import contextlib
 import math
 import signal
 import socket
-import uuid
+import time
+from pathlib import Path
 
 import Pyro5.api
 import pytest
 
 from pyrostore.client import Client
-from pyrostore.discovery import find, make_proxy, name_server
+from pyrostore.discovery import find, make_proxy, name_server, survey
 from pyrostore.errors import (
     ConflictingRequest,
     InvalidRequest,
     NotFound,
     OutOfStock,
+    RequestExpired,
     Unavailable,
 )
 from pyrostore.launcher import Cluster
-from pyrostore.models import request_id_or_new
-from tests.conftest import free_port, make_settings, settled, start_cluster
+from pyrostore.models import new_request_id, request_id_or_new
+from tests.conftest import free_port, make_settings, settled, start_cluster, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -65,7 +67,7 @@ def test_buy_takes_stock_and_records_the_order(client: Client) -> None:
 
 
 def test_a_repeated_request_id_buys_once(client: Client) -> None:
-    request_id = uuid.uuid4().hex
+    request_id = new_request_id()
     before = client.lookup(6)["stock"]
     first = client.buy(6, 1, request_id=request_id)
     again = client.buy(6, 1, request_id=request_id)
@@ -102,6 +104,9 @@ def test_out_of_stock_changes_nothing_and_stays_refused(store: Cluster, client: 
     lambda c: c.buy(1, 10**12),
     lambda c: c.buy(1, "2"),
     lambda c: c.buy(1, 1, request_id=""),
+    lambda c: c.buy(1, 1, request_id="retry-1"),  # not a UUIDv7: it carries no time
+    lambda c: c.buy(1, 1, request_id=new_request_id(time.time() - 25 * 3600)),  # expired
+    lambda c: c.update(1, stock_delta=1, request_id=new_request_id(time.time() - 25 * 3600)),
     lambda c: c.update(1),
     lambda c: c.update(1, cost=-1),
     lambda c: c.update(1, cost=math.nan),
@@ -118,6 +123,26 @@ def test_bad_input_is_refused_and_changes_nothing(store: Cluster, client: Client
     with pytest.raises(InvalidRequest):
         call(client)
     assert (applied(store, "catalog"), applied(store, "order")) == positions
+
+
+def test_replicas_forget_request_ids_after_the_retention_and_refuse_them_then(
+        tmp_path: Path) -> None:
+    retention = 12.0  # seconds; ids are aged by the wall clock, so the test makes old ones
+    with start_cluster(tmp_path, request_retention=retention, clock_skew=0.0) as cluster, \
+            Client(settings=cluster.settings) as client:
+        old, young = new_request_id(time.time() - retention + 2), new_request_id()
+        stock = client.update(1, stock_delta=1, request_id=old)["stock"]
+        assert client.update(1, stock_delta=1, request_id=young)["stock"] == stock + 1
+
+        def forgotten() -> bool:
+            rows = [row for row in survey(cluster.settings) if row["role"] == "catalog"]
+            return len(rows) == 2 and all(row["forgotten_request_ids"] >= 1 for row in rows)
+        wait_until(forgotten, timeout=30, what="both catalog replicas compacting the old id")
+        with pytest.raises(RequestExpired) as caught:
+            client.update(1, stock_delta=1, request_id=old)
+        assert caught.value.details["request_id"] == old
+        assert client.update(1, stock_delta=1, request_id=young)["stock"] == stock + 1
+        assert client.lookup(1)["stock"] == stock + 1
 
 
 def test_unknown_things_are_not_found(client: Client) -> None:

@@ -27,8 +27,10 @@ def test_tree_shape() -> None:
     assert {cls.__name__ for cls in ALL_ERRORS} == {
         "PyrostoreError", "InvalidRequest", "ConflictingRequest", "NotFound", "OutOfStock",
         "Unavailable", "NotServing", "NotLeader", "StaleEpoch", "OutcomeUnknown", "ConfigError",
-        "CertificateError", "Forbidden", "StorageError", "CorruptFile",
+        "CertificateError", "Forbidden", "StorageError", "CorruptFile", "BuyUndone",
+        "RequestExpired",
     }
+    assert issubclass(errors.RequestExpired, errors.InvalidRequest)
     assert issubclass(errors.NotServing, errors.Unavailable)
     assert issubclass(errors.CertificateError, errors.ConfigError)
     assert issubclass(errors.CorruptFile, errors.StorageError)

@@ -30,6 +30,7 @@ from pyrostore import tls
 from pyrostore.discovery import Coordinators, find, make_proxy, peer_uri
 from pyrostore.errors import InvalidRequest, PyrostoreError
 from pyrostore.launcher import Cluster
+from pyrostore.models import new_request_id
 from tests.conftest import identity, settled
 from tests.test_replication import view
 
@@ -142,7 +143,8 @@ def unchanged(store: Cluster) -> Iterator[Cluster]:
 
 BOOK = {"item": 999_999, "title": "T", "topic": "t", "stock": 1, "cost": 1.0, "version": 9}
 UPDATE = {"op": "update", "item": 999_999, "cost": 9.0, "stock_delta": None}
-WRITE = {"seq": 1, "op": UPDATE, "request_id": "r-1", "result": BOOK, "keys": ["item:999999"]}
+WRITE = {"seq": 1, "op": UPDATE, "request_id": new_request_id(), "result": BOOK,
+         "keys": ["item:999999"]}
 BAD_OP = one_wrong(UPDATE, {"op": JUNK.filter(lambda v: v not in ("take", "update", "add")),
                             "item": BAD_POSITIVE, "cost": NOT_INT.filter(
                                 lambda v: v is not None and not isinstance(v, float)),
@@ -250,8 +252,8 @@ def test_catalog(unchanged: Cluster, item: Any, qty: Any, request_id: Any, topic
         refuses(catalog.search_at, topic)
         refuses(catalog.search_at, "graduate school", limit, 0)
         refuses(catalog.search_at, "graduate school", 10, offset)
-        refuses(catalog.take, item, 1, "r-take")
-        refuses(catalog.take, 999_999, qty, "r-take")
+        refuses(catalog.take, item, 1, new_request_id())
+        refuses(catalog.take, 999_999, qty, new_request_id())
         refuses(catalog.take, 999_999, 1, request_id)
 
 

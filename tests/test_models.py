@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from pyrostore.models import (
     MAX_TEXT,
     Book,
     Order,
+    Retention,
     check_cost,
     check_int,
     check_item,
@@ -27,7 +29,9 @@ from pyrostore.models import (
     check_stock,
     check_stock_delta,
     check_text,
+    new_request_id,
     request_id_or_new,
+    request_time,
 )
 
 NOT_INTEGERS = [True, False, 1.0, 2.5, "3", None, [1], b"1", float("nan")]
@@ -175,12 +179,21 @@ def test_check_text_refuses_non_strings(bad: Any) -> None:
     assert caught.value.details == {"field": "topic"}
 
 
-@pytest.mark.parametrize("good", ["a", "0f8e4c3a9b2d4e6f8a1b2c3d4e5f6a7b", "r" * 64, "retry-1"])
-def test_check_request_id_accepts(good: str) -> None:
-    assert check_request_id(good) == good
+V7 = "0190a3c4d5e67abc8def0123456789ab"
 
 
-@pytest.mark.parametrize("bad", ["", "r" * 65, "a\nb", "\x00", None, 12345, b"abc"])
+@pytest.mark.parametrize(("given", "taken"), [
+    (V7, V7), (V7.upper(), V7), ("0190a3c4-d5e6-7abc-8def-0123456789ab", V7),
+    ("0190A3C4-D5E6-7ABC-BDEF-0123456789AB", "0190a3c4d5e67abcbdef0123456789ab")])
+def test_check_request_id_takes_a_uuid7_in_either_form(given: str, taken: str) -> None:
+    assert check_request_id(given) == taken
+
+
+@pytest.mark.parametrize("bad", [
+    "", "a", "retry-1", "r" * 65, "a\nb", "\x00", None, 12345, b"abc", V7[:-1], V7 + "0",
+    uuid.uuid4().hex, str(uuid.uuid4()), V7[:12] + "4" + V7[13:],  # a UUIDv4: no time in it
+    V7[:16] + "c" + V7[17:],  # wrong variant
+    "0190a3c4d-5e6-7abc-8def-0123456789ab", "0190a3c4-d5e6-7abc-8def-0123456789-b"])
 def test_check_request_id_refuses(bad: Any) -> None:
     with pytest.raises(InvalidRequest, match="request_id must be") as caught:
         check_request_id(bad)
@@ -188,12 +201,40 @@ def test_check_request_id_refuses(bad: Any) -> None:
 
 
 def test_request_id_or_new_keeps_a_given_id_and_makes_fresh_ones() -> None:
-    assert request_id_or_new("abc") == "abc"
+    assert request_id_or_new(V7.upper()) == V7
     first, second = request_id_or_new(None), request_id_or_new(None)
     assert first != second
     assert check_request_id(first) == first
     with pytest.raises(InvalidRequest):
         request_id_or_new("")
+
+
+@given(st.floats(min_value=0, max_value=2**48 / 1000 - 1))
+def test_a_new_request_id_is_a_uuid7_that_says_when_it_was_made(now: float) -> None:
+    request_id = new_request_id(now)
+    assert check_request_id(request_id) == request_id
+    parsed = uuid.UUID(request_id)
+    assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
+    made = request_time(request_id)
+    assert made is not None and now - 0.001 < made <= now
+
+
+def test_request_ids_sort_by_their_time() -> None:
+    ids = [new_request_id(t) for t in (1.7e9, 1.7e9 + 0.002, 1.7e9 + 1, 2e9)]
+    assert ids == sorted(ids)
+    assert request_time(uuid.uuid4().hex) is None
+
+
+def test_a_retention_refuses_old_ids_and_forgets_them_only_after_the_clock_skew() -> None:
+    retention, now = Retention(keep=100.0, skew=10.0), 1.8e9
+    young, old, older = (new_request_id(now - age) for age in (99.0, 101.0, 111.0))
+    assert retention.expired_by(young, now) is None
+    assert retention.expired_by(old, now) == pytest.approx(1.0, abs=0.002)
+    assert not retention.forgettable(old, now)
+    assert retention.forgettable(older, now)
+    assert old > retention.oldest_kept(now) > older
+    legacy = uuid.uuid4().hex  # an id from a file written before ids carried their time
+    assert retention.expired_by(legacy, now) is None and not retention.forgettable(legacy, now)
 
 
 def test_check_page() -> None:

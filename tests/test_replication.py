@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-import uuid
 from typing import Any
 
 import Pyro5.api
@@ -22,6 +21,7 @@ from pyrostore.errors import (
     StaleEpoch,
 )
 from pyrostore.launcher import Cluster
+from pyrostore.models import new_request_id
 from tests.conftest import identity, start_cluster, wait_until
 
 pytestmark = pytest.mark.timeout(180)
@@ -124,7 +124,7 @@ def test_primary_killed_in_the_middle_of_a_buy(cluster: Cluster, group: str) -> 
     backup = 3 - leader
     with proxy(cluster, group, leader) as replica:
         replica.set_hook("hold_before_ack", 30)
-    request_id = uuid.uuid4().hex
+    request_id = new_request_id()
     outcome: dict[str, Any] = {}
 
     def buy() -> None:
@@ -191,7 +191,7 @@ def test_a_retry_queued_behind_a_failed_write_is_refused_not_answered(cluster: C
     retry of it queued at the same primary must not be answered from that local copy."""
     leader = primary(cluster, "catalog")
     uri = find(cluster.settings, "catalog")[f"pyrostore.catalog.{leader}"]
-    request_id, outcomes = uuid.uuid4().hex, {}
+    request_id, outcomes = new_request_id(), {}
 
     def update(name: str) -> None:
         with make_proxy(uri, cluster.settings, timeout=30) as replica:
@@ -274,7 +274,7 @@ def test_writes_that_queue_behind_one_go_to_the_backup_as_one_batch(cluster: Clu
 
 
 def test_a_retried_buy_after_both_primaries_died_applies_once(cluster: Cluster) -> None:
-    request_id = uuid.uuid4().hex
+    request_id = new_request_id()
     with Client(settings=cluster.settings) as client:
         order = client.buy(3, 1, request_id=request_id)
         cluster.kill("order", primary(cluster, "order"))
@@ -297,7 +297,7 @@ def test_a_paused_primary_serves_nothing_stale(cluster: Cluster) -> None:
         cluster.kill("catalog", old, signal.SIGCONT)
     with proxy(cluster, "catalog", old, as_node=True) as stale:
         with pytest.raises((NotServing, StaleEpoch)):
-            stale.take(1, 1, uuid.uuid4().hex)
+            stale.take(1, 1, new_request_id())
         with contextlib.suppress(NotServing):  # if it answers at all, it has caught up
             assert stale.lookup(1)["stock"] == stock
     wait_until(lambda: level(cluster, "catalog"), what="the old primary to rejoin")
@@ -337,7 +337,7 @@ def test_every_coordinator_restarts_without_losing_a_view(cluster: Cluster) -> N
 def test_a_write_sent_to_a_backup_is_refused_with_the_primary_named(cluster: Cluster) -> None:
     leader = primary(cluster, "catalog")
     with proxy(cluster, "catalog", 3 - leader) as backup, pytest.raises(NotServing) as refused:
-        backup.update(1, None, 5, uuid.uuid4().hex)
+        backup.update(1, None, 5, new_request_id())
     assert refused.value.details["primary"] == find(cluster.settings, "catalog")[
         f"pyrostore.catalog.{leader}"]
     with proxy(cluster, "catalog", 3 - leader) as backup:
@@ -389,7 +389,7 @@ def test_a_backup_fences_off_a_stale_primary_and_a_foreign_write(cluster: Cluste
     def forward(seq: int) -> list[dict[str, Any]]:
         book = {"item": 2, "title": "RPCs for Dummies", "topic": "distributed systems",
                 "stock": 4, "cost": 999.0, "version": seq}
-        return [{"seq": seq, "op": op, "request_id": uuid.uuid4().hex, "result": book,
+        return [{"seq": seq, "op": op, "request_id": new_request_id(), "result": book,
                  "keys": ["item:2"]}]
 
     applied = info(cluster, "catalog", 3 - leader)["applied"]

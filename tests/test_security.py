@@ -14,7 +14,6 @@ import ssl
 import struct
 import subprocess
 import sys
-import uuid
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +35,7 @@ from pyrostore.discovery import find, name_server, name_server_uri, peer_uri, se
 from pyrostore.errors import ConfigError, Forbidden, NotFound
 from pyrostore.frontend import Frontend
 from pyrostore.launcher import Cluster
+from pyrostore.models import new_request_id
 from pyrostore.nameserver import GuardedNameServer, run_name_server
 from pyrostore.order import OrderReplica
 from pyrostore.peer import PeerEndpoint
@@ -210,24 +210,24 @@ CASES = sorted((target, method) for target, cls in SERVED.items()
                for method in closed_to_shoppers(cls) | NOT_FOR_SHOPPERS[kind(target)])
 ARGS: dict[str, tuple[Any, ...]] = {
     "replicate": (HIGH_EPOCH, [{"seq": 10**6, "op": {"op": "take", "item": 1, "qty": 1},
-                                "request_id": str(uuid.uuid4()), "result": {}, "keys": []}],
+                                "request_id": new_request_id(), "result": {}, "keys": []}],
                   10**6),
     "committed": (HIGH_EPOCH, 10**6),
     "position": (HIGH_EPOCH,),
     "install_snapshot": (HIGH_EPOCH, {"applied": 0, "tables": {}}),
     "join": ({"replica": 3, "uri": EVIL_URI, "incarnation": "mallory"},),
     "request_at": (1,),
-    "take": (1, 1, str(uuid.uuid4())),
-    "settle": ([], [str(uuid.uuid4())], str(uuid.uuid4())),
-    "open_takes": (10,), "take_status": (str(uuid.uuid4()),), "outcome": (str(uuid.uuid4()),),
-    "order_for": (str(uuid.uuid4()),),
+    "take": (1, 1, new_request_id()),
+    "settle": ([], [new_request_id()], new_request_id()),
+    "open_takes": (10,), "take_status": (new_request_id(),), "outcome": (new_request_id(),),
+    "order_for": (new_request_id(),),
     "cache_lease": (EVIL_URI,),
     "lookup_at": (1,), "lookup": (1,),
     "search_at": ("distributed systems",), "search": ("distributed systems",),
-    "buy": (1, 1, str(uuid.uuid4()), "mallory"),
+    "buy": (1, 1, new_request_id(), "mallory"),
     "order": (1,),
-    "update": (1, 0.01, 100, str(uuid.uuid4())),
-    "add_book": ("Free Books", "mallory", 1000, 0.0, str(uuid.uuid4())),
+    "update": (1, 0.01, 100, new_request_id()),
+    "add_book": ("Free Books", "mallory", 1000, 0.0, new_request_id()),
     "invalidate": (HIGH_EPOCH, [[["item:1"], [HIGH_EPOCH, 1]]]),
     "renew": ({"group": "catalog", "replica": 3, "incarnation": "mallory", "seq": 1,
                "uri": EVIL_URI, "applied": 10**6, "epoch": HIGH_EPOCH, "state": "primary"},),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -10,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from pyrostore.errors import ConfigError, ConflictingRequest, NotFound, OutOfStock
+from pyrostore.errors import ConfigError, ConflictingRequest, NotFound, OutOfStock, RequestExpired
+from pyrostore.models import Retention, new_request_id
 from pyrostore.schemas import CatalogStore, OrderStore, load_inventory
 from pyrostore.store import Alongside, Write
 from tests.conftest import wait_until
@@ -532,3 +534,97 @@ def test_first_read_on_a_new_thread_does_not_wait_for_an_open_write(
         answered_during_write = list(seen)
     reader.join(10)
     assert answered_during_write == [10]
+
+
+# -- request ids have a lifetime ------------------------------------------------------------
+
+KEEP, SKEW, NOW = 3600.0, 60.0, 1.8e9
+
+
+@pytest.fixture
+def aging(tmp_path: Path) -> Iterator[tuple[CatalogStore, list[float]]]:
+    """A catalog that keeps request ids an hour (clocks within a minute), on a clock the test
+    moves: ``clock[0]``."""
+    store = CatalogStore(tmp_path / "catalog-1.sqlite3", retention=Retention(KEEP, SKEW))
+    store.seed(INVENTORY)
+    clock = [NOW]
+    store.clock = lambda: clock[0]
+    yield store, clock
+    store.close()
+
+
+def remembered(store: CatalogStore) -> set[str]:
+    return {row[0] for row in store.reader.execute("SELECT request_id FROM requests")}
+
+
+def test_compaction_forgets_exactly_the_ids_every_replica_may_forget(
+        aging: tuple[CatalogStore, list[float]]) -> None:
+    store, clock = aging
+    ages = [KEEP + SKEW + 50, KEEP + SKEW + 1, KEEP + SKEW - 1, KEEP + 1, KEEP - 1, 10, 0]
+    ids = {age: new_request_id(NOW - age) for age in ages}
+    clock[0] = NOW - KEEP  # each was new when it was made, an hour ago
+    for age in ages:
+        change(store, 1, ids[age], stock_delta=1)
+    legacy = "0f8e4c3a9b2d4e6f8a1b2c3d4e5f6a7b"  # a UUIDv4 from an older file: no time in it
+    change(store, 1, legacy, stock_delta=1)
+    last = new_request_id(NOW - 2 * KEEP)  # the last write's id, however old, is kept
+    clock[0] = NOW - 2 * KEEP
+    change(store, 1, last, stock_delta=1)
+    clock[0] = NOW
+    assert store.compact(chunk=1) == 2  # one chunk at a time, until a chunk comes back short
+    assert remembered(store) == {ids[age] for age in ages if age < KEEP + SKEW} | {legacy, last}
+    assert store.compact() == 0
+
+
+def test_a_new_write_with_an_expired_id_is_refused_and_changes_nothing(
+        aging: tuple[CatalogStore, list[float]]) -> None:
+    store, _ = aging
+    before, applied, ids = store.book(1), store.applied(), remembered(store)
+    expired = new_request_id(NOW - KEEP - 1)
+    with pytest.raises(RequestExpired, match="older than the request-id retention") as caught:
+        change(store, 1, expired, stock_delta=5)
+    assert caught.value.details == {"request_id": expired, "age": pytest.approx(KEEP + 1, abs=0.01)}
+    assert (store.book(1), store.applied(), remembered(store)) == (before, applied, ids)
+    assert change(store, 1, new_request_id(NOW - KEEP + 1), stock_delta=5)["stock"] \
+        == before.stock + 5
+
+
+def test_a_retry_is_answered_while_its_id_is_remembered_and_refused_once_forgotten(
+        aging: tuple[CatalogStore, list[float]]) -> None:
+    store, clock = aging
+    request_id = new_request_id(NOW)
+    first = change(store, 1, request_id, stock_delta=2)
+    clock[0] = NOW + KEEP + SKEW / 2  # expired, but remembered: the first answer, once
+    assert change(store, 1, request_id, stock_delta=2) == first
+    change(store, 2, new_request_id(clock[0]), stock_delta=1)  # so it is not the last write
+    clock[0] = NOW + KEEP + SKEW + 1
+    assert store.compact() == 1
+    with pytest.raises(RequestExpired):
+        change(store, 1, request_id, stock_delta=2)
+    assert store.book(1).stock == first["stock"]
+
+
+def test_compaction_lets_writes_through_between_chunks(
+        aging: tuple[CatalogStore, list[float]]) -> None:
+    store, clock = aging
+    clock[0] = NOW - KEEP - SKEW - 10
+    for n in range(40):
+        change(store, 1, new_request_id(clock[0] - n), stock_delta=1)
+    clock[0] = NOW
+    change(store, 2, new_request_id(NOW), stock_delta=1)
+    stock = store.book(3).stock
+    chunks: list[int] = []
+    original = store.transaction
+
+    @contextlib.contextmanager
+    def counted() -> Iterator[sqlite3.Connection]:
+        with original() as conn:
+            yield conn
+        chunks.append(1)
+        change(store, 3, new_request_id(NOW), stock_delta=1)  # a write, between two chunks
+
+    store.transaction = counted  # type: ignore[method-assign]
+    assert store.compact(chunk=8) == 40
+    store.transaction = original  # type: ignore[method-assign]
+    assert len(chunks) == 6  # five full chunks, and the one that found none left
+    assert store.book(3).stock == stock + 6

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyrostore.catalog import CatalogMachine, add_op, settle_op, take_op, update_op
+from pyrostore.catalog import MAX_SETTLED, CatalogMachine, add_op, settle_op, take_op, update_op
 from pyrostore.control import EPOCH_LEAD, ControlState, Renewal
 from pyrostore.errors import InvalidRequest
 from pyrostore.frontend import MAX_INVALIDATED_KEYS, _changes
@@ -21,10 +22,12 @@ from pyrostore.models import (
     check_uri,
     check_version,
     item_key,
+    new_request_id,
     topic_key,
 )
 from pyrostore.order import OrderMachine, record_op
 from pyrostore.schemas import CatalogStore, OrderStore, check_snapshot
+from pyrostore.store import fingerprint
 
 
 @pytest.mark.parametrize("uri", ["PYRO:pyrostore.catalog.1@127.0.0.1:40001",
@@ -170,6 +173,14 @@ def test_a_snapshot_of_the_right_shape_is_taken() -> None:
     assert check_snapshot(catalog, CatalogStore.tables) is catalog
     orders = {"applied": 1, "tables": {"requests": [REQUEST], "orders": [ORDER_ROW]}}
     assert check_snapshot(orders, OrderStore.tables) is orders
+
+
+def test_a_snapshot_carries_the_largest_settlement() -> None:
+    ids = [new_request_id() for _ in range(MAX_SETTLED)]
+    op, result = settle_op(ids, []), {"restocked": [123_456_789] * MAX_SETTLED}
+    row = ["r-1", fingerprint(op), json.dumps(result), 1]
+    catalog = {"applied": 1, "tables": {"requests": [row], "books": [], "takes": []}}
+    assert check_snapshot(catalog, CatalogStore.tables) is catalog
 
 
 @pytest.mark.parametrize("tables", [
