@@ -22,7 +22,7 @@ from pyrostore.config import Settings
 from pyrostore.errors import OutcomeUnknown, OutOfStock, Unavailable
 from pyrostore.launcher import Cluster
 from pyrostore.models import new_request_id
-from tests.conftest import wait_until
+from tests.conftest import settled, wait_until
 from tests.test_replication import level, orders_on, proxy
 
 
@@ -121,6 +121,7 @@ def check_ledger(cluster: Cluster, items: list[int], stocks: tuple[int, ...],
     resolved = resolve(cluster, ledger.unknown)
     wait_until(lambda: level(cluster, "catalog") and level(cluster, "order"), timeout=30,
                what="both groups level")
+    settled(cluster, timeout=30)  # every take the store began has its order, or is given back
     logs = [orders_on(cluster, replica_id) for replica_id in (1, 2)]
     assert logs[0] == logs[1], "the order replicas differ"
     request_ids = [order["request_id"] for order in logs[0]]

@@ -16,7 +16,7 @@ from pyrostore.discovery import survey
 from pyrostore.launcher import Cluster
 from tests.conftest import start_cluster, wait_until
 from tests.shopping import Shoppers, add_books, check_ledger
-from tests.test_replication import info, level, restart
+from tests.test_replication import info, restart, serving
 
 CHAOS_SECONDS = 20.0
 MIN_KILLS = 6
@@ -40,8 +40,8 @@ def wreak_havoc(cluster: Cluster, seconds: float, rng: random.Random) -> list[st
     targets = itertools.cycle(["coordinator", "catalog", "order"])
     while time.monotonic() < deadline or len(events) < MIN_KILLS:
         target = next(targets)
-        wait_until(lambda: level(cluster, "catalog") and level(cluster, "order"), timeout=30,
-                   what="both groups level")
+        wait_until(lambda: serving(cluster, "catalog") and serving(cluster, "order"),
+                   timeout=30, what="both groups serving")
         if target == "coordinator":
             victim, role = coordinator_victim(cluster, rng)
         else:

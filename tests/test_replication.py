@@ -91,6 +91,11 @@ def orders_on(cluster: Cluster, replica_id: int) -> list[dict[str, Any]]:
     return orders
 
 
+def serving(cluster: Cluster, group: str) -> bool:
+    """Both replicas serving (under writes, their positions may differ by a few)."""
+    return all(info(cluster, group, i)["serving"] for i in (1, 2))
+
+
 def level(cluster: Cluster, group: str) -> bool:
     """Both replicas serving, at the same applied position."""
     rows = [info(cluster, group, i) for i in (1, 2)]

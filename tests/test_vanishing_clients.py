@@ -35,7 +35,7 @@ from tests.buyer import read_journal
 from tests.conftest import settled, start_cluster, wait_until
 from tests.shopping import add_books, hold
 from tests.test_chaos import coordinator_victim
-from tests.test_replication import info, level, orders_on, proxy, restart
+from tests.test_replication import info, level, orders_on, proxy, restart, serving
 
 CHAOS_SECONDS = 25.0
 BUYERS = 3
@@ -197,11 +197,6 @@ class Havoc:
         if self.paused is not None:
             self.cluster.kill(*self.paused, signal.SIGCONT)
             self.paused = None
-
-
-def serving(cluster: Cluster, group: str) -> bool:
-    """Both replicas of ``group`` serving (under writes, their positions differ by a few)."""
-    return all(info(cluster, group, replica_id)["serving"] for replica_id in (1, 2))
 
 
 def check_conservation(cluster: Cluster, items: list[int], initial: dict[int, int],

@@ -305,4 +305,5 @@ def outcome_text(result: Mapping[str, Any] | BaseException) -> Text:
 ERROR_WORDS = {"OutOfStock": "Out of stock", "NotFound": "Not found",
                "InvalidRequest": "Not accepted", "ConflictingRequest": "Not accepted",
                "Unavailable": "Store unreachable", "NotServing": "Store unreachable",
-               "OutcomeUnknown": "Outcome not known yet", "BuyUndone": "Undone"}
+               "OutcomeUnknown": "Outcome not known yet", "BuyUndone": "Undone",
+               "RequestExpired": "Request id too old"}
