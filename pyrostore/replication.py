@@ -235,6 +235,19 @@ class ReplicatedGroup:
             return self.read(keys, local, method, *args)
         return value
 
+    def read_acknowledged(self, keys: list[str], local: Callable[[], T]) -> T:
+        """``local()`` at the primary, seeing of the writes to ``keys`` only those every
+        backup has acknowledged (a write it could see is waited out); ``NotServing`` at any
+        replica that is not the serving primary."""
+        with self.member.changed:
+            self.member.check_serving(("primary",))
+            self._await_acknowledged(keys)
+        value = local()
+        with self.member.changed:  # a write committed here while we read: wait it out
+            self.member.check_serving(("primary",))
+            self._await_acknowledged(keys)
+        return value
+
     def _ask_primary(self, keys: list[str]) -> bool:
         """(Holding ``changed``.) A backup's read of a dirty key goes to the primary (CRAQ)."""
         return self.member.core.state == "backup" and self.member.is_dirty(keys)

@@ -30,6 +30,7 @@ from pyrostore.launcher import Cluster
 from pyrostore.models import request_id_or_new
 from pyrostore.outbox import Reconciler
 from tests.conftest import settled, wait_until
+from tests.shopping import hold
 from tests.test_replication import info, orders_on, primary, proxy, restart
 
 pytestmark = pytest.mark.timeout(180)
@@ -51,10 +52,10 @@ def test_a_take_is_completed_only_after_its_grace() -> None:
             reconciler.plan([take("a")], set(), now=10.5, wall=0.0).record] == ["a"]
 
 
-def test_a_take_whose_order_exists_is_confirmed_at_once() -> None:
-    reconciler = Reconciler(grace=0.5, forgettable=lambda request_id, wall: False)
-    plan = reconciler.plan([take("a"), take("b")], {"b"}, now=10.0, wall=0.0)
-    assert [t["request_id"] for t in plan.record] == ["b"]
+def test_a_take_whose_order_is_acknowledged_is_done_at_once_even_if_forgettable() -> None:
+    reconciler = Reconciler(grace=0.5, forgettable=lambda request_id, wall: request_id == "c")
+    plan = reconciler.plan([take("a"), take("b"), take("c")], {"b", "c"}, now=10.0, wall=0.0)
+    assert (plan.done, plan.record, plan.undo) == (["b", "c"], [], [])
 
 
 def test_a_forgettable_take_is_undone_and_a_forgotten_result_waits_for_that() -> None:
@@ -149,6 +150,38 @@ def test_a_take_ends_in_exactly_one_order_without_the_client(fresh_store: Cluste
         assert matching == [order], f"order replica {replica_id}"
     # the bound is two leases once both groups serve; a busy machine gets some slack
     assert took < 2 * cluster.settings.lease + 3.0, f"the order took {took:.2f} s"
+
+
+def test_a_take_stays_open_while_its_order_is_not_yet_acknowledged(fresh_store: Cluster) -> None:
+    """An order committed at the order primary but held before every backup acknowledged it
+    could still be lost with that primary: its take must not leave the outbox meanwhile."""
+    cluster, request_id = fresh_store, request_id_or_new(None)
+    order_primary, catalog_primary = primary(cluster, "order"), primary(cluster, "catalog")
+    with Client(settings=cluster.settings) as client:
+        stock = client.lookup(ITEM)["stock"]
+    with proxy(cluster, "order", order_primary) as replica:
+        replica.set_hook("hold_before_ack", 60)
+
+    def buy() -> None:
+        with Client(settings=cluster.settings) as shopper:
+            shopper.buy(ITEM, QTY, request_id=request_id)
+
+    buyer = threading.Thread(target=buy, daemon=True)
+    buyer.start()
+    try:
+        with proxy(cluster, "order", order_primary) as replica:
+            wait_until(lambda: replica.hook_waiting("hold_before_ack"),
+                       what="the order held before its acknowledgement")
+        hold(3 * cluster.settings.lease)  # a dozen of the settler's passes go by
+        assert info(cluster, "catalog", catalog_primary)["pending_buys"] == 1
+    finally:
+        with proxy(cluster, "order", order_primary) as replica:
+            replica.release_hook("hold_before_ack")
+        buyer.join(30)
+    settled(cluster)
+    with Client(settings=cluster.settings) as client:
+        assert client.outcome(request_id)["state"] == "done"
+        assert client.lookup(ITEM)["stock"] == stock - QTY
 
 
 def test_outcome_of_done_refused_pending_and_never_sent(fresh_store: Cluster) -> None:
