@@ -97,15 +97,15 @@ def init_ca(directory: Path, *, force: bool = False) -> CertPaths:
 
 
 def issue(directory: Path, role: str, *, name: str | None = None, hosts: Sequence[str] = (),
-          days: int = 825, force: bool = False) -> CertPaths:
+          days: int = 825, force: bool = False, into: Path | None = None) -> CertPaths:
     """Sign a new key and certificate of ``role`` with the CA in ``directory``.
 
     ``name`` is the CN (default: the role; required for a client). ``hosts`` matter for a node
     only (default 127.0.0.1 and localhost): IP addresses and DNS names it answers on. The
     certificate is valid ``days`` days, and never beyond the CA. Refuses to replace existing
-    files unless ``force``.
+    files unless ``force``. The files go to ``into`` (default: ``directory``).
     """
-    target = paths(directory, role, name)
+    target = paths(directory if into is None else into, role, name)
     name = _checked_name(role if name is None else name)
     if days < 1:
         raise CertificateError(f"a certificate must be valid for 1 day or more, not {days}")
@@ -140,8 +140,10 @@ def issue(directory: Path, role: str, *, name: str | None = None, hosts: Sequenc
     return target
 
 
-def ensure(directory: Path, *, hosts: Sequence[str]) -> dict[str, CertPaths]:
-    """Make whatever of the CA, node, admin and client "shopper" identities is missing.
+def ensure(directory: Path, *, hosts: Sequence[str],
+           roles: Sequence[str] = ("node", "admin", "client")) -> dict[str, CertPaths]:
+    """Make whatever of the CA, node, admin and client "shopper" identities (of ``roles``)
+    is missing.
 
     What ``pyrostore up`` calls on every start; when all is in place it only reads the
     certificates. The node certificate must cover ``hosts`` plus 127.0.0.1 and localhost. A
@@ -151,10 +153,15 @@ def ensure(directory: Path, *, hosts: Sequence[str]) -> dict[str, CertPaths]:
     directory = Path(directory)
     wanted = {_general_name(host) for host in (*LOCAL_HOSTS, *hosts)}
     if not (directory / "ca.crt").exists():
+        if "admin" not in roles:  # a host of a cluster: its certificates come from the CA's
+            raise CertificateError(f"no ca.crt in {directory}: copy this host's certificates "
+                                   "there (pyrostore certs cluster makes them)")
         init_ca(directory)
     ca_cert = _read_cert(directory / "ca.crt")
     found = {}
     for role, name in (("node", None), ("admin", None), ("client", "shopper")):
+        if role not in roles:
+            continue
         target = paths(directory, role, name)
         cert = _read_cert(target.cert) if target.cert.exists() and target.key.exists() else None
         problem = _problem(cert, ca_cert, wanted if role == "node" else set())
@@ -169,6 +176,21 @@ def ensure(directory: Path, *, hosts: Sequence[str]) -> dict[str, CertPaths]:
             issue(directory, role, name=name, hosts=keep if role == "node" else (), force=True)
         found[role] = target
     return found
+
+
+def host_bundle(ca_directory: Path, target: Path, *, name: str, address: str, secret: str,
+                force: bool = False) -> CertPaths:
+    """What one host of a cluster needs, written to ``target``: the CA's certificate, a node
+    certificate named ``name`` for ``address`` (and loopback) signed by the CA in
+    ``ca_directory``, and the coordinators' Raft ``secret`` (``raft.secret``). Never the CA's
+    key."""
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write_private(target / "ca.crt", _read(Path(ca_directory) / "ca.crt"), force=force)
+    issue(ca_directory, "node", name=name, hosts=[*LOCAL_HOSTS, address], force=force,
+          into=target)
+    _write_private(target / "raft.secret", secret.encode() + b"\n", force=force)
+    return CertPaths(target / "node.crt", target / "node.key", target / "ca.crt")
 
 
 def describe(path: Path) -> dict[str, Any]:

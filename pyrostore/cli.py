@@ -26,7 +26,7 @@ from rich.text import Text
 
 from pyrostore import certs, limits, tls
 from pyrostore.catalog import CatalogReplica
-from pyrostore.certs import LOCAL_HOSTS, describe, init_ca, issue
+from pyrostore.certs import LOCAL_HOSTS, describe, host_bundle, init_ca, issue
 from pyrostore.client import Client
 from pyrostore.client.views import (
     book_table,
@@ -35,13 +35,15 @@ from pyrostore.client.views import (
     certificate_table,
     clean,
     group_table,
+    hosts_table,
     order_table,
     outcome_view,
     settings_table,
     status_table,
 )
+from pyrostore.clusterfile import PLACED, ClusterSpec, host_report
 from pyrostore.config import Settings
-from pyrostore.coordinator import Coordinator
+from pyrostore.coordinator import Coordinator, group_secret
 from pyrostore.discovery import survey
 from pyrostore.errors import (
     CertificateError,
@@ -74,19 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     err = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
     os.umask(0o077)  # every file the store makes is its owner's alone (datadir also chmods)
     try:
-        settings = Settings.from_env(
-            ns_host=args.ns_host,
-            ns_port=args.ns_port,
-            data_dir=args.data,
-            host=getattr(args, "host", None),  # `certs node --host` means another thing
-            serializer=args.serializer,
-            log_level=args.log_level,
-            coordinators=args.coordinator_addrs,
-            cache=False if getattr(args, "no_cache", False) else None,
-            insecure=True if args.insecure else None,
-            certs_dir=args.certs_dir,
-            identity=args.identity,
-        )
+        args.spec = ClusterSpec.load(args.cluster) if args.cluster else None
+        settings = Settings.from_env(**_placed(args, args.spec))
     except ConfigError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         return 2
@@ -95,9 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     command: Command = args.command
     try:
-        if command not in (cmd_certs_init, cmd_certs_issue, cmd_certs_show, cmd_config):
-            secure_process(settings, service=command in (cmd_service, cmd_nameserver),
-                           make_certs=command is cmd_up)
+        if command not in (cmd_certs_init, cmd_certs_issue, cmd_certs_show, cmd_certs_cluster,
+                           cmd_config):
+            on_host = command is cmd_up and args.spec is not None  # has only node.crt
+            secure_process(settings, service=command in (cmd_service, cmd_nameserver) or on_host,
+                           make_certs=command is cmd_up, cluster_host=on_host)
         return command(args, settings, Console())
     except OutcomeUnknown as exc:
         err.print(f"[red]outcome unknown:[/red] {exc}", highlight=False)
@@ -124,13 +117,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
 
 
-def secure_process(settings: Settings, *, service: bool, make_certs: bool = False) -> None:
+def _placed(args: argparse.Namespace, spec: ClusterSpec | None) -> dict[str, Any]:
+    """The settings the command line gives: the cluster file's (for host ``--on``), then the
+    flags, which win; a flag that contradicts where the file puts things is an error."""
+    on = getattr(args, "on", None)
+    if on and spec is None:
+        raise ConfigError("--on HOST needs --cluster FILE")
+    flags = {
+        "ns_host": args.ns_host,
+        "ns_port": args.ns_port,
+        "data_dir": args.data,
+        "host": getattr(args, "host", None),  # `certs node --host` means another thing
+        "serializer": args.serializer,
+        "log_level": args.log_level,
+        "coordinators": args.coordinator_addrs,
+        "cache": False if getattr(args, "no_cache", False) else None,
+        "insecure": True if args.insecure else None,
+        "certs_dir": args.certs_dir,
+        "identity": args.identity,
+    }
+    if spec is None:
+        return flags
+    if args.command is cmd_up and not on:
+        raise ConfigError(f"--cluster needs --on HOST: which of "
+                          f"{', '.join(h.name for h in spec.hosts)} this machine is")
+    clash = [f"--{name.replace('_', '-')}" for name in PLACED if flags.get(name) is not None]
+    if clash:
+        raise ConfigError(f"{', '.join(sorted(clash))}: the cluster file says where the store "
+                          "is; leave it out")
+    return {**spec.settings_values(on), **{k: v for k, v in flags.items() if v is not None}}
+
+
+def secure_process(settings: Settings, *, service: bool, make_certs: bool = False,
+                   cluster_host: bool = False) -> None:
     """Put this process's Pyro5 in the store's terms: its limits, and its certificate
     (``node`` for a service, else ``admin``), or plaintext, loudly, with ``--insecure``.
-    ``make_certs``: first make whatever of the CA and certificates is missing (``up``)."""
+    ``make_certs``: first make whatever of the CA and certificates is missing (``up``); on a
+    host of a cluster file (``cluster_host``) only its node certificate, for its address, and
+    only where the CA's key is."""
     limits.install(settings)
     if make_certs and not settings.insecure:
-        certs.ensure(settings.certificates, hosts=settings.hosts())
+        if cluster_host:
+            certs.ensure(settings.certificates, hosts=[settings.host], roles=("node",))
+        else:
+            certs.ensure(settings.certificates, hosts=settings.hosts())
     tls.install(tls.identity_of(settings, default="node" if service else "admin"))
     if settings.insecure:
         log.warning("INSECURE: plaintext and no certificates; anyone who can connect to these "
@@ -172,6 +202,9 @@ def _common_options(*, host: bool) -> argparse.ArgumentParser:
     group.add_argument("--serializer", help="Pyro5 serializer (msgpack)")
     group.add_argument("--coordinator-addrs", metavar="LIST",
                        help="the coordinators' host:port:raft_port, comma-separated")
+    group.add_argument("--cluster", metavar="FILE",
+                       help="a cluster file (TOML): the store's hosts and services; it says "
+                            "where the name server and coordinators are (docs/deploy.md)")
     group.add_argument("--log-level", metavar="LEVEL", type=str.upper, help="INFO")
     group = common.add_argument_group("security (mutual TLS unless --insecure)")
     group.add_argument("--certs-dir", metavar="DIR", help="CA and certificates (DATA/certs)")
@@ -198,6 +231,11 @@ def _add_run_commands(add: AddCommand) -> None:
             help=f"{role[:-1]} replicas to start ({default})",
         )
     up.add_argument("--no-cache", action="store_true", help="frontends cache nothing")
+    up.add_argument("--on", metavar="HOST",
+                    help="with --cluster: start this host's share of the cluster file")
+    up.add_argument("--wait", metavar="S", type=float,
+                    help="seconds to wait for each step of start-up (30; with --cluster 600, "
+                         "the time to start the other hosts)")
     ns = add("nameserver", cmd_nameserver, "run a Pyro5 name server in the foreground")
     ns.add_argument("--storage", metavar="KIND",
                     help="Pyro5 name server storage: memory (default) or sql:FILE (kept "
@@ -262,6 +300,11 @@ def _add_certs_commands(certs: argparse.ArgumentParser) -> None:
     client = action("client", cmd_certs_issue, "issue client.NAME.crt: a shopper's (TLS client "
                     "only)", role="client")
     client.add_argument("name", help="the shopper's name: letters, digits, . _ -")
+    bundle = action("cluster", cmd_certs_cluster, "with --cluster FILE: each host's CA "
+                    "certificate, node certificate for its address, and Raft secret, in "
+                    "OUT/HOST/ to copy to that host's certs directory")
+    bundle.add_argument("--out", type=Path, metavar="OUT",
+                        help="where the hosts' directories go (CERTS/hosts)")
     show = action("show", cmd_certs_show, "describe certificates (all in the directory)")
     show.add_argument("files", nargs="*", type=Path, metavar="FILE", help="certificates to show")
     show.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -274,18 +317,22 @@ def cmd_up(args: argparse.Namespace, settings: Settings, console: Console) -> in
             raise ConfigError(f"--{flag} must be 1..16")
     if not 1 <= args.coordinators <= 9:
         raise ConfigError("--coordinators must be 1..9 (3 survives one death; 1 none)")
+    share = None if args.spec is None else args.spec.host(args.on)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     cluster = Cluster(settings, coordinators=args.coordinators, catalogs=args.catalogs,
-                      orders=args.orders, frontends=args.frontends)
+                      orders=args.orders, frontends=args.frontends, share=share)
+    wait = args.wait or (600.0 if share else 30.0)
     if settings.insecure:
         console.print("[bold red]INSECURE: plaintext, no certificates: anyone who can connect "
                       "to this machine's loopback may do anything in this store[/bold red]")
     try:
         with console.status("starting the store…"):
-            cluster.start(progress=lambda text: console.print(f"[green]✓[/green] {text}"))
-        console.print(status_table(survey(settings), title="pyrostore is up"))
+            cluster.start(timeout=wait,
+                          progress=lambda text: console.print(f"[green]✓[/green] {text}"))
+        title = f"pyrostore is up on {share.name}" if share else "pyrostore is up"
+        console.print(status_table(survey(settings), title=title, hosts=_host_names(args)))
         console.print(f"logs in {cluster.log_dir}; Ctrl-C stops the store")
         while not stop.wait(0.5):
             for child in cluster.reap():
@@ -333,9 +380,23 @@ def cmd_status(args: argparse.Namespace, settings: Settings, console: Console) -
     coordinators = sorted((row for row in rows if row["role"] == "coordinator"),
                           key=lambda row: row.get("state") != "leader")  # the leader's view first
     groups: dict[str, Any] = next((row["groups"] for row in coordinators if "groups" in row), {})
-    return _show(console, args, rows, lambda: Group(
-        status_table(rows, title="services"), group_table(groups, title="groups"),
-        buys_table(rows, title="buys"), cache_table(rows, title="frontend caches")))
+    if args.spec is None:
+        return _show(console, args, rows, lambda: Group(
+            status_table(rows, title="services"), group_table(groups, title="groups"),
+            buys_table(rows, title="buys"), cache_table(rows, title="frontend caches")))
+    hosts = host_report(args.spec, rows, nameserver_up=True)  # survey() reached it
+    return _show(console, args, {"hosts": hosts, "services": rows}, lambda: Group(
+        hosts_table(hosts, title="hosts"),
+        status_table(rows, title="services", hosts=_host_names(args)),
+        group_table(groups, title="groups"), buys_table(rows, title="buys"),
+        cache_table(rows, title="frontend caches")))
+
+
+def _host_names(args: argparse.Namespace) -> dict[str, str] | None:
+    """Address -> host name from the cluster file, if one was given."""
+    if args.spec is None:
+        return None
+    return {host.address: host.name for host in reversed(args.spec.hosts)}
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings, console: Console) -> int:
@@ -421,6 +482,24 @@ def cmd_certs_issue(args: argparse.Namespace, settings: Settings, console: Conso
     made = issue(_certs_dir(args, settings), args.role, name=args.name, hosts=hosts,
                  force=args.force)
     console.print(certificate_table([describe(made.cert)], title=f"issued {made.cert}"))
+    return 0
+
+
+def cmd_certs_cluster(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """One directory per host of the cluster file, signed by the CA here."""
+    if args.spec is None:
+        raise ConfigError("certs cluster needs --cluster FILE")
+    directory = _certs_dir(args, settings)
+    out = args.out or directory / "hosts"
+    secret = group_secret(settings)
+    if not certs.paths(directory, "admin").cert.exists():  # the operator's, on this machine
+        issue(directory, "admin")
+    made = [host_bundle(directory, out / host.name, name=host.name, address=host.address,
+                        secret=secret, force=args.force) for host in args.spec.hosts]
+    console.print(certificate_table([describe(paths.cert) for paths in made],
+                                    title=f"node certificates in {out}"))
+    console.print(f"copy each {out}/HOST/ to that host's certs directory "
+                  "(--certs-dir, or DATA/certs); the CA's key stays here", highlight=False)
     return 0
 
 

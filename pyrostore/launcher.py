@@ -29,6 +29,7 @@ from typing import IO
 import Pyro5.errors
 
 from pyrostore import certs
+from pyrostore.clusterfile import HostSpec
 from pyrostore.config import Settings
 from pyrostore.coordinator import group_secret
 from pyrostore.datadir import hold_directory, private_dir, private_opener, write_private
@@ -88,12 +89,20 @@ class Cluster:
         orders: int = 2,
         frontends: int = 1,
         extra_args: dict[str, list[str]] | None = None,
+        share: HostSpec | None = None,
     ) -> None:
         self.lock = hold_directory(settings.data_dir)  # one store per directory, until stop()
-        self.settings = settings.replace(
-            coordinators=settings.coordinators or coordinator_addresses(settings, coordinators))
-        self.counts = {"coordinator": len(self.settings.coordinator_addresses()),
-                       "catalog": catalogs, "order": orders, "frontend": frontends}
+        self.share = share
+        """One host's share of a cluster file (``up --cluster``); None: the whole store here."""
+        if share is None:
+            self.settings = settings.replace(
+                coordinators=settings.coordinators or coordinator_addresses(settings, coordinators))
+            counts = {"coordinator": len(self.settings.coordinator_addresses()),
+                      "catalog": catalogs, "order": orders, "frontend": frontends}
+            self.plan = {role: list(range(1, n + 1)) for role, n in counts.items()}
+        else:
+            self.settings = settings
+            self.plan = {role: list(ids) for role, ids in share.services.items()}
         self.extra_args = extra_args or {}
         self.children: list[Child] = []
         self.log_dir = settings.data_dir / "logs"
@@ -114,24 +123,56 @@ class Cluster:
     ) -> None:
         """Start everything and wait until each service is registered, or raise."""
         private_dir(self.log_dir)
-        if not self.settings.insecure:
+        if self.share is not None:
+            self._check_host_files()
+        elif not self.settings.insecure:
             certs.ensure(self.settings.certificates, hosts=self.settings.hosts())
         group_secret(self.settings)  # before the coordinators, who would race for it
-        if name_server_answers(self.settings):
-            self._refuse_a_second_store()
-        else:
-            ns = self.spawn("nameserver", 0)
-            self._wait(lambda: name_server_answers(self.settings), timeout, [ns], "the name server")
-            _say(progress, f"name server on {self.settings.ns_host}:{self.settings.ns_port}")
-        for role, count in self.counts.items():
-            started = [self.spawn(role, i) for i in range(1, count + 1)]
+        self._start_name_server(timeout, progress)
+        for role, ids in self.plan.items():
+            if not ids:
+                continue
+            started = [self.spawn(role, i) for i in ids]
+            if self.share is not None and role == "coordinator":
+                _say(progress, f"waiting for a coordinator leader: a majority of the "
+                               f"{len(self.settings.coordinator_addresses())} coordinators must "
+                               "be up (start the other hosts)")
             self._wait(functools.partial(self._all_ready, started), timeout, started,
                        f"the {role} service(s)")
-            _say(progress, f"{count} {role} service(s) ready")
+            _say(progress, f"{len(ids)} {role} service(s) ready")
+
+    def _check_host_files(self) -> None:
+        """A host of a cluster file presents a node certificate for its own address, and its
+        coordinators share the group's Raft secret: made here only where the CA's key is,
+        since a secret of its own would split the group."""
+        directory = self.settings.certificates
+        if not self.settings.insecure:
+            certs.ensure(directory, hosts=[self.settings.host], roles=("node",))
+        if not (directory / "raft.secret").exists() and not (directory / "ca.key").exists():
+            raise ConfigError(f"no raft.secret in {directory}: copy this host's files from the "
+                              "machine with the CA (pyrostore certs cluster makes them)")
+
+    def _start_name_server(self, timeout: float, progress: Callable[[str], None] | None) -> None:
+        """Start a name server here unless one answers; on a host of a cluster file without
+        one, wait for the name server's host instead."""
+        where = f"{self.settings.ns_host}:{self.settings.ns_port}"
+        if name_server_answers(self.settings):
+            self._refuse_a_second_store()
+        elif self.share is None or self.share.nameserver:
+            ns = self.spawn("nameserver", 0)
+            self._wait(lambda: name_server_answers(self.settings), timeout, [ns], "the name server")
+            _say(progress, f"name server on {where}")
+        else:
+            _say(progress, f"waiting for the name server at {where}")
+            self._wait(lambda: name_server_answers(self.settings), timeout, [],
+                       f"the name server at {where}")
 
     def _refuse_a_second_store(self) -> None:
-        """Two stores on one name server would take each other's names: refuse."""
-        alive = [row["name"] for row in survey(self.settings) if row.get("state") != "down"]
+        """Two stores on one name server would take each other's names: refuse. On a host of
+        a cluster file, refuse only if this host's own services are alive already."""
+        ours = {service_name(role, i) for role, ids in self.plan.items() for i in ids}
+        alive = [row["name"] for row in survey(self.settings) if row.get("state") != "down"
+                 and (self.share is None or row["name"] in ours)]
         if alive:
             raise ConfigError(
                 f"a store is already running at {self.settings.ns_host}:{self.settings.ns_port} "

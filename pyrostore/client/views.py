@@ -22,6 +22,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from pyrostore.clusterfile import uri_address
 from pyrostore.errors import OutcomeUnknown
 
 BOOK_COLUMNS = ("item", "title", "topic", "stock", "cost")
@@ -97,19 +98,42 @@ def order_table(orders: Iterable[Mapping[str, Any]], *, title: str | None = None
     return table
 
 
-def status_table(services: Iterable[Mapping[str, Any]], *, title: str | None = None) -> Table:
+def status_table(services: Iterable[Mapping[str, Any]], *, title: str | None = None,
+                 hosts: Mapping[str, str] | None = None) -> Table:
     """Services as rows: role, id, state, epoch, applied, pid, uri (for a coordinator: its
-    Raft state, ``term N`` and its commit index)."""
+    Raft state, ``term N`` and its commit index); with ``hosts`` (address -> host name, from
+    a cluster file) a host column first."""
     table = Table(title=title, header_style="bold", caption=COORDINATOR_CAPTION)
-    for name in ("role", "id", "state", "epoch", "applied", "pid", "uri"):
+    columns = ("role", "id", "state", "epoch", "applied", "pid", "uri")
+    for name in ("host", *columns) if hosts is not None else columns:
         table.add_column(
             name, justify="right" if name in ("id", "epoch", "applied", "pid") else "left"
         )
     for row in services:
         state, epoch, applied = _progress(row)
-        table.add_row(cell(row.get("role", "")), _cell(row.get("id")),
-                      cell(state, style=STATE_STYLES.get(state, "")), epoch, applied,
-                      _cell(row.get("pid")), cell(row.get("uri", "")))
+        cells = [cell(row.get("role", "")), _cell(row.get("id")),
+                 cell(state, style=STATE_STYLES.get(state, "")), epoch, applied,
+                 _cell(row.get("pid")), cell(row.get("uri", ""))]
+        if hosts is not None:
+            address = uri_address(str(row.get("uri", "")))
+            cells.insert(0, cell(hosts.get(address, address)))
+        table.add_row(*cells)
+    return table
+
+
+def hosts_table(hosts: Iterable[Mapping[str, Any]], *, title: str | None = None) -> Table:
+    """The hosts of a cluster file: address, name server, services up of those placed there,
+    and which are missing."""
+    table = Table(title=title, header_style="bold")
+    for name in ("host", "address", "name server", "services up", "missing"):
+        table.add_column(name, justify="right" if name == "services up" else "left")
+    for row in hosts:
+        up, expected = row.get("up", 0), row.get("expected", 0)
+        nameserver = {True: cell("up", style="green"), False: cell("down", style="bold red"),
+                      None: Text("")}[row.get("nameserver")]
+        table.add_row(cell(row.get("host", "")), cell(row.get("address", "")), nameserver,
+                      cell(f"{up}/{expected}", style="green" if up == expected else "bold red"),
+                      cell(", ".join(row.get("missing", []))))
     return table
 
 
