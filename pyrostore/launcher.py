@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -90,6 +90,7 @@ class Cluster:
         frontends: int = 1,
         extra_args: dict[str, list[str]] | None = None,
         share: HostSpec | None = None,
+        wrap: Sequence[str] = (),
     ) -> None:
         self.lock = hold_directory(settings.data_dir)  # one store per directory, until stop()
         self.share = share
@@ -104,6 +105,9 @@ class Cluster:
             self.settings = settings
             self.plan = {role: list(ids) for role, ids in share.services.items()}
         self.extra_args = extra_args or {}
+        self.wrap = list(wrap)
+        """A command the children run under, e.g. ``ip netns exec NAME`` (the verifier's
+        hosts); it must exec them, so that a child's PID is the service's."""
         self.children: list[Child] = []
         self.log_dir = settings.data_dir / "logs"
 
@@ -213,7 +217,8 @@ class Cluster:
             self.children.append(child)
         private_dir(self.log_dir)
         with open(child.log_path, "ab", opener=private_opener) as log_file:
-            child.process = _popen([sys.executable, "-m", "pyrostore", *child.argv], log_file,
+            child.process = _popen([*self.wrap, sys.executable, "-m", "pyrostore", *child.argv],
+                                   log_file,
                                    {**os.environ, **self.settings.dump(),
                                     "PYROSTORE_CERTS_DIR": str(self.settings.certificates),
                                     "PYROSTORE_IDENTITY": ""})  # a service is a node
