@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(PY) demo.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pyrostore tests demo.py bench.py benchmarks verifier
+	$(VENV)/bin/ruff check pyrostore tests demo.py bench.py benchmarks verifier verify.py
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 

@@ -1,7 +1,19 @@
-"""The store's own Jepsen-style verifier: the pure parts (no network, no processes).
+"""The parts of ``verify.py``, pyrostore's own Jepsen-style verifier.
 
-A runner drives clients and faults against a live store, records a history and reads every
-replica's final state; these modules judge them:
+Running the store and its faults (what ``verify.py`` drives):
+
+- :mod:`verifier.layouts`: the cluster files it runs (five hosts, each a part to cut off);
+- :mod:`verifier.netns`: network-namespace hosts on one machine, and partitions between them;
+- :mod:`verifier.setns`: the driver's thread moved into a host's namespace;
+- :mod:`verifier.deployment`: a store started from a cluster file, one launcher per host, its
+  services killed, paused and restarted by role and id;
+- :mod:`verifier.workload`: a client process that shops and writes its history;
+- :mod:`verifier.clients`: the client processes, killed and replaced;
+- :mod:`verifier.nemesis`: the faults, their schedule and their log;
+- :mod:`verifier.run`: one run: shop under faults, heal, settle, replay, read, check;
+- :mod:`verifier.availability`: the longest time without a success, per fault kind.
+
+Judging what happened (pure: no network, no processes):
 
 - :mod:`verifier.events`: one event, its JSON form, the JSON-lines history file;
 - :mod:`verifier.history`: the recorder, and operations (invocations paired with their
