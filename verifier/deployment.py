@@ -56,6 +56,7 @@ class Deployment:
         self.workers = {name: ThreadPoolExecutor(1, thread_name_prefix=f"host-{name}")
                         for name in self.clusters}
         self.stopped = False
+        self.uris: dict[str, str] = {}
 
     def _make_certificates(self, ca: Path) -> None:
         if not (ca / "ca.crt").exists():
@@ -169,19 +170,31 @@ class Deployment:
         """``pyrostore status``'s rows: every registered service's ``info()``."""
         return survey(self.admin)
 
-    def proxy(self, role: str, replica_id: int, *, timeout: float | None = None
-              ) -> Pyro5.api.Proxy:
-        """A proxy to one service, found through the name server, as the admin."""
-        uri = find(self.admin, role)[f"pyrostore.{role}.{replica_id}"]
-        return make_proxy(uri, self.admin, timeout=timeout)
+    def uri(self, role: str, replica_id: int, *, fresh: bool = False) -> str:
+        """The service's URI: the one last seen (the name server may be cut off or dead),
+        or, with ``fresh`` or none seen yet, the name server's."""
+        name = f"pyrostore.{role}.{replica_id}"
+        if fresh or name not in self.uris:
+            self.uris.update(find(self.admin))
+        return self.uris[name]
+
+    def proxy(self, role: str, replica_id: int, *, timeout: float | None = None,
+              fresh: bool = False) -> Pyro5.api.Proxy:
+        """A proxy to one service, as the admin (:meth:`uri`)."""
+        return make_proxy(self.uri(role, replica_id, fresh=fresh), self.admin, timeout=timeout)
 
     def info(self, role: str, replica_id: int) -> dict[str, Any] | None:
-        """The service's ``info()``, None if it cannot be reached."""
-        try:
-            with self.proxy(role, replica_id, timeout=1.0) as service:
-                return dict(service.info())
-        except (Pyro5.errors.CommunicationError, KeyError, PyrostoreError):
-            return None
+        """The service's ``info()``, None if it cannot be reached. A URI that refuses is
+        looked up again (a restarted service serves on a new port)."""
+        for fresh in (False, True):
+            try:
+                with self.proxy(role, replica_id, timeout=1.0, fresh=fresh) as service:
+                    return dict(service.info())
+            except Pyro5.errors.TimeoutError:
+                return None  # cut off: asking the name server would not help
+            except (Pyro5.errors.CommunicationError, KeyError, PyrostoreError):
+                continue
+        return None
 
     def primary(self, group: str) -> int | None:
         """The id of the replica of ``group`` that says it is primary and serving."""

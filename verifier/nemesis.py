@@ -100,9 +100,12 @@ class Nemesis:
 
     def run(self, until: float, stop: threading.Event, *,
             progress: Callable[[Episode], None] | None = None) -> None:
-        """Episodes one after another until ``until`` (monotonic) or ``stop``."""
-        while time.monotonic() < until and not stop.is_set():
+        """Episodes one after another until ``until`` (monotonic), and at least one of each
+        kind, or until ``stop``."""
+        unseen = set(self.schedule.kinds)
+        while (time.monotonic() < until or unseen) and not stop.is_set():
             episode = self.episode(self.schedule.next_kind())
+            unseen.discard(episode.kind)
             if progress is not None:
                 progress(episode)
             stop.wait(0.5)  # a calm moment between faults, part of the schedule
