@@ -1,0 +1,1 @@
+"""Tools that check pyrostore from outside the store."""
