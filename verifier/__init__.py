@@ -3,7 +3,8 @@
 Running the store and its faults (what ``verify.py`` drives):
 
 - :mod:`verifier.layouts`: the cluster files it runs (five hosts, each a part to cut off);
-- :mod:`verifier.netns`: network-namespace hosts on one machine, and partitions between them;
+- :mod:`verifier.netns`: network-namespace hosts on one machine (`python -m verifier.netns`);
+- :mod:`verifier.partition`: which links and nftables rules a partition needs (pure);
 - :mod:`verifier.setns`: the driver's thread moved into a host's namespace;
 - :mod:`verifier.deployment`: a store started from a cluster file, one launcher per host, its
   services killed, paused and restarted by role and id;
