@@ -109,7 +109,7 @@ def test_the_store_starts_from_its_cluster_file_over_tls_and_status_sees_every_h
            for h in layouts.HOSTS]
 
     def ask(*argv: str) -> Any:
-        done = subprocess.run([*hosts["ctl"].exec_prefix(), *pyrostore, *argv, "--cluster",
+        done = subprocess.run([*hosts["ctl"].exec_prefix, *pyrostore, *argv, "--cluster",
                                str(cluster), "--certs-dir", str(ca), "--json"],
                               capture_output=True, text=True, cwd=ROOT, timeout=60)
         return json.loads(done.stdout) if done.returncode == 0 else None
@@ -133,8 +133,8 @@ def test_the_store_starts_from_its_cluster_file_over_tls_and_status_sees_every_h
     finally:
         for up in ups:
             up.terminate()
-        for up in ups:
-            assert up.wait(60) == 0  # each `up` stopped its own services and exited cleanly
+        codes = [up.wait(60) for up in ups]
+    assert codes == [0] * len(ups)  # each `up` stopped its own services and exited cleanly
 
 
 @pytest.mark.parametrize("group", ["catalog", "order"])
