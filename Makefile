@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test quick lint install clean
+.PHONY: demo test quick verify lint install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,5 +29,9 @@ test: lint
 quick: lint
 	$(PY) -m pytest -q -m "not slow"
 
+# a few minutes of the store's own verifier: faults, then every check (namespace hosts as root)
+verify: $(STAMP)
+	$(PY) verify.py --duration 180 --clients 6 --out verify-out
+
 clean:
-	rm -rf $(VENV) pyrostore-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) pyrostore-data verify-out .pytest_cache .mypy_cache .ruff_cache

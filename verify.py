@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -94,6 +95,7 @@ def verify(config: RunConfig, out: Path, *, netns: bool, console: Console) -> Ru
         spec = ClusterSpec.parse(layouts.cluster_file(
             addresses, ports=None if netns else layouts.loopback_ports(),
             settings=STORE_SETTINGS))
+        shutil.rmtree(out / "store", ignore_errors=True)  # a store of its own, every run
         with inside, Deployment(spec, out / "store", wraps=wraps) as deployment:
             with console.status("starting the store"):
                 deployment.start()
@@ -113,7 +115,6 @@ def hosts_for(netns: bool) -> Iterator[Place]:
         yield {h: "127.0.0.1" for h in layouts.HOSTS}, {}, None, contextlib.nullcontext()
         return
     from verifier.netns import Hosts
-
     from verifier.setns import entered
 
     with Hosts(list(layouts.HOSTS)) as hosts:

@@ -244,6 +244,8 @@ def _add_run_commands(add: AddCommand) -> None:
         what = "one coordinator" if role == "coordinator" else f"one {role} replica"
         service = add(role, cmd_service, f"run {what} in the foreground")
         service.add_argument("--id", type=int, default=1, help="replica id (1)")
+        service.add_argument("--on", metavar="HOST",
+                             help="with --cluster: run it as part of this host (its address)")
         if role == "frontend":
             service.add_argument("--no-cache", action="store_true", help="cache nothing")
         service.set_defaults(role=role)
