@@ -47,6 +47,9 @@ class Deployment:
                                               **DRIVER_SETTINGS},
                                        data_dir=ca.parent / "driver", certs_dir=ca)
         self._make_certificates(ca)
+        self.previous_identity = tls.installed()
+        """The TLS identity this process had: :meth:`stop` gives it back (a test process
+        talks to stores of other CAs before and after)."""
         if not self.admin.insecure:  # this process talks to the store as its operator
             limits.install(self.admin)
             tls.install(tls.identity_of(self.admin, default="admin"))
@@ -105,6 +108,7 @@ class Deployment:
             self._on(name, cluster.stop, grace=3.0)
         for worker in self.workers.values():
             worker.shutdown(wait=True)
+        tls.install(self.previous_identity)
 
     def __enter__(self) -> Deployment:
         return self
