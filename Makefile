@@ -22,12 +22,17 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+# two test files at a time (each file on one worker: module fixtures stay shared), then
+# alone the tests that measure time or throughput (marked serial)
+PARALLEL := -n 2 --dist loadfile
+
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PARALLEL) -m "not serial"
+	$(PY) -m pytest -q -m serial
 
 # the same without the long failure runs (marked slow: chaos, kills under load); CI runs them
 quick: lint
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(PARALLEL) -m "not slow and not serial"
 
 # a few minutes of the store's own verifier: faults, then every check (namespace hosts as root)
 verify: $(STAMP)

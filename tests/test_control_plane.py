@@ -20,7 +20,7 @@ from tests.conftest import wait_until
 from tests.shopping import Shoppers, add_books, check_ledger, hold
 from tests.test_replication import coordinators, info, primary, proxy, restart
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.timeout(420)]  # gaps in buys
 STOCKS = (100_000, 100_000)
 LEASE_WINDOW = 1.2
 """Seconds after a coordinator's death in which replicas' leases may run out (a lease)."""

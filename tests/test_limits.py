@@ -35,7 +35,7 @@ from pyrostore.transport import make_proxy
 from tests.attackers import address, client_context, connect_message, open_tls, views
 from tests.conftest import identity, make_settings, start_cluster, wait_until
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.serial]  # it measures throughput
 
 IDLE = 2000
 """Connections per service that never send a TLS ClientHello."""
