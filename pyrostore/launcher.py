@@ -311,8 +311,13 @@ def coordinator_addresses(settings: Settings, count: int) -> str:
         previous = settings.replace(coordinators=saved.read_text().strip())
         if len(previous.coordinator_addresses()) == count:
             return previous.coordinators
-    addresses = ",".join(f"{settings.host}:{fixed_port(settings.host)}:{fixed_port(settings.host)}"
-                         for _ in range(count))
+    ports: list[int] = []
+    while len(ports) < 2 * count:  # each free now, and distinct: nothing holds them yet
+        port = fixed_port(settings.host)
+        if port not in ports and port != settings.ns_port:  # nor does the name server
+            ports.append(port)
+    addresses = ",".join(f"{settings.host}:{ports[2 * i]}:{ports[2 * i + 1]}"
+                         for i in range(count))
     write_private(saved, addresses + "\n")
     return addresses
 

@@ -234,3 +234,18 @@ def test_coordinator_addresses_in_id_order() -> None:
     assert first.uri(1) == "PYRO:pyrostore.coordinator.1@127.0.0.1:7001"
     assert (second.host, second.port, second.raft_port) == ("::1", 7002, 7102)
     assert second.uri(2) == "PYRO:pyrostore.coordinator.2@[::1]:7002"
+
+
+def test_a_new_coordinator_group_never_gets_one_port_twice(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each port is free when chosen, and none is bound until the coordinators start: the same
+    free port may come up twice, and must not be given twice (a Raft port on a Pyro5 one)."""
+    from pyrostore import launcher
+
+    offered = iter([23993, 22910, 23993, 9999, 23993, 30501, 22483, 27242, 31000])
+    monkeypatch.setattr(launcher, "fixed_port", lambda host: next(offered))
+    settings = Settings.from_env(environ={}, data_dir=tmp_path, ns_port=9999)
+    addresses = Settings.from_env(environ={}, coordinators=launcher.coordinator_addresses(
+        settings, 3)).coordinator_addresses()
+    ports = [port for a in addresses for port in (a.port, a.raft_port)]
+    assert ports == [23993, 22910, 30501, 22483, 27242, 31000]
