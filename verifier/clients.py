@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from pyrostore.config import Settings
@@ -40,6 +41,18 @@ class ClientPool:
         """Start every client."""
         for _ in range(self.count):
             self._spawn()
+
+    def wait_shopping(self, *, timeout: float = 60.0) -> None:
+        """Wait until every client has had an answer (so that a fault's outage is not the
+        clients' own start-up)."""
+        deadline = time.monotonic() + timeout
+        while not all('"type": "ok"' in self.history(p).read_text()
+                      for p in list(self.running) if self.history(p).exists()) \
+                or len([p for p in self.running if self.history(p).exists()]) < self.count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the clients had no answer within {timeout:.0f} s "
+                                   f"(their logs are in {self.directory})")
+            time.sleep(0.1)  # polling files the clients write; nothing to wait on
 
     def _spawn(self) -> None:
         with self.lock:

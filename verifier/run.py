@@ -76,9 +76,11 @@ def run(deployment: Deployment, config: RunConfig, out: Path, *,
                       seed=rng.randrange(2**32))
     nemesis = Nemesis(deployment, pool, Schedule(config.kinds, rng), network=network,
                       hold=config.hold, healthy=lambda: _serving(deployment))
-    began = time.monotonic()
     pool.start()
+    began = time.monotonic()
     try:
+        pool.wait_shopping()
+        began = time.monotonic()
         nemesis.run(began + config.duration, threading.Event(), progress=lambda e: say(
             f"{e.kind:<11} {e.target}: healed after {e.healed - e.start:.1f} s, serving "
             f"{e.recovered - e.healed:.1f} s later"))
