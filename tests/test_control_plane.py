@@ -20,7 +20,7 @@ from tests.conftest import wait_until
 from tests.shopping import Shoppers, add_books, check_ledger, hold
 from tests.test_replication import coordinators, info, primary, proxy, restart
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.timeout(420)]  # buys timed
 STOCKS = (100_000, 100_000)
 LEASE_WINDOW = 1.2
 """Seconds after a coordinator's death in which replicas' leases may run out (a lease)."""
@@ -58,7 +58,6 @@ def gap_after(shoppers: Shoppers, kill: float, *, quiet: float) -> float:
     return ledger.longest_gap(kill - 0.05, float(sold))  # type: ignore[arg-type]
 
 
-@pytest.mark.serial  # it times the gaps in buys
 def test_killing_the_coordinator_leader_ten_times_stops_buys_briefly(cluster: Cluster) -> None:
     items = add_books(cluster.settings, STOCKS)
     gaps, follower_gaps = [], []
@@ -189,7 +188,6 @@ def test_two_of_three_coordinators_dead_pause_writes_safely(cluster: Cluster) ->
     restart(cluster, "coordinator", dead[1])
 
 
-@pytest.mark.serial  # it times the gaps in buys
 def test_restarting_the_name_server_never_stops_buys(cluster: Cluster) -> None:
     items = add_books(cluster.settings, STOCKS)
     with Shoppers(cluster.settings, items) as shoppers:
@@ -206,7 +204,6 @@ def test_restarting_the_name_server_never_stops_buys(cluster: Cluster) -> None:
     check_ledger(cluster, items, STOCKS, shoppers.ledger)
 
 
-@pytest.mark.serial  # it times the gaps in buys
 @pytest.mark.parametrize("group", ["catalog", "order"])
 def test_a_primary_death_stops_buys_for_about_a_lease(cluster: Cluster, group: str) -> None:
     items = add_books(cluster.settings, STOCKS)

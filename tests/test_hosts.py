@@ -220,6 +220,7 @@ def test_a_frontend_cut_from_the_catalog_primary_alone_serves_no_stale_read(
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # five hosts of processes under faults: alone, not beside other stores
 def test_a_short_verifier_run_with_every_nemesis_passes(tmp_path: Path) -> None:
     """About a minute of faults: on namespace hosts as root (partitions included), else on
     loopback; the verifier exits 0 only if every check passed."""

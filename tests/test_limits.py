@@ -35,7 +35,7 @@ from pyrostore.transport import make_proxy
 from tests.attackers import address, client_context, connect_message, open_tls, views
 from tests.conftest import identity, make_settings, start_cluster, wait_until
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.serial]  # it measures throughput
 
 IDLE = 2000
 """Connections per service that never send a TLS ClientHello."""
@@ -207,7 +207,6 @@ def rates(store_client: Client, *, seconds: float,
 
 
 @pytest.mark.slow
-@pytest.mark.serial  # it compares throughput with and without the crowd
 def test_idle_connections_and_a_slow_sender_leave_room_for_real_callers(
         store_from_a_shell: Cluster) -> None:
     """Measured under load for longer than the crowd's first connections live, so that the

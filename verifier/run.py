@@ -210,12 +210,12 @@ def _final_state(deployment: Deployment, initial: dict[int, int]) -> FinalState:
     """Each catalog replica's stock of the run's books, and each order replica's orders."""
     catalog, orders = {}, {}
     for replica_id in deployment.ids("catalog"):
-        with deployment.proxy("catalog", replica_id) as replica:
+        with deployment.proxy("catalog", replica_id, fresh=True) as replica:
             catalog[f"catalog {replica_id}"] = {item: replica.lookup(item)["stock"]
                                                 for item in initial}
     for replica_id in deployment.ids("order"):
         log: list[dict[str, Any]] = []
-        with deployment.proxy("order", replica_id) as replica:
+        with deployment.proxy("order", replica_id, fresh=True) as replica:
             while page := replica.orders(1000, len(log)):
                 log += page
         orders[f"order {replica_id}"] = [
