@@ -38,8 +38,6 @@ from verifier.nemesis import KINDS, NETWORK_KINDS, Network
 from verifier.report import exit_code, render
 from verifier.run import RunConfig, RunResult, run
 
-STORE_SETTINGS = {"lease": 1.0, "call_timeout": 2.0, "failover_timeout": 10.0}
-
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the verifier, print the report; the exit code."""
@@ -94,7 +92,7 @@ def verify(config: RunConfig, out: Path, *, netns: bool, console: Console) -> Ru
     with hosts_for(netns) as (addresses, wraps, network, inside):
         spec = ClusterSpec.parse(layouts.cluster_file(
             addresses, ports=None if netns else layouts.loopback_ports(),
-            settings=STORE_SETTINGS))
+            settings=layouts.STORE_SETTINGS))
         shutil.rmtree(out / "store", ignore_errors=True)  # a store of its own, every run
         with inside, Deployment(spec, out / "store", wraps=wraps) as deployment:
             with console.status("starting the store"):

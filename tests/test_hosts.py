@@ -33,8 +33,7 @@ from verifier import layouts
 from verifier.deployment import Deployment
 
 pytestmark = pytest.mark.timeout(300)
-LEASE = 1.0
-STORE = {"lease": LEASE, "call_timeout": 2.0, "failover_timeout": 10.0}
+STORE = layouts.STORE_SETTINGS
 
 
 def namespaces_unavailable() -> str | None:

@@ -10,7 +10,6 @@ its role and id. The driver itself presents the ``admin`` certificate.
 
 from __future__ import annotations
 
-import shutil
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -130,11 +129,6 @@ class Deployment:
         """The launcher of the host that runs the service."""
         return self.clusters[self.host_of(role, replica_id).name]
 
-    def pid(self, role: str, replica_id: int) -> int | None:
-        """The service's PID, None while it is down."""
-        child = self.cluster_of(role, replica_id).child(role, replica_id)
-        return child.pid if child is not None and child.alive() else None
-
     def kill(self, role: str, replica_id: int) -> None:
         """``kill -9`` the service."""
         self.cluster_of(role, replica_id).kill(role, replica_id)
@@ -215,7 +209,3 @@ class Deployment:
             if row and row.get("state") == "leader":
                 return replica_id
         return None
-
-    def remove(self) -> None:
-        """Delete the data of every host (after :meth:`stop`)."""
-        shutil.rmtree(self.root, ignore_errors=True)

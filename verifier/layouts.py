@@ -30,6 +30,8 @@ PLACEMENT: dict[str, dict[str, bool | list[int]]] = {
     "fe": {"frontend": [1]},
     "ctl": {"frontend": [2]},
 }
+STORE_SETTINGS = {"lease": 1.0, "call_timeout": 2.0, "failover_timeout": 10.0}
+"""The settings the verifier and the namespace tests run the store with (a 1 s lease)."""
 NAMESPACE_PORTS = {"ns_port": 9090, "coordinator_port": 9100, "raft_port": 9200}
 """Every host has its own ports in its namespace: the defaults serve."""
 
