@@ -281,7 +281,7 @@ class Judge:
 
 @dataclasses.dataclass
 class _GroupPlanner:
-    """One group's next view, if it needs one (the rules of DESIGN.md section 3)."""
+    """One group's next view, if it needs one (docs/architecture.md, "Replication": failover)."""
 
     judge: Judge
     name: str

@@ -1,10 +1,11 @@
 """Finding services through the Pyro5 name server, and calling them with failover.
 
-Names and tags (DESIGN.md section 1): a replica ``<id>`` of role ``<role>`` registers as
-``pyrostore.<role>.<id>`` with the metadata tags ``pyrostore``, ``role:<role>`` and
-``replica:<id>``. The name server is always found by explicit host and port, never by
-broadcast. A :class:`ReplicaSet` keeps the list of one role's replicas, refreshes it every few
-seconds and on error (never one name-server round trip per request), and spreads calls over it.
+Names and tags (docs/architecture.md, "Processes and names"): a replica ``<id>`` of role
+``<role>`` registers as ``pyrostore.<role>.<id>`` with the metadata tags ``pyrostore``,
+``role:<role>`` and ``replica:<id>``. The name server is always found by explicit host and
+port, never by broadcast. A :class:`ReplicaSet` keeps the list of one role's replicas,
+refreshes it every few seconds and on error (never one name-server round trip per request),
+and spreads calls over it.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """Book and Order, their plain-dict wire form, and the checks every input passes first.
 
-Only plain values cross the wire (STYLE.md, habit 4): services convert with ``to_wire`` /
-``from_wire`` at the edge. The ``check_*`` functions turn anything a caller might send (wrong
-types, negative or huge numbers, empty strings) into an :class:`InvalidRequest` before any
-state is touched.
+Only plain values cross the wire: services convert with ``to_wire`` / ``from_wire`` at the
+edge. The ``check_*`` functions turn anything a caller might send (wrong types, negative or
+huge numbers, empty strings) into an :class:`InvalidRequest` before any state is touched.
 """
 
 from __future__ import annotations
