@@ -64,6 +64,15 @@ def anchors(path: Path) -> set[str]:
     return found
 
 
+def links(doc: Path) -> list[tuple[int, str]]:
+    """(line, target) of each link in the prose; a link's text may span lines."""
+    numbered = dict(prose(doc))
+    last = max(numbered, default=0)
+    text = "\n".join(numbered.get(n, "") for n in range(1, last + 1))
+    return [(text.count("\n", 0, match.start(1)) + 1, match.group(1))
+            for match in LINK.finditer(text)]
+
+
 def outside_citations(doc: Path) -> list[tuple[int, str]]:
     """(line, what) of each citation of something outside the repository."""
     lines = doc.read_text(encoding="utf-8").splitlines()
@@ -74,16 +83,15 @@ def outside_citations(doc: Path) -> list[tuple[int, str]]:
 def broken_links(doc: Path, root: Path = ROOT) -> list[tuple[int, str, str]]:
     """(line, link, why) of each relative link that leads to no file, or no heading, here."""
     broken = []
-    for number, line in prose(doc):
-        for target in LINK.findall(line):
-            if SCHEME.match(target):
-                continue
-            name, _, anchor = target.partition("#")
-            file = (doc.parent / name).resolve() if name else doc
-            if not file.exists() or root not in file.parents:
-                broken.append((number, target, "no such file in the repository"))
-            elif anchor and file.suffix == ".md" and anchor not in anchors(file):
-                broken.append((number, target, "no such heading"))
+    for number, target in links(doc):
+        if SCHEME.match(target):
+            continue
+        name, _, anchor = target.partition("#")
+        file = (doc.parent / name).resolve() if name else doc
+        if not file.exists() or root not in file.parents:
+            broken.append((number, target, "no such file in the repository"))
+        elif anchor and file.suffix == ".md" and anchor not in anchors(file):
+            broken.append((number, target, "no such heading"))
     return broken
 
 
@@ -204,8 +212,8 @@ def test_the_checks_catch_what_they_are_for(tmp_path: Path) -> None:
     doc.write_text(
         "# Title\n\n## Two words\n\n## Two words\n\n"
         "see [a](../shared/DESIGN.md), [b](missing.md), [c](#two-words-1), [d](#nowhere),\n"
-        "[e](other.md#other), [f](other.md#title), [g](https://example.org/x.md),\n"
-        "pyrostore/no_such_module.py and `tests/conftest.py`\n"
+        "[e](other.md#other), [f](other.md#title), [g](https://example.org/x.md), [i\n"
+        "j](nothere.md) pyrostore/no_such_module.py and `tests/conftest.py`\n"
         "```\n# not a heading\n[h](gone.md) docs/gone.md\n```\n",
         encoding="utf-8")
     assert anchors(doc) == {"title", "two-words", "two-words-1"}
@@ -214,7 +222,7 @@ def test_the_checks_catch_what_they_are_for(tmp_path: Path) -> None:
         "atomic-buys-the-catalogs-outbox-outboxpy"
     assert outside_citations(doc) == [(7, "../"), (7, "DESIGN.md")]
     assert [link for _, link, _ in broken_links(doc, tmp_path)] == \
-        ["../shared/DESIGN.md", "missing.md", "#nowhere", "other.md#title"]
+        ["../shared/DESIGN.md", "missing.md", "#nowhere", "other.md#title", "nothere.md"]
     assert missing_paths(doc, tmp_path) == [(9, "pyrostore/no_such_module.py")]
     shown = tmp_path / "commands.md"
     shown.write_text(
