@@ -357,17 +357,8 @@ class Database:
 def connect(path: Path) -> sqlite3.Connection:
     """A connection to the database at ``path``: autocommit (transactions are explicit), WAL,
     ``synchronous=FULL``, rows by name, usable from any thread."""
-    return _tuned(_plain_connection(path))
-
-
-def _plain_connection(path: Path) -> sqlite3.Connection:
-    """A connection that has written nothing yet (its journal mode is the file's)."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
     conn.row_factory = sqlite3.Row
-    return conn
-
-
-def _tuned(conn: sqlite3.Connection) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     return conn
@@ -396,12 +387,9 @@ def open_file(path: Path, migration_path: list[Step]) -> sqlite3.Connection:
     create_private(path)
     conn: sqlite3.Connection | None = None
     try:
-        conn = _plain_connection(path)
-        problem = " ".join(conn.execute("PRAGMA quick_check(1)").fetchone()[0].split())
-        if problem != "ok":  # its report spans lines: one line is what the caller prints
-            raise CorruptFile(f"{path} is corrupt ({problem})", path=str(path), reason=problem)
-        due = steps_due(conn, str(path))
-        migrate(_tuned(conn), migration_path, due)
+        due = _checked(path)
+        conn = connect(path)
+        migrate(conn, migration_path, due)
     except BaseException as exc:
         if conn is not None:
             conn.close()
@@ -410,6 +398,20 @@ def open_file(path: Path, migration_path: list[Step]) -> sqlite3.Connection:
         raise
     make_private(*sqlite_files(path))
     return conn
+
+
+def _checked(path: Path) -> range:
+    """The migration steps the file at ``path`` needs, once it passed ``PRAGMA quick_check``
+    and has a schema version this release reads. Read-only: a file refused here keeps every
+    byte, its WAL included (a writer's close could fold or delete that)."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
+    try:
+        problem = " ".join(conn.execute("PRAGMA quick_check(1)").fetchone()[0].split())
+        if problem != "ok":  # its report spans lines: one line is what the caller prints
+            raise CorruptFile(f"{path} is corrupt ({problem})", path=str(path), reason=problem)
+        return steps_due(conn, str(path))
+    finally:
+        conn.close()
 
 
 def sqlite_error(exc: sqlite3.Error, path: Path) -> StorageError:

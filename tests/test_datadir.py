@@ -196,10 +196,13 @@ def test_sqlite_errors_read_as_one_line_that_says_what_to_fix(tmp_path: Path) ->
 
 
 class FullDisk(sqlite3.Connection):
-    """A connection to a disk with no room left: every script fails as SQLite would."""
+    """A connection to a disk with no room left: every statement that writes fails as SQLite
+    would."""
 
-    def executescript(self, script: str) -> sqlite3.Cursor:
-        raise sqlite3.OperationalError("database or disk is full")
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql.lstrip().upper().startswith(("CREATE", "INSERT", "UPDATE", "PRAGMA USER_")):
+            raise sqlite3.OperationalError("database or disk is full")
+        return super().execute(sql, *args)
 
 
 def test_a_full_disk_at_open_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,25 @@ def test_a_file_of_a_newer_or_unknown_version_is_refused_and_left_as_it_was(
     assert user_version(path) == found
     stamp(path, versions.SCHEMA_VERSION)  # the lock was let go: it opens once it is readable
     open_(path).close()
+
+
+def test_a_newer_file_left_mid_write_keeps_its_wal(tmp_path: Path) -> None:
+    path = tmp_path / "catalog-1.sqlite3"
+    seeded_catalog(path)
+    killed = subprocess.run([sys.executable, "-c", f"""
+import os, sqlite3
+conn = sqlite3.connect({str(path)!r}, isolation_level=None)
+conn.execute("PRAGMA journal_mode=WAL")
+conn.execute("PRAGMA user_version = {NEWER}")
+conn.execute("UPDATE books SET stock = 0")
+os.kill(os.getpid(), 9)  # a newer release's replica, killed: its last writes in the WAL
+"""])
+    assert killed.returncode == -9
+    files = [path, path.with_name(path.name + "-wal")]  # -shm: an index any reader rebuilds
+    before = [file.read_bytes() for file in files]
+    with pytest.raises(SchemaVersionError, match=f"schema version {NEWER}"):
+        CatalogStore(path)
+    assert [file.read_bytes() for file in files] == before
 
 
 def test_a_file_of_the_release_before_versions_is_migrated_and_keeps_its_data(
