@@ -17,6 +17,7 @@ from typing import Any
 from Pyro5 import serializers
 
 from pyrostore.errors import ConfigError
+from pyrostore.versions import PROTOCOL_VERSION
 
 ENV_PREFIX = "PYROSTORE_"
 SERIALIZERS = ("serpent", "msgpack", "json")
@@ -113,6 +114,9 @@ class Settings:
     more is closed at once."""
     test_hooks: bool = False
     """Expose ``set_hook`` on the services so tests can hold a request at a chosen point."""
+    test_protocol_version: int = 0
+    """The protocol version this process speaks, for tests that play a process of another
+    release; 0 (the default): this release's (:data:`pyrostore.versions.PROTOCOL_VERSION`)."""
     log_level: str = "INFO"
     """Logging level of the ``pyrostore`` command: DEBUG, INFO, WARNING or ERROR."""
 
@@ -154,6 +158,11 @@ class Settings:
     def database_path(self, role: str, replica_id: int) -> Path:
         """Where replica ``replica_id`` of group ``role`` keeps its SQLite file."""
         return self.data_dir / f"{role}-{replica_id}.sqlite3"
+
+    @property
+    def protocol_version(self) -> int:
+        """The protocol version this process speaks (see ``test_protocol_version``)."""
+        return self.test_protocol_version or PROTOCOL_VERSION
 
     @property
     def certificates(self) -> Path:
@@ -214,6 +223,9 @@ class Settings:
             raise ConfigError(f"request_retention ({self.request_retention} s) must be more than "
                               f"failover_timeout ({self.failover_timeout} s): a client retries "
                               "a request for that long")
+        if not 0 <= self.test_protocol_version < 2**31:
+            raise ConfigError(f"test_protocol_version must be 0 (this release's) or a "
+                              f"version, not {self.test_protocol_version}")
         if not 0 <= self.clock_skew <= 86400:
             raise ConfigError(f"clock_skew must be 0..86400 seconds, not {self.clock_skew}")
         role, _, name = self.identity.partition(".")

@@ -28,7 +28,8 @@ import Pyro5.errors
 from pyrostore.access import OPERATORS, allow, unguarded
 from pyrostore.config import Settings
 from pyrostore.discovery import Registration, announce, service_name, withdraw
-from pyrostore.errors import ConfigError, PyrostoreError
+from pyrostore.errors import ConfigError, ProtocolVersionError, PyrostoreError
+from pyrostore.handshake import VersionedDaemon
 from pyrostore.hooks import Hooks
 from pyrostore.metrics import MethodStats
 
@@ -46,6 +47,9 @@ class Service:
     """Base of every remote object: identity, timings, ``stats()`` and ``info()``."""
 
     role: ClassVar[str] = "service"
+    plain_callers: ClassVar[bool] = False
+    """Whether a caller that speaks no protocol version (a plain Pyro5 client) is welcome: only
+    where users call with plain Pyro5 (see :mod:`pyrostore.handshake`)."""
     hook_names: ClassVar[tuple[str, ...]] = ()
     """The points where a test may hold a request (see :mod:`pyrostore.hooks`)."""
 
@@ -59,6 +63,9 @@ class Service:
         self.port = 0
         """Where its daemon binds: port 0 is any free one (coordinators have fixed ones)."""
         self.started_at = time.time()
+        self.refused: ProtocolVersionError | None = None
+        """Why the store refused this service, once it did (:meth:`refuse`)."""
+        self._stop: Callable[[], None] = lambda: None
 
     @property
     def name(self) -> str:
@@ -123,6 +130,14 @@ class Service:
     def start(self) -> None:
         """Called once the service is registered; start background work here."""
 
+    def refuse(self, error: ProtocolVersionError) -> None:
+        """The store refused this service for its protocol version: it stops serving, and
+        :func:`serve` raises ``error`` (its process exits non-zero with that line)."""
+        if self.refused is None:
+            self.refused = error
+            log.error("%s stops: %s", self.name, error)
+        self._stop()
+
     def close(self) -> None:
         """Called once the daemon has stopped; release resources here."""
 
@@ -153,13 +168,16 @@ def _ephemeral_low() -> int:
 
 
 def serve(service: Service, *, on_ready: Callable[[str], None] | None = None) -> None:
-    """Serve ``service`` until SIGTERM/SIGINT (or :func:`stop`), then clean up."""
+    """Serve ``service`` until SIGTERM/SIGINT (or :func:`stop`), then clean up; raise the
+    ProtocolVersionError that made it stop, if the store refused it (:meth:`Service.refuse`)."""
     settings = service.settings
     for served in (service, *service.endpoints().values()):
         if unguarded(served):
             raise ConfigError(f"{type(served).__name__} exposes methods open to no role: "
                               f"{', '.join(unguarded(served))} (see pyrostore.access)")
-    daemon = Pyro5.api.Daemon(host=service.host, port=service.port)
+    daemon = VersionedDaemon(host=service.host, port=service.port,
+                             version=settings.protocol_version, who=service.name,
+                             plain_ok=service.plain_callers)
     service.uri = str(daemon.register(service, objectId=service.name))
     for object_id, endpoint in service.endpoints().items():
         daemon.register(endpoint, objectId=object_id)
@@ -170,6 +188,7 @@ def serve(service: Service, *, on_ready: Callable[[str], None] | None = None) ->
             stopping.set()
             threading.Thread(target=daemon.shutdown, name="shutdown", daemon=True).start()
 
+    service._stop = request_stop
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
@@ -189,6 +208,8 @@ def serve(service: Service, *, on_ready: Callable[[str], None] | None = None) ->
         daemon.close()
         service.close()
         log.info("%s stopped", service.name)
+    if service.refused is not None:
+        raise service.refused
 
 
 def _stay_registered(service: Service, stopping: threading.Event) -> None:
