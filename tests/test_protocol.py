@@ -7,19 +7,24 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import Pyro5.api
 import Pyro5.errors
 import pytest
 
+from pyrostore import tls
 from pyrostore.client import Client
-from pyrostore.discovery import find, peer_uri, survey
+from pyrostore.discovery import ReplicaSet, find, peer_uri, survey
 from pyrostore.errors import ProtocolVersionError
+from pyrostore.handshake import VersionedDaemon
 from pyrostore.launcher import Cluster
 from pyrostore.transport import make_proxy
 from pyrostore.versions import PROTOCOL_VERSION, REFUSAL
-from tests.conftest import ROOT
+from tests.conftest import ROOT, identity, make_settings
 
 OTHER = PROTOCOL_VERSION + 98
 
@@ -89,3 +94,69 @@ def test_a_plain_pyro5_caller_is_welcome_at_the_frontend_only(store: Cluster) ->
     with Pyro5.api.Proxy(uris["pyrostore.catalog.1"]) as catalog, \
             pytest.raises(Pyro5.errors.CommunicationError, match="speaks none"):
         catalog.lookup(1)
+
+
+@Pyro5.api.expose
+class Replica:
+    """A stand-in replica that says who answered."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def lookup(self, item: int) -> str:
+        return self.name
+
+
+@pytest.fixture
+def two_releases() -> Iterator[dict[str, str]]:
+    """Two stand-in catalog replicas in this process: one of this release, one of another."""
+    uris, daemons, threads = {}, [], []
+    for replica_id, version in ((1, PROTOCOL_VERSION), (9, OTHER)):
+        name = f"pyrostore.catalog.{replica_id}"
+        with tls.acting_as(identity("node")):
+            daemon = VersionedDaemon(host="127.0.0.1", port=0, version=version, who=name,
+                                     plain_ok=False)
+        uris[name] = str(daemon.register(Replica(name), name))
+        thread = threading.Thread(target=daemon.requestLoop, daemon=True)
+        thread.start()
+        daemons.append(daemon)
+        threads.append(thread)
+    try:
+        yield uris
+    finally:
+        for daemon, thread in zip(daemons, threads, strict=True):
+            daemon.shutdown()
+            thread.join(10)
+
+
+def replica_set(tmp_path: Path, known: dict[str, str], refusals: list[ProtocolVersionError]
+                ) -> ReplicaSet:
+    replicas = ReplicaSet(make_settings(tmp_path), "catalog", on_refused=refusals.append)
+    replicas._by_name = dict(known)  # as if found: no name server here
+    replicas._refreshed_at = float("inf")  # and never stale
+    return replicas
+
+
+def test_a_reader_skips_a_replica_of_another_protocol(
+        tmp_path: Path, two_releases: dict[str, str]) -> None:
+    refusals: list[ProtocolVersionError] = []
+    replicas = replica_set(tmp_path, two_releases, refusals)
+    try:
+        answers = {replicas.call("lookup", 1) for _ in range(10)}
+    finally:
+        replicas.close()
+    assert answers == {"pyrostore.catalog.1"} and refusals == []
+
+
+def test_a_reader_every_replica_refuses_raises_at_once(
+        tmp_path: Path, two_releases: dict[str, str]) -> None:
+    refusals: list[ProtocolVersionError] = []
+    other = {"pyrostore.catalog.9": two_releases["pyrostore.catalog.9"]}
+    replicas = replica_set(tmp_path, other, refusals)
+    try:  # with 600 s of patience: were it waited out, the test's timeout would fail it
+        with pytest.raises(ProtocolVersionError, match=f"speaks pyrostore protocol version "
+                                                       f"{OTHER}, the caller {PROTOCOL_VERSION}"):
+            replicas.call("lookup", 1, patience=600)
+    finally:
+        replicas.close()
+    assert len(refusals) == 1
