@@ -115,6 +115,7 @@ class Service:
             "epoch": None,
             "applied": None,
             "uptime_s": round(time.time() - self.started_at, 1),
+            "protocol": self.settings.protocol_version,
             **self.details(),
         }
 

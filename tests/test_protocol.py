@@ -51,6 +51,12 @@ def run_other_release(store: Cluster, role: str, replica_id: int, client: Client
     return process.returncode, output, reads
 
 
+def test_every_service_says_which_protocol_it_speaks(store: Cluster) -> None:
+    rows = survey(store.settings)
+    assert {row["role"] for row in rows} == {"coordinator", "catalog", "order", "frontend"}
+    assert {row["protocol"] for row in rows} == {PROTOCOL_VERSION}
+
+
 def serving_ids(store: Cluster, role: str) -> set[int]:
     return {row["id"] for row in survey(store.settings)
             if row["role"] == role and row.get("state") != "down"}
