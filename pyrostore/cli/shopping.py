@@ -1,0 +1,142 @@
+"""The commands that ask the store something: its status and settings, and a shopper's or an
+administrator's requests."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.console import Console, Group
+from rich.text import Text
+
+from pyrostore.cli.options import AddCommand, host_names, show
+from pyrostore.client import Client
+from pyrostore.client.views import (
+    book_table,
+    buys_table,
+    cache_table,
+    clean,
+    group_table,
+    hosts_table,
+    order_table,
+    outcome_view,
+    settings_table,
+    status_table,
+)
+from pyrostore.clusterfile import host_report
+from pyrostore.config import Settings
+from pyrostore.discovery import survey
+
+
+def add_store_commands(add: AddCommand) -> None:
+    """The commands that ask the store something."""
+    add("status", cmd_status, "every service of the store and its state", json_flag=True)
+    add("config", cmd_config, "print the settings in force", json_flag=True, secure=None)
+    add("topics", cmd_topics, "list the topics", json_flag=True)
+    add("search", cmd_search, "books of a topic", json_flag=True).add_argument("topic")
+    add("lookup", cmd_lookup, "one book", json_flag=True).add_argument("item", type=int)
+    buy = add("buy", cmd_buy, "buy a book", json_flag=True)
+    buy.add_argument("item", type=int)
+    buy.add_argument("--qty", type=int, default=1, help="copies to buy (1)")
+    update = add("update", cmd_update, "restock, take off stock or reprice (admin)", json_flag=True)
+    update.add_argument("item", type=int)
+    update.add_argument("--cost", type=float, help="new price of one copy")
+    update.add_argument("--stock-delta", type=int, help="copies to add (or, negative, remove)")
+    new = add("add-book", cmd_add_book, "add a book (admin)", json_flag=True)
+    new.add_argument("title")
+    new.add_argument("topic")
+    new.add_argument("--stock", type=int, default=0, help="copies in stock (0)")
+    new.add_argument("--cost", type=float, required=True, help="price of one copy")
+    add("outcome", cmd_outcome, "what became of a buy, by its request id",
+        json_flag=True).add_argument("request_id")
+    orders = add("orders", cmd_orders, "the order log, newest first", json_flag=True)
+    orders.add_argument("--limit", type=int, default=20, help="orders to show (20)")
+    orders.add_argument("--id", dest="order_id", type=int, help="show only this order")
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Every registered service and its state, asked of each service directly."""
+    rows = survey(settings)
+    coordinators = sorted((row for row in rows if row["role"] == "coordinator"),
+                          key=lambda row: row.get("state") != "leader")  # the leader's view first
+    groups: dict[str, Any] = next((row["groups"] for row in coordinators if "groups" in row), {})
+    if args.spec is None:
+        return show(console, args, rows, lambda: Group(
+            status_table(rows, title="services"), group_table(groups, title="groups"),
+            buys_table(rows, title="buys"), cache_table(rows, title="frontend caches")))
+    hosts = host_report(args.spec, rows, nameserver_up=True)  # survey() reached it
+    return show(console, args, {"hosts": hosts, "services": rows}, lambda: Group(
+        hosts_table(hosts, title="hosts"),
+        status_table(rows, title="services", hosts=host_names(args)),
+        group_table(groups, title="groups"), buys_table(rows, title="buys"),
+        cache_table(rows, title="frontend caches")))
+
+
+def cmd_config(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """The settings in force, as PYROSTORE_* variables."""
+    values = settings.dump()
+    return show(console, args, values, lambda: settings_table(values))
+
+
+def cmd_topics(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """The topics."""
+    with Client(settings=settings) as store:
+        topics = store.topics()
+    return show(console, args, topics, lambda: Text("\n".join(map(clean, topics))))
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """The books of a topic."""
+    with Client(settings=settings) as store:
+        books = store.search(args.topic)
+    return show(
+        console,
+        args,
+        books,
+        lambda: book_table(books, title=f"{len(books)} book(s) in {args.topic!r}"),
+    )
+
+
+def cmd_lookup(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """One book."""
+    with Client(settings=settings) as store:
+        book = store.lookup(args.item)
+    return show(console, args, book, lambda: book_table([book]))
+
+
+def cmd_buy(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Buy a book."""
+    with Client(settings=settings) as store:
+        order = store.buy(args.item, args.qty)
+    return show(console, args, order, lambda: order_table([order], title="bought"))
+
+
+def cmd_outcome(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """What became of a buy: done, pending, refused or unknown."""
+    with Client(settings=settings) as store:
+        outcome = store.outcome(args.request_id)
+    return show(console, args, outcome, lambda: outcome_view(outcome))
+
+
+def cmd_update(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Restock, take off stock, reprice."""
+    with Client(settings=settings) as store:
+        book = store.update(args.item, cost=args.cost, stock_delta=args.stock_delta)
+    return show(console, args, book, lambda: book_table([book], title="updated"))
+
+
+def cmd_add_book(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Add a book."""
+    with Client(settings=settings) as store:
+        book = store.add_book(args.title, args.topic, stock=args.stock, cost=args.cost)
+    return show(console, args, book, lambda: book_table([book], title="added"))
+
+
+def cmd_orders(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """The order log, or one order with --id."""
+    with Client(settings=settings) as store:
+        if args.order_id is not None:
+            order = store.order(args.order_id)
+            return show(console, args, order, lambda: order_table([order]))
+        orders = store.orders(limit=args.limit)
+    return show(console, args, orders, lambda: order_table(orders, title="orders"))
