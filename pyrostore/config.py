@@ -23,7 +23,9 @@ SERIALIZERS = ("serpent", "msgpack", "json")
 """What the store speaks (``marshal`` is refused: a few bytes of it can claim gigabytes)."""
 IDENTITIES = ("node", "admin", "client")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-DEFAULT_INVENTORY = Path(__file__).resolve().parent.parent / "inventory.csv"
+DEFAULT_INVENTORY = Path(__file__).resolve().parent / "data" / "inventory.csv"
+"""The seven books, shipped inside the package (package data), so an installed store finds
+them from any directory."""
 
 
 @dataclasses.dataclass(frozen=True)
