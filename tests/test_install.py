@@ -77,6 +77,7 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # the build installs setuptools in its isolated environment first
 def test_the_wheel_holds_the_inventory(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         assert INVENTORY_IN_WHEEL in archive.namelist()
