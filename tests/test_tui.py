@@ -274,7 +274,9 @@ def test_books_load_with_one_search_per_topic(client: Client) -> None:
                         what="the books read again, thrice")
             topics = counting.count("topics")
             assert counting.count("search") >= 2 * (topics - 1)  # two topics
-            assert counting.count("lookup") <= topics + 1  # the highlighted book's, at most
+            # the highlighted book's, once a read (one of them may be counted before its
+            # read's topics); a lookup per book would be seven a read
+            assert counting.count("lookup") <= topics + 2
 
     asyncio.run(scenario())
 
