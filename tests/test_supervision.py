@@ -192,3 +192,12 @@ def test_down_never_signals_a_stale_pid_that_another_process_took(tmp_path: Path
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_help_says_how_up_supervises_and_what_down_stops(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    text = run_cli(settings, "up", "--help").stdout
+    assert "--restart {on-failure,never}" in text and "Restart=on-failure" in text
+    assert "after 0.5 s, doubling to 8 s" in text and "past 5 restarts within 60 s" in text
+    text = run_cli(settings, "down", "--help").stdout
+    assert "SIGTERM" in text and "--timeout" in text and "never signalled" in text

@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import signal
+import textwrap
 import threading
 import time
 
@@ -38,25 +39,34 @@ SERVICES: dict[str, type[Service]] = {
     "frontend": Frontend,
 }
 
-UP_HELP = """\
+def _paragraphs(text: str) -> str:
+    """``text`` filled to 78 columns, its paragraphs kept (argparse would run them together)."""
+    return "\n\n".join(textwrap.fill(" ".join(part.split()), width=78)
+                       for part in text.split("\n\n"))
+
+
+UP_HELP = _paragraphs("""
 Start the whole store in the foreground: a name server (unless one answers), the coordinators,
 the catalog, order and frontend replicas, each a child process logging to DATA/logs.
 
 Supervision (like systemd's Restart=on-failure): a service that dies of a failure (a non-zero
-exit, or a signal other than SIGHUP, SIGINT, SIGTERM, SIGPIPE) is started again after 0.5 s,
-doubling to 8 s for each restart within 60 s; past 5 restarts within 60 s it stays down and the
-log says so. Each restart is logged with its cause ("killed by SIGKILL"), and `pyrostore status`
-shows each service's restart count. --restart never only reports a death, with the command
-that starts the service by hand.
+exit, or a signal other than SIGHUP, SIGINT, SIGTERM, SIGPIPE) is started again after
+{p.first_delay:g} s, doubling to {p.max_delay:g} s for each restart within {p.interval:g} s;
+past {p.burst} restarts within {p.interval:g} s it stays down and the log says so. Each restart
+is logged with its cause ("killed by SIGKILL"), and `pyrostore status` shows each service's
+restart count. --restart never only reports a death, with the command that starts the service
+by hand.
 
 Ctrl-C or SIGTERM (or `pyrostore down`) stops every process of the store, including services
-started by hand with the same --data. DATA/pids holds the pid files of the running processes."""
-DOWN_HELP = """\
+started by hand with the same --data. DATA/pids holds the pid files of the running processes.
+""".format(p=RestartPolicy()))
+DOWN_HELP = _paragraphs("""
 Stop the store that runs in a data directory (--data, ./pyrostore-data by default): its
 `pyrostore up` and every service started by hand with that directory, as their pid files in
 DATA/pids name them. Each gets SIGTERM; whatever has not exited after --timeout seconds gets
 SIGKILL. A pid file whose process has gone, or whose pid now belongs to another process, is
-removed and never signalled. With no store running it says so and exits 0."""
+removed and never signalled. With no store running it says so and exits 0.
+""")
 
 
 def add_run_commands(add: AddCommand) -> None:
