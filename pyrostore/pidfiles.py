@@ -1,10 +1,12 @@
 """Which processes run a data directory: their pid files in ``<data>/pids``.
 
-Every process of a store writes its own pid file there, a small JSON object written
-atomically: ``pyrostore up`` writes ``up.json`` (``{"name", "pid", "started", "children":
-[...]}``, its children listed the same way and kept current when it restarts one); a service
-writes ``<role>-<id>.json`` once it serves, whoever started it. Each removes its file when it
-ends cleanly; a file left by a process that was killed is stale.
+Every process of a store writes its own pid file there, ``<name>.<pid>.json``, a small JSON
+object written atomically: ``pyrostore up`` writes ``up.<pid>.json`` (``{"name", "pid",
+"started", "children": [...]}``, its children listed the same way and kept current when it
+restarts one); a service writes ``<role>-<id>.<pid>.json`` as it starts, whoever started it.
+The pid in the name keeps two processes from ever writing one file (a second replica of the same
+id, refused a moment later, must not hide the first). Each removes its file when it ends
+cleanly; a file left by a process that was killed is stale.
 
 A record carries the process's start time (``started``: clock ticks since boot, from
 ``/proc/PID/stat``), so a pid that the kernel has since given to another process is told apart
@@ -87,12 +89,12 @@ class PidDirectory:
         """Write (or replace) the pid file of ``process``."""
         private_dir(self.path)
         body = {**process.as_dict(), "children": [child.as_dict() for child in children]}
-        write_private(self._file(process.name), json.dumps(body) + "\n")
+        write_private(self._file(process), json.dumps(body) + "\n")
 
     def remove(self, process: ProcessRecord) -> None:
-        """Remove the pid file of ``process``, if it still names that process (a later one of
-        the same name may have replaced it)."""
-        path = self._file(process.name)
+        """Remove the pid file of ``process``, if it still names that process (not a later
+        one that was given the same pid)."""
+        path = self._file(process)
         current = self._read(path)
         if current is not None and current.process == process:
             with contextlib.suppress(FileNotFoundError):
@@ -120,8 +122,8 @@ class PidDirectory:
         finally:
             self.remove(me)
 
-    def _file(self, name: str) -> Path:
-        return self.path / f"{name}.json"
+    def _file(self, process: ProcessRecord) -> Path:
+        return self.path / f"{process.name}.{process.pid}.json"
 
     @staticmethod
     def _read(path: Path) -> PidFile | None:

@@ -3,7 +3,7 @@
 A :class:`Supervisor` is the thin shell around a :class:`~pyrostore.restarts.RestartPlan`:
 each :meth:`~Supervisor.step` reaps the cluster's dead children, asks the plan what to do
 about each, starts again those whose backoff is over, and reports every event in one line. It
-keeps ``<data>/pids/up.json`` (``up``'s pid and its children's) current, and its
+keeps its pid file in ``<data>/pids`` (``up``'s pid and its children's) current, and its
 :meth:`~Supervisor.stop` also stops the services started by hand with the same data directory,
 so that none outlives the store.
 """

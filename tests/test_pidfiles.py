@@ -76,30 +76,33 @@ def test_read_keeps_live_files_and_removes_stale_ones(
     pids.write(identify("order-1", sleeper.pid))
     (tmp_path / "pids" / "garbage.json").write_text("{not json")
     assert [found.process for found in pids.read()] == [live]
-    assert sorted(p.name for p in (tmp_path / "pids").iterdir()) == ["catalog-7.json"]
+    assert [p.name for p in (tmp_path / "pids").iterdir()] == [f"catalog-7.{live.pid}.json"]
     assert sleeper.poll() is None
 
 
 def test_registered_writes_then_removes_only_its_own_file(tmp_path: Path) -> None:
     pids = PidDirectory(tmp_path)
+    mine = tmp_path / "pids" / f"frontend-1.{os.getpid()}.json"
     with pids.registered("frontend-1") as me:
-        body = json.loads((tmp_path / "pids" / "frontend-1.json").read_text())
+        body = json.loads(mine.read_text())
         assert (body["pid"], body["started"]) == (os.getpid(), me.started)
-        assert (tmp_path / "pids").stat().st_mode & 0o077 == 0
-    assert not (tmp_path / "pids" / "frontend-1.json").exists()
-    with pids.registered("frontend-1"):
-        later = ProcessRecord("frontend-1", 1, 0)
-        pids.write(later)  # another process took the name meanwhile
-    assert (tmp_path / "pids" / "frontend-1.json").exists()
-    pids.remove(later)
-    assert not (tmp_path / "pids" / "frontend-1.json").exists()
+        assert (tmp_path / "pids").stat().st_mode & 0o077 == 0 and mine.stat().st_mode == 0o100600
+        other = ProcessRecord("frontend-1", 1, 0)  # a second one, refused later, say
+        pids.write(other)
+    assert not mine.exists()
+    assert (tmp_path / "pids" / "frontend-1.1.json").exists()
+    pids.remove(ProcessRecord("frontend-1", 1, 5))  # the same pid, another process: kept
+    assert (tmp_path / "pids" / "frontend-1.1.json").exists()
+    pids.remove(other)
+    assert not (tmp_path / "pids" / "frontend-1.1.json").exists()
 
 
 def test_up_lists_its_children(tmp_path: Path) -> None:
     pids = PidDirectory(tmp_path)
     child = ProcessRecord("catalog-1", 12345, 99)
     pids.write(ProcessRecord("up", os.getpid(), 1), [child])
-    assert PidDirectory._read(tmp_path / "pids" / "up.json").children == (child,)
+    up_file = PidDirectory._read(tmp_path / "pids" / f"up.{os.getpid()}.json")
+    assert up_file is not None and up_file.children == (child,)
 
 
 def test_stop_terms_then_kills_what_is_left(spawned: list[subprocess.Popen[str]]) -> None:

@@ -14,14 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import Pyro5.errors
 import pytest
 
 from pyrostore.config import Settings
-from pyrostore.discovery import name_server_answers
+from pyrostore.discovery import name_server_answers, survey
+from pyrostore.errors import PyrostoreError
 from pyrostore.pidfiles import identify
 from tests.conftest import ROOT, make_settings, run_cli, wait_until
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(300)
 SERVING = ("serving", "primary", "backup", "leader", "follower")
 
 
@@ -29,8 +31,9 @@ class Up:
     """A ``pyrostore up`` subprocess, its output collected line by line."""
 
     def __init__(self, data: Path, *flags: str, columns: int = 300) -> None:
-        self.settings = make_settings(data).replace(certs_dir=data / "certs")  # up makes them
+        self.settings = make_settings(data)  # the session's CA: this process can ask directly
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("PYROSTORE_")}
+        self.env["PYROSTORE_CERTS_DIR"] = str(self.settings.certificates)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pyrostore", "up", "--ns-port", str(self.settings.ns_port),
              "--data", str(data), *flags], cwd=ROOT, env={**self.env, "COLUMNS": str(columns)},
@@ -53,9 +56,19 @@ class Up:
         return next((line for line in list(self.lines) if text in line), None)
 
     def status(self) -> list[dict[str, Any]]:
-        """``pyrostore status --json`` of its store (empty if that fails)."""
+        """Every service's ``info()``, as ``status --json`` shows it (empty if unreachable)."""
+        try:
+            return survey(self.settings)
+        except (PyrostoreError, Pyro5.errors.CommunicationError):
+            return []
+
+    def status_json(self) -> list[dict[str, Any]]:
+        """``pyrostore status --json``, run as a user would."""
         done = run_cli(self.settings, "status", "--json")
-        return json.loads(done.stdout) if done.returncode == 0 else []
+        assert done.returncode == 0, done.stderr
+        rows = json.loads(done.stdout)
+        assert isinstance(rows, list)
+        return rows
 
     def ready(self) -> list[dict[str, Any]]:
         """The status rows, once all 8 services serve."""
@@ -129,16 +142,19 @@ def test_a_killed_child_is_restarted_and_down_stops_everything(tmp_path: Path) -
                                    and r["state"] in SERVING], timeout=60,
                           what="catalog 1 restarted")
         assert isinstance(back, list) and back[0]["pid"] != victim["pid"]
+        assert row(store.status_json(), "catalog", 1)["restarts"] == 1
         report = store.line("killed by SIGKILL")
         assert report is not None and f"pyrostore.catalog.1 (pid {victim['pid']})" in report
         assert "restarting in 0.5 s" in report
         assert store.line(f"pyrostore.catalog.1 restarted (pid {back[0]['pid']}, restart 1")
 
         hand = store.start_by_hand(by_hand_command(store.settings, "order", 3))
-        wait_until(lambda: (tmp_path / "data" / "pids" / "order-3.json").exists(),
-                   timeout=60, what="the order replica started by hand to register")
+        wait_until(lambda: any(r["pid"] == hand.pid and r["state"] in SERVING
+                               for r in store.status()), timeout=60,
+                   what="the order replica started by hand to serve")
+        assert (tmp_path / "data" / "pids" / f"order-3.{hand.pid}.json").exists()
         pids = [r["pid"] for r in store.status()] + [hand.pid, store.process.pid]
-        assert row(store.status(), "order", 3)["restarts"] is None
+        assert row(store.status_json(), "order", 3)["restarts"] is None
 
         done = run_cli(store.settings, "down", "--data", str(tmp_path / "data"))
         assert done.returncode == 0, done.stdout + done.stderr
@@ -181,14 +197,14 @@ def test_down_never_signals_a_stale_pid_that_another_process_took(tmp_path: Path
     try:
         stale = identify("up", sleeper.pid)  # as if the kernel gave up's old pid to sleep
         (tmp_path / "pids").mkdir(mode=0o700)
-        (tmp_path / "pids" / "up.json").write_text(json.dumps(
+        (tmp_path / "pids" / f"up.{sleeper.pid}.json").write_text(json.dumps(
             {**stale.as_dict(), "children": [{"name": "catalog-1", "pid": sleeper.pid,
                                               "started": stale.started}]}))
         done = run_cli(make_settings(tmp_path), "down", "--data", str(tmp_path))
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == f"no store running in {tmp_path}"
         assert sleeper.poll() is None
-        assert not (tmp_path / "pids" / "up.json").exists()  # the stale file is gone
+        assert list((tmp_path / "pids").iterdir()) == []  # the stale file is gone
     finally:
         sleeper.kill()
         sleeper.wait()

@@ -27,7 +27,7 @@ from pyrostore.frontend import Frontend
 from pyrostore.launcher import RESTARTS_VARIABLE, Cluster
 from pyrostore.nameserver import run_name_server
 from pyrostore.order import OrderReplica
-from pyrostore.pidfiles import UP, PidDirectory, identify
+from pyrostore.pidfiles import UP, PidDirectory
 from pyrostore.restarts import NEVER, RestartPlan, RestartPolicy
 from pyrostore.serving import Service, serve
 from pyrostore.supervisor import Supervisor
@@ -211,12 +211,8 @@ def cmd_service(args: argparse.Namespace, settings: Settings, console: Console) 
             service.restarts = int(os.environ[RESTARTS_VARIABLE])
         except ValueError:
             raise ConfigError(f"{RESTARTS_VARIABLE} must be a number") from None
-    pids = PidDirectory(settings.data_dir)  # `down` and `up`'s Ctrl-C find it there
-    me = identify(f"{args.role}-{replica_id}", os.getpid())
-    try:
-        serve(service, on_ready=lambda _uri: pids.write(me))
-    finally:
-        pids.remove(me)
+    with PidDirectory(settings.data_dir).registered(f"{args.role}-{replica_id}"):
+        serve(service)  # its pid file lets `down` and `up`'s Ctrl-C stop it, however started
     return 0
 
 
