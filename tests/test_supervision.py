@@ -20,7 +20,10 @@ import pytest
 from pyrostore.config import Settings
 from pyrostore.discovery import name_server_answers, survey
 from pyrostore.errors import PyrostoreError
+from pyrostore.launcher import Cluster
 from pyrostore.pidfiles import identify
+from pyrostore.restarts import RestartPlan, RestartPolicy
+from pyrostore.supervisor import Supervisor
 from tests.conftest import ROOT, make_settings, run_cli, wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -217,3 +220,39 @@ def test_help_says_how_up_supervises_and_what_down_stops(tmp_path: Path) -> None
     assert "after 0.5 s, doubling to 8 s" in text and "past 5 restarts within 60 s" in text
     text = run_cli(settings, "down", "--help").stdout
     assert "SIGTERM" in text and "--timeout" in text and "never signalled" in text
+
+
+def test_a_service_that_keeps_failing_is_restarted_then_left_down_loudly(tmp_path: Path) -> None:
+    """The supervisor's shell around its plan, with real children that fail at once."""
+    refused = {"frontend": ["--id", "0"]}  # after the launcher's own --id: exit 2 at once
+    cluster = Cluster(make_settings(tmp_path), extra_args=refused)
+    reports: list[tuple[str, bool]] = []
+    policy = RestartPolicy(first_delay=0.01, max_delay=0.02, burst=2, interval=600.0)
+    supervisor = Supervisor(cluster, RestartPlan(policy),
+                            report=lambda line, loud: reports.append((line, loud)))
+    try:
+        pids = [cluster.spawn("frontend", 1).pid]
+
+        def given_up() -> bool:
+            supervisor.step()
+            child = cluster.child("frontend", 1)
+            if child is not None and child.pid not in pids:
+                pids.append(child.pid)
+            return any(loud for _, loud in reports)
+
+        wait_until(given_up, timeout=60, what="the supervisor to give up")
+    finally:
+        supervisor.stop()
+    assert [loud for _, loud in reports] == [False, False, False, False, True]
+    lines = [line for line, _ in reports]
+    assert lines[0] == (f"pyrostore.frontend.1 (pid {pids[0]}) exited with code 2; restarting "
+                        "in 0.01 s (restart 1 of at most 2 within 600 s)")
+    assert lines[1].startswith(f"pyrostore.frontend.1 restarted (pid {pids[1]}, restart 1;")
+    assert "restarting in 0.02 s (restart 2 of at most 2" in lines[2]
+    assert lines[4].startswith(f"pyrostore.frontend.1 (pid {pids[2]}) exited with code 2; NOT "
+                               "restarted: 2 restarts within 600 s, the limit; it stays down; "
+                               "restart it with: pyrostore frontend --ns-host")
+    child = cluster.child("frontend", 1)
+    assert child is not None and child.restarts == 2
+    log = (tmp_path / "logs" / "frontend-1.log").read_text()
+    assert log.count("--id must be 1..9999") == 3
