@@ -132,7 +132,7 @@ def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
          "--data", str(tmp_path)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     try:
-        rows = wait_until(lambda: _services(settings), timeout=40, what="pyrostore up")
+        rows = wait_until(lambda: _services(settings), timeout=90, what="pyrostore up")
         pids = [row["pid"] for row in rows]
         assert cli_json(settings, "lookup", "1")["stock"] == 10
         up.send_signal(signal.SIGINT)
