@@ -162,7 +162,7 @@ def test_a_killed_child_is_restarted_and_down_stops_everything(tmp_path: Path) -
         done = run_cli(store.settings, "down", "--data", str(tmp_path / "data"))
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"pyrostore up (pid {store.process.pid})" in done.stdout
-        assert f"order-3 (pid {hand.pid}) (started by hand)" in done.stdout
+        assert f"and its 9 children; order-3 (pid {hand.pid}), started by hand" in done.stdout
         assert store.process.wait(60) == 0
         assert hand.wait(30) == 0  # a clean stop: SIGTERM, handled
     assert "stopped every process of the store" in store.output()

@@ -117,7 +117,8 @@ def add_run_commands(add: AddCommand) -> None:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings, console: Console) -> int:
-    """Start the store, report children that die, stop everything on Ctrl-C or SIGTERM."""
+    """Start the store, restart (or report) children that fail, and stop everything, services
+    started by hand with its data directory included, on Ctrl-C or SIGTERM."""
     for flag in ("catalogs", "orders", "frontends"):
         if not 1 <= getattr(args, flag) <= 16:
             raise ConfigError(f"--{flag} must be 1..16")
@@ -174,11 +175,14 @@ def cmd_down(args: argparse.Namespace, settings: Settings, console: Console) -> 
         return 0
     up = next((pid_file for pid_file in found if pid_file.process.name == UP), None)
     children = list(up.children) if up is not None else []
-    targets = [pid_file.process for pid_file in found if pid_file.process not in children]
-    names = ", ".join(f"pyrostore {r}" if r.name == UP else f"{r} (started by hand)"
-                      if up is not None else str(r) for r in targets)
-    console.print(f"stopping {names}" + (f" and its {len(children)} children" if children
-                                         else ""), highlight=False)
+    others = [pid_file.process for pid_file in found
+              if pid_file is not up and pid_file.process not in children]
+    parts = [] if up is None else [f"pyrostore {up.process} and its {len(children)} children"]
+    parts += [f"{record}, started by hand" if up is not None else str(record)
+              for record in others]
+    console.print(f"stopping {'; '.join(parts)} (waiting up to {args.timeout:g} s, then "
+                  "SIGKILL)", highlight=False)
+    targets = ([] if up is None else [up.process]) + others
     with console.status("stopping…") as status:
         outcome = stopping.stop(targets, also_wait=children, grace=args.timeout,
                                 progress=lambda left, seconds: status.update(
