@@ -4,10 +4,11 @@ A :class:`Cluster` starts an embedded name server when none answers, then the co
 the catalog, order and frontend replicas, each as ``python -m pyrostore <role> --id N`` with
 the cluster's settings in its ``PYROSTORE_*`` environment and its output in
 ``<data>/logs/<role>-<id>.log``, and waits until each is registered and, for a replica of a
-group, serving. It restarts nothing by
-itself: a child that dies is reported by :meth:`Cluster.reap`. :meth:`Cluster.stop` ends every
-child it started, by PID, in reverse order, and children die with their supervisor. It holds
-the data directory's lock (:func:`~pyrostore.datadir.hold_directory`) from its creation until
+group, serving. It restarts nothing by itself: a child that dies is reported by
+:meth:`Cluster.reap` (``pyrostore up`` restarts it through :mod:`pyrostore.supervisor`; tests
+that kill a replica on purpose keep it dead). :meth:`Cluster.stop` ends every child it
+started, by PID, in reverse order, and children die with their supervisor. It holds the data
+directory's lock (:func:`~pyrostore.datadir.hold_directory`) from its creation until
 :meth:`Cluster.stop`: one store per directory.
 """
 
@@ -39,6 +40,8 @@ from pyrostore.serving import fixed_port
 from pyrostore.transport import make_proxy
 
 _PR_SET_PDEATHSIG = 1
+RESTARTS_VARIABLE = "PYROSTORE_RESTARTS"
+"""How a child learns how many times it was restarted (it shows the count in ``info()``)."""
 
 
 @dataclasses.dataclass
@@ -51,6 +54,8 @@ class Child:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     reported: bool = False
+    restarts: int = 0
+    """How many times it was restarted (by a supervisor); passed on in its environment."""
 
     @property
     def name(self) -> str:
@@ -221,6 +226,7 @@ class Cluster:
                                    log_file,
                                    {**os.environ, **self.settings.dump(),
                                     "PYROSTORE_CERTS_DIR": str(self.settings.certificates),
+                                    RESTARTS_VARIABLE: str(child.restarts),
                                     "PYROSTORE_IDENTITY": ""})  # a service is a node
         child.reported = False
         return child

@@ -59,6 +59,9 @@ class Service:
         self.port = 0
         """Where its daemon binds: port 0 is any free one (coordinators have fixed ones)."""
         self.started_at = time.time()
+        self.restarts: int | None = None
+        """How many times a supervisor (``pyrostore up``) restarted this service; None if no
+        supervisor started it."""
 
     @property
     def name(self) -> str:
@@ -108,6 +111,7 @@ class Service:
             "epoch": None,
             "applied": None,
             "uptime_s": round(time.time() - self.started_at, 1),
+            "restarts": self.restarts,
             **self.details(),
         }
 

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -133,7 +132,7 @@ def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
          "--data", str(tmp_path)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     try:
-        rows = wait_until(lambda: _services(settings), timeout=40, what="pyrostore up")
+        rows = wait_until(lambda: _services(settings), timeout=90, what="pyrostore up")
         pids = [row["pid"] for row in rows]
         assert cli_json(settings, "lookup", "1")["stock"] == 10
         up.send_signal(signal.SIGINT)
@@ -154,30 +153,6 @@ def _services(settings: Settings) -> list[dict[str, object]] | None:
     ready = len(rows) == 8 and all(r["state"] in ("serving", "primary", "backup", "leader",
                                                   "follower") for r in rows)
     return rows if ready else None
-
-
-def test_up_reports_a_child_that_dies(tmp_path: Path) -> None:
-    settings = own_certs(make_settings(tmp_path))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYROSTORE_")}
-    up = subprocess.Popen(
-        [sys.executable, "-m", "pyrostore", "up", "--ns-port", str(settings.ns_port),
-         "--data", str(tmp_path)], cwd=ROOT, env={**env, "COLUMNS": "300"},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(up.stdout or []), daemon=True)
-    reader.start()
-    try:
-        rows = wait_until(lambda: _services(settings), timeout=40, what="pyrostore up")
-        catalog = next(r for r in rows if r["role"] == "catalog")
-        os.kill(catalog["pid"], signal.SIGKILL)
-        report = wait_until(lambda: next((x for x in lines if "restart it with" in x), None),
-                            what="up to report the dead catalog")
-    finally:
-        up.send_signal(signal.SIGTERM)
-        up.wait(30)
-        reader.join(10)
-    assert "pyrostore.catalog.1" in report and f"pid {catalog['pid']}" in report
-    assert "pyrostore catalog --ns-host 127.0.0.1" in report
 
 
 def test_demo_runs_to_the_end() -> None:
