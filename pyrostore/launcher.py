@@ -221,6 +221,7 @@ class Cluster:
                                    log_file,
                                    {**os.environ, **self.settings.dump(),
                                     "PYROSTORE_CERTS_DIR": str(self.settings.certificates),
+                                    "PYROSTORE_LOG_FILE": str(child.log_path),  # rotated
                                     "PYROSTORE_IDENTITY": ""})  # a service is a node
         child.reported = False
         return child

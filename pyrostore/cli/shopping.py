@@ -4,6 +4,7 @@ administrator's requests."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
@@ -26,11 +27,16 @@ from pyrostore.client.views import (
 from pyrostore.clusterfile import host_report
 from pyrostore.config import Settings
 from pyrostore.discovery import survey
+from pyrostore.exporter import scrape_targets, write_targets
 
 
 def add_store_commands(add: AddCommand) -> None:
     """The commands that ask the store something."""
-    add("status", cmd_status, "every service of the store and its state", json_flag=True)
+    status = add("status", cmd_status, "every service of the store and its state",
+                 json_flag=True)
+    status.add_argument("--prometheus-targets", metavar="FILE", type=Path,
+                        help="also write FILE: every service's metrics address, for "
+                             "Prometheus's file_sd_configs")
     add("config", cmd_config, "print the settings in force", json_flag=True, secure=None)
     add("topics", cmd_topics, "list the topics", json_flag=True)
     add("search", cmd_search, "books of a topic", json_flag=True).add_argument("topic")
@@ -57,6 +63,8 @@ def add_store_commands(add: AddCommand) -> None:
 def cmd_status(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     """Every registered service and its state, asked of each service directly."""
     rows = survey(settings)
+    if args.prometheus_targets is not None:
+        write_targets(args.prometheus_targets, scrape_targets(rows))
     coordinators = sorted((row for row in rows if row["role"] == "coordinator"),
                           key=lambda row: row.get("state") != "leader")  # the leader's view first
     groups: dict[str, Any] = next((row["groups"] for row in coordinators if "groups" in row), {})

@@ -100,11 +100,11 @@ def order_table(orders: Iterable[Mapping[str, Any]], *, title: str | None = None
 
 def status_table(services: Iterable[Mapping[str, Any]], *, title: str | None = None,
                  hosts: Mapping[str, str] | None = None) -> Table:
-    """Services as rows: role, id, state, epoch, applied, pid, uri (for a coordinator: its
-    Raft state, ``term N`` and its commit index); with ``hosts`` (address -> host name, from
-    a cluster file) a host column first."""
+    """Services as rows: role, id, state, epoch, applied, pid, uri, and the address of its
+    Prometheus metrics (for a coordinator: its Raft state, ``term N`` and its commit index);
+    with ``hosts`` (address -> host name, from a cluster file) a host column first."""
     table = Table(title=title, header_style="bold", caption=COORDINATOR_CAPTION)
-    columns = ("role", "id", "state", "epoch", "applied", "pid", "uri")
+    columns = ("role", "id", "state", "epoch", "applied", "pid", "uri", "metrics")
     for name in ("host", *columns) if hosts is not None else columns:
         table.add_column(
             name, justify="right" if name in ("id", "epoch", "applied", "pid") else "left"
@@ -113,7 +113,7 @@ def status_table(services: Iterable[Mapping[str, Any]], *, title: str | None = N
         state, epoch, applied = _progress(row)
         cells = [cell(row.get("role", "")), _cell(row.get("id")),
                  cell(state, style=STATE_STYLES.get(state, "")), epoch, applied,
-                 _cell(row.get("pid")), cell(row.get("uri", ""))]
+                 _cell(row.get("pid")), cell(row.get("uri", "")), _cell(row.get("metrics"))]
         if hosts is not None:
             address = uri_address(str(row.get("uri", "")))
             cells.insert(0, cell(hosts.get(address, address)))
