@@ -15,7 +15,8 @@ Every name starts ``pyrostore_``. Every service: ``request_duration_seconds{meth
 order ``orders`` and, on the primary, ``buys_settled_total{outcome}``. Frontends:
 ``cache_<counter>_total`` for each of :data:`CACHE_COUNTERS`, ``cache_entries``,
 ``cache_lease_seconds_left``. Coordinators: ``raft_term``, ``raft_commit_index``,
-``raft_leader``, ``group_epoch{group}``, ``group_replication_lag{group,replica}``.
+``raft_leader``, ``group_epoch{group}``, ``group_replication_lag{group,replica}``. The name
+server: ``nameserver_registrations``.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def families(info: Mapping[str, Any]) -> list[Metric]:
         return _cache(info.get("cache"))
     if role == "coordinator":
         return _coordinator(info)
-    return []
+    return _gauge("nameserver_registrations", "Names the name server holds",
+                  info.get("registrations"))
 
 
 def _gauge(name: str, text: str, value: Any) -> list[Metric]:
@@ -197,10 +199,11 @@ class MetricsEndpoint:
 
 def scrape_targets(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Prometheus's file-based service discovery of ``status`` rows: a target group for each
-    service serving metrics, labelled with its ``role``, ``replica`` id and ``service`` name."""
+    service serving metrics, labelled with its ``role``, ``service`` name and ``replica`` id
+    (if it has one)."""
     return [{"targets": [str(row["metrics"])],
-             "labels": {"role": str(row.get("role")), "replica": str(row.get("id")),
-                        "service": str(row.get("name"))}}
+             "labels": {"role": str(row.get("role")), "service": str(row.get("name")),
+                        **({} if row.get("id") is None else {"replica": str(row["id"])})}}
             for row in rows if row.get("metrics") and row.get("state") != "down"]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+from Pyro5.core import NAMESERVER_NAME
 
 from pyrostore.client import Client
 from pyrostore.discovery import survey
@@ -110,10 +111,17 @@ def test_status_json_and_the_prometheus_targets_file(store: Cluster, tmp_path: P
     rows = json.loads(done.stdout)
     assert all(str(row["metrics"]).startswith("127.0.0.1:") for row in rows)
     groups = json.loads(targets.read_text())
-    assert sorted(g["labels"]["service"] for g in groups) == sorted(row["name"] for row in rows)
+    assert sorted(g["labels"]["service"] for g in groups) == sorted(
+        [NAMESERVER_NAME, *(row["name"] for row in rows)])
     for group in groups:
-        row = next(r for r in rows if r["name"] == group["labels"]["service"])
+        row = next((r for r in rows if r["name"] == group["labels"]["service"]), None)
+        if row is None:  # the name server: no status row, a target all the same
+            assert group["labels"]["role"] == "nameserver"
+            names = scrape(group["targets"][0])[("pyrostore_nameserver_registrations", ())]
+            assert names >= len(rows)
+            continue
         assert group["targets"] == [row["metrics"]]
-        assert group["labels"]["role"] == row["role"]
+        assert group["labels"] == {"role": row["role"], "service": row["name"],
+                                   "replica": str(row["id"])}
     shown = run_cli(store.settings, "status")
     assert rows[0]["metrics"] in shown.stdout

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from Pyro5.core import NAMESERVER_NAME
 from rich.console import Console, Group
 from rich.text import Text
 
@@ -26,7 +27,7 @@ from pyrostore.client.views import (
 )
 from pyrostore.clusterfile import host_report
 from pyrostore.config import Settings
-from pyrostore.discovery import survey
+from pyrostore.discovery import name_server_metrics, survey
 from pyrostore.exporter import scrape_targets, write_targets
 
 
@@ -64,7 +65,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings, console: Console) -
     """Every registered service and its state, asked of each service directly."""
     rows = survey(settings)
     if args.prometheus_targets is not None:
-        write_targets(args.prometheus_targets, scrape_targets(rows))
+        nameserver = {"role": "nameserver", "name": NAMESERVER_NAME,
+                      "metrics": name_server_metrics(settings)}
+        write_targets(args.prometheus_targets, scrape_targets([nameserver, *rows]))
     coordinators = sorted((row for row in rows if row["role"] == "coordinator"),
                           key=lambda row: row.get("state") != "leader")  # the leader's view first
     groups: dict[str, Any] = next((row["groups"] for row in coordinators if "groups" in row), {})
