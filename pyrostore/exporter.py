@@ -1,12 +1,12 @@
-"""A service's Prometheus metrics: its figures as metric families, and the endpoint serving them.
+"""A service's Prometheus metrics: its registry, and its figures as metric families.
 
 Each service has a registry of its own (never prometheus_client's global one) holding the
 request histogram (:class:`~pyrostore.metrics.MethodStats`), the process's own figures (CPU,
 memory, file descriptors, as every Prometheus client exports them) and an
 :class:`InfoCollector`, which turns the service's ``info()`` into metric families at each
 scrape: nothing is counted twice, and a figure is as fresh as ``pyrostore status``'s.
-:func:`families` is that translation, a pure function of the ``info()`` dict;
-:func:`scrape_targets` makes Prometheus's file-based service discovery of ``status`` rows.
+:func:`families` is that translation, a pure function of the ``info()`` dict.
+:mod:`pyrostore.scraping` serves the registry.
 
 Every name starts ``pyrostore_``. Every service: ``request_duration_seconds{method}``
 (histogram). Catalog and order replicas: ``epoch``, ``applied_position``, ``primary_lease``
@@ -21,12 +21,8 @@ server: ``nameserver_registrations``.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -34,21 +30,18 @@ from prometheus_client import (
     PLATFORM_COLLECTOR,
     PROCESS_COLLECTOR,
     CollectorRegistry,
-    start_http_server,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from pyrostore.control import REPLICA_STATES
-from pyrostore.datadir import storage_error
-from pyrostore.errors import ConfigError, PyrostoreError
+from pyrostore.errors import PyrostoreError
 
 log = logging.getLogger(__name__)
 PREFIX = "pyrostore_"
 CACHE_COUNTERS = ("hits", "misses", "shared_misses", "fills", "fills_refused", "invalidations",
                   "evictions", "flushes")
 """The frontend cache's counters (``VersionedCache.stats()``), each a ``_total`` counter."""
-TARGETS_FILE_MODE = 0o644
 
 
 def new_registry() -> CollectorRegistry:
@@ -167,60 +160,3 @@ def _coordinator(info: Mapping[str, Any]) -> list[Metric]:
             behind = max(0, primary.get("applied", 0) - replica.get("applied", 0))
             lag.add_metric([group, replica_id], float(behind))
     return [*metrics, epochs, lag]
-
-
-class MetricsEndpoint:
-    """The HTTP server Prometheus scrapes (``/metrics``), on daemon threads of its own."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-        self._server: Any = None
-
-    def start(self, host: str, port: int) -> str | None:
-        """Serve on ``host:port`` (0: a free port; -1: not at all); ``host:port`` served."""
-        if port < 0:
-            return None
-        try:
-            self._server, _ = start_http_server(port, addr=host, registry=self.registry)
-        except OSError as exc:
-            raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc} "
-                              "(set PYROSTORE_METRICS_PORT to a free port, 0 for any, or off)",
-                              host=host, port=port) from None
-        bound = int(self._server.server_port)
-        return f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
-
-    def stop(self) -> None:
-        """Stop serving and close the socket (idempotent)."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-
-def scrape_targets(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Prometheus's file-based service discovery of ``status`` rows: a target group for each
-    service serving metrics, labelled with its ``role``, ``service`` name and ``replica`` id
-    (if it has one)."""
-    return [{"targets": [str(row["metrics"])],
-             "labels": {"role": str(row.get("role")), "service": str(row.get("name")),
-                        **({} if row.get("id") is None else {"replica": str(row["id"])})}}
-            for row in rows if row.get("metrics") and row.get("state") != "down"]
-
-
-def write_targets(path: Path, targets: list[dict[str, Any]]) -> None:
-    """Write ``targets`` to ``path`` as JSON, whole or not at all (Prometheus rereads the file
-    when it changes, and must never read half of one). Readable by all (0644): Prometheus
-    usually runs as a user of its own, and the file holds addresses only."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
-                     TARGETS_FILE_MODE)
-        os.fchmod(fd, TARGETS_FILE_MODE)  # whatever the umask
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(targets, handle, indent=2)
-            handle.write("\n")
-        partial.replace(path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            partial.unlink()
-        raise storage_error(exc, str(path)) from exc

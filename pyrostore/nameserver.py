@@ -28,7 +28,8 @@ from pyrostore.config import Settings
 from pyrostore.datadir import make_private, sqlite_files
 from pyrostore.discovery import METRICS_TAG
 from pyrostore.errors import ConfigError
-from pyrostore.exporter import InfoCollector, MetricsEndpoint, new_registry
+from pyrostore.exporter import InfoCollector, new_registry
+from pyrostore.scraping import MetricsEndpoint
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,10 @@ from pyrostore.access import OPERATORS, allow, unguarded
 from pyrostore.config import Settings
 from pyrostore.discovery import Registration, announce, service_name, withdraw
 from pyrostore.errors import ConfigError, PyrostoreError
-from pyrostore.exporter import InfoCollector, MetricsEndpoint, new_registry
+from pyrostore.exporter import InfoCollector, new_registry
 from pyrostore.hooks import Hooks
 from pyrostore.metrics import MethodStats
+from pyrostore.scraping import MetricsEndpoint
 
 log = logging.getLogger(__name__)
 FIXED_PORTS_FROM = 20000

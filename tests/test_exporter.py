@@ -21,15 +21,9 @@ from rich.console import Console
 from pyrostore.client.views import status_table
 from pyrostore.config import Settings
 from pyrostore.errors import ConfigError, NotServing
-from pyrostore.exporter import (
-    InfoCollector,
-    MetricsEndpoint,
-    families,
-    new_registry,
-    scrape_targets,
-    write_targets,
-)
+from pyrostore.exporter import InfoCollector, families, new_registry
 from pyrostore.metrics import MethodStats
+from pyrostore.scraping import MetricsEndpoint, scrape_targets, write_targets
 from tests.conftest import make_settings, run_cli
 
 CATALOG_PRIMARY = {"role": "catalog", "id": 1, "state": "primary", "serving": True,

@@ -28,7 +28,7 @@ from pyrostore.client.views import (
 from pyrostore.clusterfile import host_report
 from pyrostore.config import Settings
 from pyrostore.discovery import name_server_metrics, survey
-from pyrostore.exporter import scrape_targets, write_targets
+from pyrostore.scraping import scrape_targets, write_targets
 
 
 def add_store_commands(add: AddCommand) -> None:
