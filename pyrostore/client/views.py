@@ -100,9 +100,10 @@ def order_table(orders: Iterable[Mapping[str, Any]], *, title: str | None = None
 
 def status_table(services: Iterable[Mapping[str, Any]], *, title: str | None = None,
                  hosts: Mapping[str, str] | None = None) -> Table:
-    """Services as rows: role, id, state, epoch, applied, pid, uri, and the address of its
-    Prometheus metrics (for a coordinator: its Raft state, ``term N`` and its commit index);
-    with ``hosts`` (address -> host name, from a cluster file) a host column first."""
+    """Services as rows: role, id, state, epoch, applied (for a coordinator: its Raft state,
+    ``term N`` and its commit index), pid, uri, and where its Prometheus metrics are
+    (``host:port``); with ``hosts`` (address -> host name, from a cluster file) a host column
+    first."""
     table = Table(title=title, header_style="bold", caption=COORDINATOR_CAPTION)
     columns = ("role", "id", "state", "epoch", "applied", "pid", "uri", "metrics")
     for name in ("host", *columns) if hosts is not None else columns:
