@@ -15,8 +15,8 @@ Every name starts ``pyrostore_``. Every service: ``request_duration_seconds{meth
 order ``orders`` and, on the primary, ``buys_settled_total{outcome}``. Frontends:
 ``cache_<counter>_total`` for each of :data:`CACHE_COUNTERS`, ``cache_entries``,
 ``cache_lease_seconds_left``. Coordinators: ``raft_term``, ``raft_commit_index``,
-``raft_leader``, ``group_epoch{group}``, ``group_replication_lag{group,replica}``. The name
-server: ``nameserver_registrations``.
+``raft_leader``, ``group_epoch{group}``, ``group_replication_lag{group,replica}``,
+``coordinator_incidents_total{kind}``. The name server: ``nameserver_registrations``.
 """
 
 from __future__ import annotations
@@ -159,4 +159,9 @@ def _coordinator(info: Mapping[str, Any]) -> list[Metric]:
         for replica_id, replica in sorted(replicas.items()):
             behind = max(0, primary.get("applied", 0) - replica.get("applied", 0))
             lag.add_metric([group, replica_id], float(behind))
-    return [*metrics, epochs, lag]
+    incidents = CounterMetricFamily(PREFIX + "coordinator_incidents", "Troubles this "
+                                    "coordinator met and rode out since it started, by kind",
+                                    labels=["kind"])
+    for kind, count in sorted((info.get("incidents") or {}).items()):
+        incidents.add_metric([kind], float(count))
+    return [*metrics, epochs, lag, incidents]

@@ -81,8 +81,11 @@ def test_a_coordinator_reports_raft_epochs_and_each_replicas_lag() -> None:
                   "1": {"applied": 50}, "2": {"applied": 50}, "3": {"applied": 20}}},
               "order": {"epoch": 1, "primary": None, "replicas": {"1": {"applied": 0}}}}
     info = {"role": "coordinator", "id": 2, "state": "leader", "groups": groups,
-            "raft": {"state": "leader", "term": 7, "commit": 99}}
+            "raft": {"state": "leader", "term": 7, "commit": 99},
+            "incidents": {"raft_journal_lost_entries": 2}}
     figures = samples(families(info))
+    assert figures[("pyrostore_coordinator_incidents_total",
+                    (("kind", "raft_journal_lost_entries"),))] == 2
     assert figures[("pyrostore_raft_leader", ())] == 1
     assert figures[("pyrostore_raft_term", ())] == 7
     assert figures[("pyrostore_group_epoch", (("group", "catalog"),))] == 4
