@@ -32,6 +32,8 @@ GROUPS = ("catalog", "order")
 """The roles that are replica groups, with views kept by the coordinators."""
 PREFIX = SERVICE_PREFIX
 TAG = "pyrostore"
+METRICS_TAG = "metrics:"
+"""Tags the name server's own registration with where its Prometheus metrics are."""
 HOPS_BELOW = {"frontend": 2, "order": 1, "catalog": 0, "coordinator": 0}
 """Remote hops a call to a role may wait on: its timeout is call_timeout x (1 + this), so a
 caller does not give up on a frontend while the frontend's own call to a replica is still
@@ -88,6 +90,16 @@ def name_server_answers(settings: Settings) -> bool:
         return True
     except (Unavailable, Pyro5.errors.CommunicationError):
         return False
+
+
+def name_server_metrics(settings: Settings) -> str | None:
+    """``host:port`` of the name server's Prometheus metrics (its own registration's
+    ``metrics:`` tag); None if it serves none, or does not answer."""
+    with contextlib.suppress(Unavailable, Pyro5.errors.PyroError), name_server(settings) as ns:
+        _, tags = ns.lookup(Pyro5.core.NAMESERVER_NAME, return_metadata=True)
+        return next((str(tag)[len(METRICS_TAG):] for tag in tags
+                     if str(tag).startswith(METRICS_TAG)), None)
+    return None
 
 
 def announce(settings: Settings, role: str, replica_id: int, uri: str) -> None:

@@ -227,6 +227,7 @@ class Cluster:
                                    {**os.environ, **self.settings.dump(),
                                     "PYROSTORE_CERTS_DIR": str(self.settings.certificates),
                                     RESTARTS_VARIABLE: str(child.restarts),
+                                    "PYROSTORE_LOG_FILE": str(child.log_path),  # rotated
                                     "PYROSTORE_IDENTITY": ""})  # a service is a node
         child.reported = False
         return child

@@ -2,9 +2,10 @@
 
 Every remote object of the store is a :class:`Service`: it knows its role and replica id,
 times its exposed methods, and answers ``stats()`` and ``info()``. :func:`serve` runs one in
-a daemon bound to a free port, registers it in the name server under its name and tags,
-re-registers it if the name server forgets it (a restarted name server), and on SIGTERM or
-SIGINT withdraws the registration and shuts down.
+a daemon bound to a free port, with its Prometheus metrics on an HTTP port of their own
+(:mod:`pyrostore.exporter`; ``info()`` says where), registers it in the name server under its
+name and tags, re-registers it if the name server forgets it (a restarted name server), and on
+SIGTERM or SIGINT withdraws the registration and shuts down.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from pyrostore.access import OPERATORS, allow, unguarded
 from pyrostore.config import Settings
 from pyrostore.discovery import Registration, announce, service_name, withdraw
 from pyrostore.errors import ConfigError, PyrostoreError
+from pyrostore.exporter import InfoCollector, new_registry
 from pyrostore.hooks import Hooks
 from pyrostore.metrics import MethodStats
+from pyrostore.scraping import MetricsEndpoint
 
 log = logging.getLogger(__name__)
 FIXED_PORTS_FROM = 20000
@@ -52,7 +55,12 @@ class Service:
     def __init__(self, settings: Settings, replica_id: int) -> None:
         self.settings = settings
         self.replica_id = replica_id
-        self.metrics = MethodStats()
+        self.registry = new_registry()
+        """This service's Prometheus metrics (its own registry, not the global one)."""
+        self.metrics = MethodStats(registry=self.registry)
+        self.registry.register(InfoCollector(self.info))
+        self.metrics_address: str | None = None
+        """``host:port`` of its metrics endpoint once serving (None: off, or not yet)."""
         self.hooks = Hooks(enabled=settings.test_hooks, names=self.hook_names)
         self.uri = ""
         self.host = settings.host
@@ -112,6 +120,7 @@ class Service:
             "applied": None,
             "uptime_s": round(time.time() - self.started_at, 1),
             "restarts": self.restarts,
+            "metrics": self.metrics_address,
             **self.details(),
         }
 
@@ -158,11 +167,20 @@ def _ephemeral_low() -> int:
 
 def serve(service: Service, *, on_ready: Callable[[str], None] | None = None) -> None:
     """Serve ``service`` until SIGTERM/SIGINT (or :func:`stop`), then clean up."""
-    settings = service.settings
     for served in (service, *service.endpoints().values()):
         if unguarded(served):
             raise ConfigError(f"{type(served).__name__} exposes methods open to no role: "
                               f"{', '.join(unguarded(served))} (see pyrostore.access)")
+    endpoint = MetricsEndpoint(service.registry)
+    service.metrics_address = endpoint.start(service.host, service.settings.metrics_port)
+    try:
+        _serve_daemon(service, on_ready)
+    finally:
+        endpoint.stop()
+
+
+def _serve_daemon(service: Service, on_ready: Callable[[str], None] | None) -> None:
+    settings = service.settings
     daemon = Pyro5.api.Daemon(host=service.host, port=service.port)
     service.uri = str(daemon.register(service, objectId=service.name))
     for object_id, endpoint in service.endpoints().items():
@@ -183,7 +201,8 @@ def serve(service: Service, *, on_ready: Callable[[str], None] | None = None) ->
             target=_stay_registered, args=(service, stopping), name="registration", daemon=True
         ).start()
         service.start()
-        log.info("%s serving at %s (pid %d)", service.name, service.uri, os.getpid())
+        log.info("%s serving at %s (pid %d; metrics: %s)", service.name, service.uri,
+                 os.getpid(), service.metrics_address or "off")
         if on_ready is not None:
             on_ready(service.uri)
         daemon.requestLoop(loopCondition=lambda: not stopping.is_set())

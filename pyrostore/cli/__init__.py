@@ -35,6 +35,7 @@ from pyrostore.errors import (
     StorageError,
     Unavailable,
 )
+from pyrostore.logfiles import configure_logging
 
 __all__ = ["build_parser", "main", "secure_process"]
 log = logging.getLogger("pyrostore")
@@ -48,12 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.spec = ClusterSpec.load(args.cluster) if args.cluster else None
         settings = Settings.from_env(**placed(args, args.spec))
-    except ConfigError as exc:
+        configure_logging(settings)
+    except (ConfigError, StorageError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     command: Command = args.command
     try:
         if args.secure is not None:

@@ -4,8 +4,10 @@ administrator's requests."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
+from Pyro5.core import NAMESERVER_NAME
 from rich.console import Console, Group
 from rich.text import Text
 
@@ -25,12 +27,17 @@ from pyrostore.client.views import (
 )
 from pyrostore.clusterfile import host_report
 from pyrostore.config import Settings
-from pyrostore.discovery import survey
+from pyrostore.discovery import name_server_metrics, survey
+from pyrostore.scraping import scrape_targets, write_targets
 
 
 def add_store_commands(add: AddCommand) -> None:
     """The commands that ask the store something."""
-    add("status", cmd_status, "every service of the store and its state", json_flag=True)
+    status = add("status", cmd_status, "every service of the store and its state",
+                 json_flag=True)
+    status.add_argument("--prometheus-targets", metavar="FILE", type=Path,
+                        help="also write FILE: every service's metrics address, for "
+                             "Prometheus's file_sd_configs")
     add("config", cmd_config, "print the settings in force", json_flag=True, secure=None)
     add("topics", cmd_topics, "list the topics", json_flag=True)
     add("search", cmd_search, "books of a topic", json_flag=True).add_argument("topic")
@@ -57,6 +64,10 @@ def add_store_commands(add: AddCommand) -> None:
 def cmd_status(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     """Every registered service and its state, asked of each service directly."""
     rows = survey(settings)
+    if args.prometheus_targets is not None:
+        nameserver = {"role": "nameserver", "name": NAMESERVER_NAME,
+                      "metrics": name_server_metrics(settings)}
+        write_targets(args.prometheus_targets, scrape_targets([nameserver, *rows]))
     coordinators = sorted((row for row in rows if row["role"] == "coordinator"),
                           key=lambda row: row.get("state") != "leader")  # the leader's view first
     groups: dict[str, Any] = next((row["groups"] for row in coordinators if "groups" in row), {})

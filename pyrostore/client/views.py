@@ -100,12 +100,12 @@ def order_table(orders: Iterable[Mapping[str, Any]], *, title: str | None = None
 
 def status_table(services: Iterable[Mapping[str, Any]], *, title: str | None = None,
                  hosts: Mapping[str, str] | None = None) -> Table:
-    """Services as rows: role, id, state, epoch, applied, pid, restarts (by ``pyrostore up``;
-    ``-`` for a service it did not start), uri (for a coordinator: its Raft state, ``term N``
-    and its commit index); with ``hosts`` (address -> host name, from a cluster file) a host
-    column first."""
+    """Services as rows: role, id, state, epoch, applied (for a coordinator: its Raft state,
+    ``term N`` and its commit index), pid, restarts (by ``pyrostore up``; ``-`` for a service it
+    did not start), uri, and where its Prometheus metrics are (``host:port``); with ``hosts``
+    (address -> host name, from a cluster file) a host column first."""
     table = Table(title=title, header_style="bold", caption=COORDINATOR_CAPTION)
-    columns = ("role", "id", "state", "epoch", "applied", "pid", "restarts", "uri")
+    columns = ("role", "id", "state", "epoch", "applied", "pid", "restarts", "uri", "metrics")
     for name in ("host", *columns) if hosts is not None else columns:
         table.add_column(
             name, justify="right" if name in ("id", "epoch", "applied", "pid", "restarts")
@@ -116,7 +116,7 @@ def status_table(services: Iterable[Mapping[str, Any]], *, title: str | None = N
         cells = [cell(row.get("role", "")), _cell(row.get("id")),
                  cell(state, style=STATE_STYLES.get(state, "")), epoch, applied,
                  _cell(row.get("pid")), _restarts(row.get("restarts")),
-                 cell(row.get("uri", ""))]
+                 cell(row.get("uri", "")), _cell(row.get("metrics"))]
         if hosts is not None:
             address = uri_address(str(row.get("uri", "")))
             cells.insert(0, cell(hosts.get(address, address)))
