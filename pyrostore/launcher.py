@@ -285,8 +285,9 @@ class Cluster:
         while True:
             for child in watched:
                 if not child.alive():
+                    status = exit_status(child.process.returncode if child.process else None)
                     raise PyrostoreError(
-                        f"{child.name} exited while starting "
+                        f"{child.name} {status} while starting "
                         f"(see {child.log_path}):\n{child.log_tail()}"
                     )
             with contextlib.suppress(Unavailable):
@@ -344,3 +345,15 @@ def _die_with_parent() -> None:
 def _say(progress: Callable[[str], None] | None, text: str) -> None:
     if progress is not None:
         progress(text)
+
+
+def exit_status(returncode: int | None) -> str:
+    """How a child process ended, in words: ``exited with 1``, ``killed by SIGKILL``."""
+    if returncode is None:
+        return "ended"
+    if returncode >= 0:
+        return f"exited with {returncode}"
+    try:
+        return f"killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"killed by signal {-returncode}"
