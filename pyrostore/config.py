@@ -165,6 +165,19 @@ class Settings:
             for f in dataclasses.fields(self)
         }
 
+    def dump_typed(self) -> dict[str, Any]:
+        """Every setting as ``{PYROSTORE_NAME: value}`` in JSON's types: numbers, booleans,
+        paths as text, and ``coordinators`` as the list of its ``host:port:raft_port``."""
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "coordinators":
+                value = [entry.strip() for entry in value.split(",") if entry.strip()]
+            elif isinstance(value, Path):
+                value = str(value)
+            values[ENV_PREFIX + field.name.upper()] = value
+        return values
+
     def database_path(self, role: str, replica_id: int) -> Path:
         """Where replica ``replica_id`` of group ``role`` keeps its SQLite file."""
         return self.data_dir / f"{role}-{replica_id}.sqlite3"

@@ -258,7 +258,8 @@ class ReplicaSet:
     (:class:`NotServing`), is retried on the next replica, or on the primary once it is known
     again, for up to ``patience`` seconds (``settings.failover_timeout`` by default): long
     enough to ride out a failover. Then it raises :class:`Unavailable` if no attempt can have
-    run, and :class:`OutcomeUnknown` if one may have.
+    run, and :class:`OutcomeUnknown` if one may have. A caller that has never found a replica
+    and cannot reach the name server fails at once: there is no store yet to wait out.
 
     With ``primary=True`` calls go to the group's primary, as the coordinator's view names it
     (or as a replica that refused the call pointed to it).
@@ -344,6 +345,8 @@ class ReplicaSet:
                 refresh = primary and not self._hint(exc.details.get("primary"))
                 self._shun(uri)
             except (NotSent, Unavailable) as exc:
+                if "ns_host" in getattr(exc, "details", {}) and not self._ever_found():
+                    raise  # no name server and no replica ever seen: no store to wait out
                 last_error, refresh = str(exc), True
                 self._shun(uri)
             except (CallLost, OutcomeUnknown) as exc:
@@ -368,6 +371,12 @@ class ReplicaSet:
         with self._lock:
             healthy = [uri for uri in uris if self._avoid.get(uri, 0.0) <= now] or uris
         return healthy[next(self._turn) % len(healthy)] if healthy else None
+
+    def _ever_found(self) -> bool:
+        """Whether any replica (or, for ``primary`` calls, a primary) was ever known: once
+        one was, a name server that does not answer is ridden out like any failover."""
+        with self._lock:
+            return bool(self._by_name) or self._primary is not None
 
     def _shun(self, uri: str | None) -> None:
         """Skip ``uri`` for reads for a while: it failed or refused."""

@@ -36,6 +36,7 @@ from pyrostore.coordinator import group_secret
 from pyrostore.datadir import hold_directory, private_dir, private_opener, write_private
 from pyrostore.discovery import find, name_server_answers, service_name, survey
 from pyrostore.errors import ConfigError, PyrostoreError, Unavailable
+from pyrostore.restarts import describe_exit
 from pyrostore.serving import fixed_port
 from pyrostore.transport import make_proxy
 
@@ -292,8 +293,9 @@ class Cluster:
         while True:
             for child in watched:
                 if not child.alive():
+                    status = exit_status(child.process.returncode if child.process else None)
                     raise PyrostoreError(
-                        f"{child.name} exited while starting "
+                        f"{child.name} {status} while starting "
                         f"(see {child.log_path}):\n{child.log_tail()}"
                     )
             with contextlib.suppress(Unavailable):
@@ -351,3 +353,8 @@ def _die_with_parent() -> None:
 def _say(progress: Callable[[str], None] | None, text: str) -> None:
     if progress is not None:
         progress(text)
+
+
+def exit_status(returncode: int | None) -> str:
+    """How a child process ended, in words: ``exited with code 1``, ``killed by SIGKILL``."""
+    return "ended" if returncode is None else describe_exit(returncode)

@@ -15,6 +15,7 @@ from pyrostore.client.views import (
     cluster_table,
     filter_books,
     group_table,
+    matches,
     money,
     order_rows,
     order_table,
@@ -187,6 +188,13 @@ def test_filter_books_by_topic_and_text() -> None:
     assert [b["item"] for b in filter_books(BOOKS, text="  GRADE ")] == [1]
     assert [b["item"] for b in filter_books(BOOKS, text="systems")] == [1]  # topic matches
     assert filter_books(BOOKS, topic="graduate school", text="grade") == []
+
+
+def test_matches_wants_every_word_in_the_title_or_the_topic() -> None:
+    book = {"title": "RPCs for Dummies", "topic": "distributed systems"}
+    assert matches(book, "") and matches(book, "rpc DISTRIB")  # one in each, parts of words
+    assert not matches(book, "rpc graduate")  # every word, not any
+    assert not matches(book, "dummies distributed systems school")
 
 
 def test_order_rows() -> None:

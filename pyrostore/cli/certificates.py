@@ -11,7 +11,7 @@ from rich.console import Console
 
 from pyrostore import certs
 from pyrostore.certs import LOCAL_HOSTS, describe, host_bundle, init_ca, issue
-from pyrostore.cli.options import Command, common_options, show
+from pyrostore.cli.options import JSON_HELP, Command, common_options, show
 from pyrostore.client.views import certificate_table
 from pyrostore.config import Settings
 from pyrostore.coordinator import group_secret
@@ -21,7 +21,7 @@ from pyrostore.errors import CertificateError, ConfigError
 def add_certs_commands(certs_parser: argparse.ArgumentParser) -> None:
     """``pyrostore certs ACTION``: make the CA, issue certificates, show them."""
     common = common_options(host=False)
-    actions = certs_parser.add_subparsers(required=True, metavar="ACTION")
+    actions = certs_parser.add_subparsers(metavar="ACTION", title="actions")
 
     def action(name: str, func: Command, text: str, **defaults: Any) -> argparse.ArgumentParser:
         p = actions.add_parser(name, parents=[common], help=text, description=text)
@@ -50,7 +50,7 @@ def add_certs_commands(certs_parser: argparse.ArgumentParser) -> None:
     show_action = action("show", cmd_certs_show, "describe certificates (all in the directory)")
     show_action.add_argument("files", nargs="*", type=Path, metavar="FILE",
                              help="certificates to show")
-    show_action.add_argument("--json", action="store_true", help="print JSON for scripts")
+    show_action.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 def cmd_certs_init(args: argparse.Namespace, settings: Settings, console: Console) -> int:

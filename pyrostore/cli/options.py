@@ -1,10 +1,12 @@
 """What every command shares: the options that say where the store is, how they combine with
-a cluster file, and how a command prints its answer (a table, or JSON for scripts)."""
+a cluster file, and how a command prints its answer (a table, or JSON for scripts) on a
+terminal or, unwrapped, to a pipe or a file."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +16,7 @@ from pyrostore.clusterfile import PLACED, ClusterSpec
 from pyrostore.config import Settings
 from pyrostore.errors import ConfigError
 
+JSON_HELP = "print JSON on stdout, an error too (see pyrostore --help)"
 Command = Callable[[argparse.Namespace, Settings, Console], int]
 AddCommand = Callable[..., argparse.ArgumentParser]
 
@@ -27,13 +30,15 @@ def common_options(*, host: bool) -> argparse.ArgumentParser:
     group.add_argument("--data", metavar="DIR", help="data directory (./pyrostore-data)")
     if host:
         group.add_argument("--host", metavar="H", help="address services bind to (127.0.0.1)")
-    group.add_argument("--serializer", help="Pyro5 serializer (msgpack)")
+    group.add_argument("--serializer", metavar="NAME",
+                       help="how requests are encoded: msgpack (default), serpent or json")
     group.add_argument("--coordinator-addrs", metavar="LIST",
                        help="the coordinators' host:port:raft_port, comma-separated")
     group.add_argument("--cluster", metavar="FILE",
                        help="a cluster file (TOML): the store's hosts and services; it says "
                             "where the name server and coordinators are (docs/deploy.md)")
-    group.add_argument("--log-level", metavar="LEVEL", type=str.upper, help="INFO")
+    group.add_argument("--log-level", metavar="LEVEL", type=str.upper,
+                       help="DEBUG, INFO (default), WARNING or ERROR")
     group = common.add_argument_group("security (mutual TLS unless --insecure)")
     group.add_argument("--certs-dir", metavar="DIR", help="CA and certificates (DATA/certs)")
     group.add_argument("--as", dest="identity", metavar="WHO",
@@ -88,3 +93,20 @@ def show(console: Console, args: argparse.Namespace, data: Any, view: Callable[[
     else:
         console.print(view())
     return 0
+
+
+UNBOUNDED = 100_000
+"""Columns of a console writing to a pipe or a file: as many as a line needs."""
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console for the command's answer (or, with ``stderr``, its errors). On a terminal,
+    rich lays out to its width (an error stays one line, however long); to a pipe or a file
+    nothing is wrapped or cut: each line as long as it is, each table as wide as its cells
+    (``COLUMNS``, if set, still bounds tables)."""
+    console = Console(stderr=stderr, soft_wrap=stderr)
+    if console.is_terminal:
+        return console
+    columns = os.environ.get("COLUMNS", "")
+    return Console(stderr=stderr, soft_wrap=True,
+                   width=int(columns) if columns.isdigit() else UNBOUNDED)

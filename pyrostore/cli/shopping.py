@@ -12,6 +12,7 @@ from rich.console import Console, Group
 from rich.text import Text
 
 from pyrostore.cli.options import AddCommand, host_names, show
+from pyrostore.cli.pinging import add_ping_command
 from pyrostore.client import Client
 from pyrostore.client.views import (
     book_table,
@@ -20,6 +21,7 @@ from pyrostore.client.views import (
     clean,
     group_table,
     hosts_table,
+    matches,
     order_table,
     outcome_view,
     settings_table,
@@ -40,22 +42,26 @@ def add_store_commands(add: AddCommand) -> None:
                              "Prometheus's file_sd_configs")
     add("config", cmd_config, "print the settings in force", json_flag=True, secure=None)
     add("topics", cmd_topics, "list the topics", json_flag=True)
-    add("search", cmd_search, "books of a topic", json_flag=True).add_argument("topic")
-    add("lookup", cmd_lookup, "one book", json_flag=True).add_argument("item", type=int)
+    add("search", cmd_search, "books whose title or topic has every word (in any case)",
+        json_flag=True).add_argument("words", nargs="+", metavar="WORD",
+                                     help="a word or part of one: distrib, grade, ...")
+    add("lookup", cmd_lookup, "one book: its title, topic, stock and price",
+        json_flag=True).add_argument("item", type=int, help="the book's item number")
+    add_ping_command(add)
     buy = add("buy", cmd_buy, "buy a book", json_flag=True)
-    buy.add_argument("item", type=int)
+    buy.add_argument("item", type=int, help="the book's item number")
     buy.add_argument("--qty", type=int, default=1, help="copies to buy (1)")
     update = add("update", cmd_update, "restock, take off stock or reprice (admin)", json_flag=True)
-    update.add_argument("item", type=int)
+    update.add_argument("item", type=int, help="the book's item number")
     update.add_argument("--cost", type=float, help="new price of one copy")
     update.add_argument("--stock-delta", type=int, help="copies to add (or, negative, remove)")
     new = add("add-book", cmd_add_book, "add a book (admin)", json_flag=True)
-    new.add_argument("title")
-    new.add_argument("topic")
+    new.add_argument("title", help="its title")
+    new.add_argument("topic", help="its topic: an existing one, or a new one")
     new.add_argument("--stock", type=int, default=0, help="copies in stock (0)")
     new.add_argument("--cost", type=float, required=True, help="price of one copy")
     add("outcome", cmd_outcome, "what became of a buy, by its request id",
-        json_flag=True).add_argument("request_id")
+        json_flag=True).add_argument("request_id", help="as an unfinished buy printed it")
     orders = add("orders", cmd_orders, "the order log, newest first", json_flag=True)
     orders.add_argument("--limit", type=int, default=20, help="orders to show (20)")
     orders.add_argument("--id", dest="order_id", type=int, help="show only this order")
@@ -84,9 +90,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings, console: Console) -
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings, console: Console) -> int:
-    """The settings in force, as PYROSTORE_* variables."""
+    """The settings in force, as PYROSTORE_* variables (typed values with ``--json``)."""
     values = settings.dump()
-    return show(console, args, values, lambda: settings_table(values))
+    return show(console, args, settings.dump_typed(), lambda: settings_table(values))
 
 
 def cmd_topics(args: argparse.Namespace, settings: Settings, console: Console) -> int:
@@ -97,15 +103,27 @@ def cmd_topics(args: argparse.Namespace, settings: Settings, console: Console) -
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings, console: Console) -> int:
-    """The books of a topic."""
+    """The books whose title or topic has every word, as the terminal client finds them
+    (:func:`~pyrostore.client.views.matches`), from one search per topic."""
+    text = " ".join(args.words)
     with Client(settings=settings) as store:
-        books = store.search(args.topic)
-    return show(
-        console,
-        args,
-        books,
-        lambda: book_table(books, title=f"{len(books)} book(s) in {args.topic!r}"),
-    )
+        books = [book for topic in store.topics() for book in books_of(store, topic)
+                 if matches(book, text)]
+    return show(console, args, books,
+                lambda: book_table(books, title=f"{len(books)} book(s) matching {text!r}"))
+
+
+SEARCH_PAGE = 100
+
+
+def books_of(store: Client, topic: str) -> list[dict[str, Any]]:
+    """Every book of ``topic`` as ``{item, title, topic}``, page by page."""
+    books: list[dict[str, Any]] = []
+    while True:
+        page = store.search(topic, limit=SEARCH_PAGE, offset=len(books))
+        books += [{**book, "topic": topic} for book in page]
+        if len(page) < SEARCH_PAGE:
+            return books
 
 
 def cmd_lookup(args: argparse.Namespace, settings: Settings, console: Console) -> int:

@@ -287,13 +287,18 @@ def book_rows(books: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str, s
              money(b["cost"])) for b in books]
 
 
+def matches(book: Mapping[str, Any], text: str) -> bool:
+    """Whether every word of ``text`` is in ``book``'s title or topic, in any case (each
+    word may be a part of a word: ``distrib`` finds "distributed systems"); "" matches all."""
+    haystack = f"{book.get('title', '')}\n{book.get('topic', '')}".casefold()
+    return all(word in haystack for word in text.casefold().split())
+
+
 def filter_books(books: Iterable[Mapping[str, Any]], *, topic: str | None = None,
                  text: str = "") -> list[Mapping[str, Any]]:
-    """The books of ``topic`` (any case; None: all) whose title or topic contains ``text``."""
-    needle = text.strip().lower()
+    """The books of ``topic`` (any case; None: all) that :func:`matches` ``text``."""
     return [b for b in books
-            if (topic is None or b["topic"].lower() == topic.lower())
-            and (needle in b["title"].lower() or needle in b["topic"].lower())]
+            if (topic is None or b["topic"].lower() == topic.lower()) and matches(b, text)]
 
 
 def order_rows(orders: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str, str, str, str]]:
