@@ -127,8 +127,9 @@ class Settings:
     service's logs take at most ``(log_backups + 1) x log_max_bytes``."""
     metrics_port: int = 0
     """TCP port of a service's Prometheus metrics endpoint (HTTP, on ``host``): 0 any free
-    port (``pyrostore status`` shows which), -1 or ``off`` none. A fixed port suits a host
-    running one service; with several, each needs its own."""
+    port (``pyrostore status`` shows which), -1 or ``off`` none. A fixed port P given to
+    ``pyrostore up`` is the first of a range: the Nth process it starts (the name server,
+    then coordinators, catalogs, orders, frontends, in that order) serves on P + N - 1."""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -229,9 +229,18 @@ class Cluster:
                                     "PYROSTORE_CERTS_DIR": str(self.settings.certificates),
                                     RESTARTS_VARIABLE: str(child.restarts),
                                     "PYROSTORE_LOG_FILE": str(child.log_path),  # rotated
+                                    **self._metrics_port(child),
                                     "PYROSTORE_IDENTITY": ""})  # a service is a node
         child.reported = False
         return child
+
+    def _metrics_port(self, child: Child) -> dict[str, str]:
+        """A fixed metrics port is the first of a range, one port per child in start order
+        (several services on one host cannot share a port); 0 and off pass through."""
+        if self.settings.metrics_port <= 0:
+            return {}
+        return {"PYROSTORE_METRICS_PORT":
+                str(self.settings.metrics_port + self.children.index(child))}
 
     def child(self, role: str, replica_id: int) -> Child | None:
         """The child of that role and id, if this cluster started it."""

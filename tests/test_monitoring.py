@@ -3,7 +3,9 @@ prometheus_client's own parser, ``status`` showing where, and the service-discov
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,8 @@ from Pyro5.core import NAMESERVER_NAME
 from pyrostore.client import Client
 from pyrostore.discovery import survey
 from pyrostore.launcher import Cluster
-from tests.conftest import run_cli, wait_until
+from pyrostore.serving import fixed_port
+from tests.conftest import make_settings, run_cli, wait_until
 
 
 def scrape(address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -125,3 +128,41 @@ def test_status_json_and_the_prometheus_targets_file(store: Cluster, tmp_path: P
                                    "replica": str(row["id"])}
     shown = run_cli(store.settings, "status")
     assert rows[0]["metrics"] in shown.stdout
+
+
+def _free_range(count: int) -> int:
+    """The first of ``count`` consecutive ports free on 127.0.0.1 a moment ago."""
+    for _ in range(50):
+        base = fixed_port("127.0.0.1")
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(base, base + count):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise AssertionError(f"no {count} consecutive free ports")
+
+
+def test_a_fixed_metrics_port_is_the_first_of_a_range_one_port_per_process(
+        tmp_path: Path) -> None:
+    """Seven processes (name server, three coordinators, a catalog, an order replica, a
+    frontend) on one host cannot share port P: each gets its own, P to P + 6."""
+    settings = make_settings(tmp_path / "store")
+    while True:  # a range clear of the ports the store itself was given
+        base = _free_range(7)
+        ranged = settings.replace(metrics_port=base)
+        cluster = Cluster(ranged, catalogs=1, orders=1, frontends=1)
+        taken = {cluster.settings.ns_port,
+                 *(int(a.split(":")[i]) for a in cluster.settings.coordinators.split(",")
+                   for i in (1, 2))}
+        if not taken & set(range(base, base + 7)):
+            break
+    try:
+        cluster.start(timeout=30)
+        ports = sorted(int(row["metrics"].rsplit(":", 1)[1]) for row in survey(cluster.settings))
+        assert ports == list(range(base + 1, base + 7))
+        assert ("process_cpu_seconds_total", ()) in scrape(f"127.0.0.1:{base}")  # name server
+    finally:
+        cluster.stop()
