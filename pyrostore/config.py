@@ -24,7 +24,9 @@ SERIALIZERS = ("serpent", "msgpack", "json")
 """What the store speaks (``marshal`` is refused: a few bytes of it can claim gigabytes)."""
 IDENTITIES = ("node", "admin", "client")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-DEFAULT_INVENTORY = Path(__file__).resolve().parent.parent / "inventory.csv"
+DEFAULT_INVENTORY = Path(__file__).resolve().parent / "data" / "inventory.csv"
+"""The seven books, shipped inside the package (package data), so an installed store finds
+them from any directory."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +121,19 @@ class Settings:
     release; 0 (the default): this release's (:data:`pyrostore.versions.PROTOCOL_VERSION`)."""
     log_level: str = "INFO"
     """Logging level of the ``pyrostore`` command: DEBUG, INFO, WARNING or ERROR."""
+    log_file: Path = Path("")
+    """File this process logs to, rotated by size; empty: standard error. ``pyrostore up``
+    sets it for each service to ``<data_dir>/logs/<role>-<id>.log``."""
+    log_max_bytes: int = 10 * 1024 * 1024
+    """Bytes a log file may reach before it is rotated (10 MiB; at least 1024, or 0: never)."""
+    log_backups: int = 5
+    """Rotated log files kept beside the current one (``<file>.1`` the newest, 1..100): a
+    service's logs take at most ``(log_backups + 1) x log_max_bytes``."""
+    metrics_port: int = 0
+    """TCP port of a service's Prometheus metrics endpoint (HTTP, on ``host``): 0 any free
+    port (``pyrostore status`` shows which), -1 or ``off`` none. A fixed port P given to
+    ``pyrostore up`` is the first of a range: the Nth process it starts (the name server,
+    then coordinators, catalogs, orders, frontends, in that order) serves on P + N - 1."""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -154,6 +169,19 @@ class Settings:
             ENV_PREFIX + f.name.upper(): str(getattr(self, f.name))
             for f in dataclasses.fields(self)
         }
+
+    def dump_typed(self) -> dict[str, Any]:
+        """Every setting as ``{PYROSTORE_NAME: value}`` in JSON's types: numbers, booleans,
+        paths as text, and ``coordinators`` as the list of its ``host:port:raft_port``."""
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "coordinators":
+                value = [entry.strip() for entry in value.split(",") if entry.strip()]
+            elif isinstance(value, Path):
+                value = str(value)
+            values[ENV_PREFIX + field.name.upper()] = value
+        return values
 
     def database_path(self, role: str, replica_id: int) -> Path:
         """Where replica ``replica_id`` of group ``role`` keeps its SQLite file."""
@@ -239,11 +267,21 @@ class Settings:
                                   "loopback address (use certificates: pyrostore certs)")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if not (self.log_max_bytes == 0 or self.log_max_bytes >= 1024):
+            raise ConfigError(f"log_max_bytes must be 0 (never rotate) or at least 1024, "
+                              f"not {self.log_max_bytes}")
+        if not 1 <= self.log_backups <= 100:
+            raise ConfigError(f"log_backups must be 1..100, not {self.log_backups}")
+        if not -1 <= self.metrics_port < 65536:
+            raise ConfigError(f"metrics_port must be 0 (any free port), 1..65535, or -1 / off "
+                              f"(none), not {self.metrics_port}")
 
 
 def _parse(name: str, type_name: Any, raw: str) -> Any:
     """Convert the text of a ``PYROSTORE_*`` variable to the field's type."""
     kind = str(type_name)
+    if name == "metrics_port" and raw.strip().lower() == "off":
+        return -1
     try:
         if kind == "int":
             return int(raw)

@@ -39,6 +39,8 @@ GROUPS = ("catalog", "order")
 """The roles that are replica groups, with views kept by the coordinators."""
 PREFIX = SERVICE_PREFIX
 TAG = "pyrostore"
+METRICS_TAG = "metrics:"
+"""Tags the name server's own registration with where its Prometheus metrics are."""
 HOPS_BELOW = {"frontend": 2, "order": 1, "catalog": 0, "coordinator": 0}
 """Remote hops a call to a role may wait on: its timeout is call_timeout x (1 + this), so a
 caller does not give up on a frontend while the frontend's own call to a replica is still
@@ -95,6 +97,16 @@ def name_server_answers(settings: Settings) -> bool:
         return True
     except (Unavailable, Pyro5.errors.CommunicationError):
         return False
+
+
+def name_server_metrics(settings: Settings) -> str | None:
+    """``host:port`` of the name server's Prometheus metrics (its own registration's
+    ``metrics:`` tag); None if it serves none, or does not answer."""
+    with contextlib.suppress(Unavailable, Pyro5.errors.PyroError), name_server(settings) as ns:
+        _, tags = ns.lookup(Pyro5.core.NAMESERVER_NAME, return_metadata=True)
+        return next((str(tag)[len(METRICS_TAG):] for tag in tags
+                     if str(tag).startswith(METRICS_TAG)), None)
+    return None
 
 
 def announce(settings: Settings, role: str, replica_id: int, uri: str) -> None:
@@ -259,7 +271,8 @@ class ReplicaSet:
     (:class:`NotServing`), is retried on the next replica, or on the primary once it is known
     again, for up to ``patience`` seconds (``settings.failover_timeout`` by default): long
     enough to ride out a failover. Then it raises :class:`Unavailable` if no attempt can have
-    run, and :class:`OutcomeUnknown` if one may have.
+    run, and :class:`OutcomeUnknown` if one may have. A caller that has never found a replica
+    and cannot reach the name server fails at once: there is no store yet to wait out.
 
     With ``primary=True`` calls go to the group's primary, as the coordinator's view names it
     (or as a replica that refused the call pointed to it).
@@ -353,6 +366,8 @@ class ReplicaSet:
                 refresh = primary and not self._hint(exc.details.get("primary"))
                 self._shun(uri)
             except (NotSent, Unavailable) as exc:
+                if "ns_host" in getattr(exc, "details", {}) and not self._ever_found():
+                    raise  # no name server and no replica ever seen: no store to wait out
                 last_error, refresh = str(exc), True
                 self._shun(uri)
             except (CallLost, OutcomeUnknown) as exc:
@@ -392,6 +407,12 @@ class ReplicaSet:
             if self._on_refused is not None:
                 self._on_refused(error)
             raise error
+
+    def _ever_found(self) -> bool:
+        """Whether any replica (or, for ``primary`` calls, a primary) was ever known: once
+        one was, a name server that does not answer is ridden out like any failover."""
+        with self._lock:
+            return bool(self._by_name) or self._primary is not None
 
     def _shun(self, uri: str | None) -> None:
         """Skip ``uri`` for reads for a while: it failed or refused."""

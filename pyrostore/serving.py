@@ -2,9 +2,10 @@
 
 Every remote object of the store is a :class:`Service`: it knows its role and replica id,
 times its exposed methods, and answers ``stats()`` and ``info()``. :func:`serve` runs one in
-a daemon bound to a free port, registers it in the name server under its name and tags,
-re-registers it if the name server forgets it (a restarted name server), and on SIGTERM or
-SIGINT withdraws the registration and shuts down.
+a daemon bound to a free port, with its Prometheus metrics on an HTTP port of their own
+(:mod:`pyrostore.exporter`; ``info()`` says where), registers it in the name server under its
+name and tags, re-registers it if the name server forgets it (a restarted name server), and on
+SIGTERM or SIGINT withdraws the registration and shuts down.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from pyrostore.access import OPERATORS, allow, unguarded
 from pyrostore.config import Settings
 from pyrostore.discovery import Registration, announce, service_name, withdraw
 from pyrostore.errors import ConfigError, ProtocolVersionError, PyrostoreError
+from pyrostore.exporter import InfoCollector, new_registry
 from pyrostore.handshake import VersionedDaemon
 from pyrostore.hooks import Hooks
 from pyrostore.metrics import MethodStats
+from pyrostore.scraping import MetricsEndpoint
 
 log = logging.getLogger(__name__)
 FIXED_PORTS_FROM = 20000
@@ -56,7 +59,12 @@ class Service:
     def __init__(self, settings: Settings, replica_id: int) -> None:
         self.settings = settings
         self.replica_id = replica_id
-        self.metrics = MethodStats()
+        self.registry = new_registry()
+        """This service's Prometheus metrics (its own registry, not the global one)."""
+        self.metrics = MethodStats(registry=self.registry)
+        self.registry.register(InfoCollector(self.info))
+        self.metrics_address: str | None = None
+        """``host:port`` of its metrics endpoint once serving (None: off, or not yet)."""
         self.hooks = Hooks(enabled=settings.test_hooks, names=self.hook_names)
         self.uri = ""
         self.host = settings.host
@@ -66,6 +74,9 @@ class Service:
         self.refused: ProtocolVersionError | None = None
         """Why the store refused this service, once it did (:meth:`refuse`)."""
         self._stop: Callable[[], None] = lambda: None
+        self.restarts: int | None = None
+        """How many times a supervisor (``pyrostore up``) restarted this service; None if no
+        supervisor started it."""
 
     @property
     def name(self) -> str:
@@ -116,6 +127,8 @@ class Service:
             "applied": None,
             "uptime_s": round(time.time() - self.started_at, 1),
             "protocol": self.settings.protocol_version,
+            "restarts": self.restarts,
+            "metrics": self.metrics_address,
             **self.details(),
         }
 
@@ -171,11 +184,22 @@ def _ephemeral_low() -> int:
 def serve(service: Service, *, on_ready: Callable[[str], None] | None = None) -> None:
     """Serve ``service`` until SIGTERM/SIGINT (or :func:`stop`), then clean up; raise the
     ProtocolVersionError that made it stop, if the store refused it (:meth:`Service.refuse`)."""
-    settings = service.settings
     for served in (service, *service.endpoints().values()):
         if unguarded(served):
             raise ConfigError(f"{type(served).__name__} exposes methods open to no role: "
                               f"{', '.join(unguarded(served))} (see pyrostore.access)")
+    endpoint = MetricsEndpoint(service.registry)
+    service.metrics_address = endpoint.start(service.host, service.settings.metrics_port)
+    try:
+        _serve_daemon(service, on_ready)
+    finally:
+        endpoint.stop()
+    if service.refused is not None:
+        raise service.refused
+
+
+def _serve_daemon(service: Service, on_ready: Callable[[str], None] | None) -> None:
+    settings = service.settings
     daemon = VersionedDaemon(host=service.host, port=service.port,
                              version=settings.protocol_version, who=service.name,
                              plain_ok=service.plain_callers)
@@ -199,7 +223,8 @@ def serve(service: Service, *, on_ready: Callable[[str], None] | None = None) ->
             target=_stay_registered, args=(service, stopping), name="registration", daemon=True
         ).start()
         service.start()
-        log.info("%s serving at %s (pid %d)", service.name, service.uri, os.getpid())
+        log.info("%s serving at %s (pid %d; metrics: %s)", service.name, service.uri,
+                 os.getpid(), service.metrics_address or "off")
         if on_ready is not None:
             on_ready(service.uri)
         daemon.requestLoop(loopCondition=lambda: not stopping.is_set())
@@ -209,8 +234,6 @@ def serve(service: Service, *, on_ready: Callable[[str], None] | None = None) ->
         daemon.close()
         service.close()
         log.info("%s stopped", service.name)
-    if service.refused is not None:
-        raise service.refused
 
 
 def _stay_registered(service: Service, stopping: threading.Event) -> None:

@@ -21,6 +21,7 @@ import pytest
 from pyrostore import cli
 from pyrostore import store as store_module
 from pyrostore.client import Client
+from pyrostore.config import DEFAULT_INVENTORY
 from pyrostore.datadir import hold_directory, hold_file, move_aside, private_dir, set_aside
 from pyrostore.discovery import Coordinators, find
 from pyrostore.errors import CorruptFile, StorageError
@@ -31,7 +32,7 @@ from pyrostore.store import sqlite_error
 from pyrostore.transport import make_proxy
 from tests.conftest import ROOT, free_port, make_settings, run_cli, wait_until
 
-INVENTORY = ROOT / "inventory.csv"
+INVENTORY = DEFAULT_INVENTORY
 GARBAGE = b"this is not a SQLite database. " * 256
 
 
