@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 
 from pyrostore import migrations, versions
+from pyrostore.config import DEFAULT_INVENTORY
 from pyrostore.errors import ProtocolVersionError, SchemaVersionError
 from pyrostore.models import new_request_id
 from pyrostore.schemas import CatalogStore, OrderStore, ViewStore
 from pyrostore.store import Database
 from tests.conftest import make_settings, run_cli
 
-INVENTORY = Path(__file__).resolve().parent.parent / "inventory.csv"
+INVENTORY = DEFAULT_INVENTORY
 NEWER = versions.SCHEMA_VERSION + 1
 
 
