@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# the walk-through, on a store of its own (free ports, a temporary directory)
 demo: $(STAMP)
 	$(PY) demo.py
 

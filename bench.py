@@ -53,7 +53,7 @@ import Pyro5
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from benchmarks import plots, report, security
+from benchmarks import report, security
 from benchmarks.crash import BUYS, run_crash
 from benchmarks.failover import VICTIMS, run_failover
 from benchmarks.latency import (
@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     out = parser.add_argument_group("output")
     out.add_argument("--json", type=Path, metavar="FILE",
                      help="write every figure and the machine's description as JSON")
-    out.add_argument("--plot", type=Path, metavar="DIR", help="write PNG charts into DIR")
+    out.add_argument("--plot", type=Path, metavar="DIR",
+                     help="write PNG charts into DIR (needs matplotlib, which nothing else does)")
     return parser
 
 
@@ -420,10 +421,26 @@ def measure(plan: Plan, workdir: Path, console: Console,
         return Runner(plan, pool, workdir, progress, external).run()
 
 
+def chart_writer(parser: argparse.ArgumentParser, args: argparse.Namespace
+                 ) -> Callable[[dict[str, Any], Path], list[Path]] | None:
+    """What writes the charts if --plot asks for them, checked before anything is measured:
+    matplotlib is imported only then, so the rest of the benchmark runs without it."""
+    if args.plot is None:
+        return None
+    try:
+        from benchmarks import plots
+    except ImportError as exc:
+        parser.error(f"--plot needs matplotlib, which cannot be imported ({exc}); "
+                     "install it (pip install matplotlib) or leave out --plot")
+    return plots.write_all
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 0 when done, 1 when an experiment failed, 2 on bad usage, 130 when
     interrupted."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    write_charts = chart_writer(parser, args)
     plan = make_plan(args)
     console = Console()
     began = time.monotonic()
@@ -448,8 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(f"done in {results['duration_s']:.0f} s")
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2, default=str))
-    if args.plot is not None:
-        for path in plots.write_all(results, args.plot):
+    if write_charts is not None:
+        for path in write_charts(results, args.plot):
             console.print(f"wrote {path}")
     return 0
 

@@ -1,18 +1,21 @@
 """A walk through pyrostore: bring a store up, shop in it, kill a replica, stop what was started.
 
-    python demo.py                  # uses a name server at 127.0.0.1:9090 if one answers
-    python demo.py --ns-port 9999   # or starts an embedded one there
+    python demo.py                  # its own store, on free ports of 127.0.0.1
+    python demo.py --ns-port 9999   # its own store, the name server on port 9999
 
-If the name server already knows a running store (``pyrostore up`` in another shell), the demo
-shops in that one and starts nothing; otherwise it starts one with its own data in a temporary
-directory, kills its catalog primary to show the store selling on and the replica rejoining,
-then its coordinator leader to show the same of the control plane, and stops exactly the
-processes it started.
+The demo always runs a store of its own: a name server, coordinators and replicas on free ports
+of 127.0.0.1, with their data, logs and certificates in a temporary directory. It never shops
+in a store that is already running (``pyrostore up`` in another shell on port 9090 is left
+alone), and it refuses an ``--ns-port`` that something already listens on. It kills its catalog
+primary to show the store selling on and the replica rejoining, then its coordinator leader to
+show the same of the control plane, stops exactly the processes it started and removes the
+temporary directory, whatever happens.
 """
 
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 import tempfile
 import time
@@ -24,9 +27,10 @@ from rich.rule import Rule
 from pyrostore import Client, OutOfStock, PyrostoreError
 from pyrostore.cli import secure_process
 from pyrostore.client.views import book_table, order_table, status_table
-from pyrostore.config import Settings
-from pyrostore.discovery import find, name_server_answers
+from pyrostore.config import DEFAULT_INVENTORY, Settings
+from pyrostore.errors import ConfigError
 from pyrostore.launcher import Cluster
+from pyrostore.serving import fixed_port
 
 BOOK = 2  # "RPCs for Dummies": 4 in stock at the start, so running out is quick
 
@@ -143,39 +147,62 @@ def step(console: Console, title: str, code: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the demo; the exit code is 0 when every step did what it should."""
+    """Run the demo; the exit code is 0 when every step did what it should, 1 when one did not,
+    2 when its own store cannot be placed as asked."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ns-host", help="name server host (127.0.0.1)")
-    parser.add_argument("--ns-port", type=int, help="name server port (9090)")
+    parser.add_argument("--ns-port", type=int, metavar="PORT",
+                        help="port of the demo's own name server (default: a free one); "
+                             "refused if something listens there already")
     parser.add_argument("--shell", action="store_true",
                         help="end in the full-screen terminal client (q quits it)")
     args = parser.parse_args(argv)
     console = Console()
     with tempfile.TemporaryDirectory(prefix="pyrostore-demo-") as data:
-        settings = Settings.from_env(ns_host=args.ns_host, ns_port=args.ns_port,
-                                     data_dir=Path(data))
         try:
-            # mutual TLS, as every process of the store: a CA and certificates of its own,
-            # unless PYROSTORE_CERTS_DIR names those of a running store
+            settings = own_settings(Path(data), ns_port=args.ns_port)
+            # mutual TLS, as every process of the store: a CA and certificates of its own
             secure_process(settings, service=False, make_certs=True)
             run(settings, console, shell=args.shell)
+        except ConfigError as exc:
+            console.print(f"[red]demo refused:[/red] {exc}", highlight=False)
+            return 2
         except PyrostoreError as exc:
-            console.print(f"[red]demo failed:[/red] {exc}")
+            console.print(f"[red]demo failed:[/red] {exc}", highlight=False)
             return 1
     return 0
 
 
+def own_settings(data: Path, *, ns_port: int | None = None) -> Settings:
+    """The settings of the demo's own store: everything on 127.0.0.1, the name server on
+    ``ns_port`` (a free port if None), the data and certificates in ``data``. Where a running
+    store is (``PYROSTORE_NS_PORT``, ``PYROSTORE_CERTS_DIR``, …) is ignored on purpose; the
+    other ``PYROSTORE_*`` knobs (serializer, lease, …) apply."""
+    host = "127.0.0.1"
+    if ns_port is None:
+        ns_port = fixed_port(host)
+    elif not port_free(host, ns_port):
+        raise ConfigError(f"port {ns_port} of {host} is in use (a running store's name server?); "
+                          "the demo runs a store of its own: leave out --ns-port for a free port")
+    return Settings.from_env(ns_host=host, host=host, ns_port=ns_port, data_dir=data,
+                             certs_dir=data / "certs", identity="", coordinators="",
+                             inventory=DEFAULT_INVENTORY)
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether nothing listens on ``host:port`` (the demo's name server can bind it)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def run(settings: Settings, console: Console, *, shell: bool = False) -> None:
-    """Use the store already registered at the name server, or start (and stop) one."""
-    if name_server_answers(settings) and find(settings, "frontend"):
-        console.print(f"using the store already running at {settings.ns_host}:{settings.ns_port}")
-        with Client(settings=settings) as store:
-            walk_through(store, console)
-            if shell:
-                open_shell(store)
-        return
+    """Start the demo's own store, walk through it, crash parts of it, and stop it."""
     with Cluster(settings) as cluster:
-        with console.status("starting a store…"):
+        with console.status("starting a store of its own…"):
             cluster.start(progress=lambda text: console.print(f"[green]✓[/green] {text}"))
         with Client(settings=settings) as store:
             walk_through(store, console)

@@ -222,7 +222,7 @@ class CatalogReplica(Service):
         self.caches = CacheLeases(settings)
         self.group = ReplicatedGroup(settings, self.role, replica_id, self.store,
                                      CatalogMachine(self.store), hooks=self.hooks,
-                                     publish=self._publish)
+                                     publish=self._publish, on_refused=self.refuse)
         self.peer = PeerEndpoint(self.group, self.metrics)
 
     @Pyro5.api.expose

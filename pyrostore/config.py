@@ -17,13 +17,16 @@ from typing import Any
 from Pyro5 import serializers
 
 from pyrostore.errors import ConfigError
+from pyrostore.versions import PROTOCOL_VERSION
 
 ENV_PREFIX = "PYROSTORE_"
 SERIALIZERS = ("serpent", "msgpack", "json")
 """What the store speaks (``marshal`` is refused: a few bytes of it can claim gigabytes)."""
 IDENTITIES = ("node", "admin", "client")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-DEFAULT_INVENTORY = Path(__file__).resolve().parent.parent / "inventory.csv"
+DEFAULT_INVENTORY = Path(__file__).resolve().parent / "data" / "inventory.csv"
+"""The seven books, shipped inside the package (package data), so an installed store finds
+them from any directory."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +116,24 @@ class Settings:
     more is closed at once."""
     test_hooks: bool = False
     """Expose ``set_hook`` on the services so tests can hold a request at a chosen point."""
+    test_protocol_version: int = 0
+    """The protocol version this process speaks, for tests that play a process of another
+    release; 0 (the default): this release's (:data:`pyrostore.versions.PROTOCOL_VERSION`)."""
     log_level: str = "INFO"
     """Logging level of the ``pyrostore`` command: DEBUG, INFO, WARNING or ERROR."""
+    log_file: Path = Path("")
+    """File this process logs to, rotated by size; empty: standard error. ``pyrostore up``
+    sets it for each service to ``<data_dir>/logs/<role>-<id>.log``."""
+    log_max_bytes: int = 10 * 1024 * 1024
+    """Bytes a log file may reach before it is rotated (10 MiB; at least 1024, or 0: never)."""
+    log_backups: int = 5
+    """Rotated log files kept beside the current one (``<file>.1`` the newest, 1..100): a
+    service's logs take at most ``(log_backups + 1) x log_max_bytes``."""
+    metrics_port: int = 0
+    """TCP port of a service's Prometheus metrics endpoint (HTTP, on ``host``): 0 any free
+    port (``pyrostore status`` shows which), -1 or ``off`` none. A fixed port P given to
+    ``pyrostore up`` is the first of a range: the Nth process it starts (the name server,
+    then coordinators, catalogs, orders, frontends, in that order) serves on P + N - 1."""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -151,9 +170,27 @@ class Settings:
             for f in dataclasses.fields(self)
         }
 
+    def dump_typed(self) -> dict[str, Any]:
+        """Every setting as ``{PYROSTORE_NAME: value}`` in JSON's types: numbers, booleans,
+        paths as text, and ``coordinators`` as the list of its ``host:port:raft_port``."""
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "coordinators":
+                value = [entry.strip() for entry in value.split(",") if entry.strip()]
+            elif isinstance(value, Path):
+                value = str(value)
+            values[ENV_PREFIX + field.name.upper()] = value
+        return values
+
     def database_path(self, role: str, replica_id: int) -> Path:
         """Where replica ``replica_id`` of group ``role`` keeps its SQLite file."""
         return self.data_dir / f"{role}-{replica_id}.sqlite3"
+
+    @property
+    def protocol_version(self) -> int:
+        """The protocol version this process speaks (see ``test_protocol_version``)."""
+        return self.test_protocol_version or PROTOCOL_VERSION
 
     @property
     def certificates(self) -> Path:
@@ -214,6 +251,9 @@ class Settings:
             raise ConfigError(f"request_retention ({self.request_retention} s) must be more than "
                               f"failover_timeout ({self.failover_timeout} s): a client retries "
                               "a request for that long")
+        if not 0 <= self.test_protocol_version < 2**31:
+            raise ConfigError(f"test_protocol_version must be 0 (this release's) or a "
+                              f"version, not {self.test_protocol_version}")
         if not 0 <= self.clock_skew <= 86400:
             raise ConfigError(f"clock_skew must be 0..86400 seconds, not {self.clock_skew}")
         role, _, name = self.identity.partition(".")
@@ -227,11 +267,21 @@ class Settings:
                                   "loopback address (use certificates: pyrostore certs)")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if not (self.log_max_bytes == 0 or self.log_max_bytes >= 1024):
+            raise ConfigError(f"log_max_bytes must be 0 (never rotate) or at least 1024, "
+                              f"not {self.log_max_bytes}")
+        if not 1 <= self.log_backups <= 100:
+            raise ConfigError(f"log_backups must be 1..100, not {self.log_backups}")
+        if not -1 <= self.metrics_port < 65536:
+            raise ConfigError(f"metrics_port must be 0 (any free port), 1..65535, or -1 / off "
+                              f"(none), not {self.metrics_port}")
 
 
 def _parse(name: str, type_name: Any, raw: str) -> Any:
     """Convert the text of a ``PYROSTORE_*`` variable to the field's type."""
     kind = str(type_name)
+    if name == "metrics_port" and raw.strip().lower() == "off":
+        return -1
     try:
         if kind == "int":
             return int(raw)

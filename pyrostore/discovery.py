@@ -22,7 +22,14 @@ import Pyro5.api
 import Pyro5.errors
 
 from pyrostore.config import Settings
-from pyrostore.errors import NotLeader, NotServing, OutcomeUnknown, PyrostoreError, Unavailable
+from pyrostore.errors import (
+    NotLeader,
+    NotServing,
+    OutcomeUnknown,
+    ProtocolVersionError,
+    PyrostoreError,
+    Unavailable,
+)
 from pyrostore.models import SERVICE_PREFIX, service_name
 from pyrostore.transport import CallLost, NotSent, ProxyPool, make_proxy
 
@@ -33,6 +40,8 @@ GROUPS = ("catalog", "order")
 """The roles that are replica groups, with views kept by the coordinators."""
 PREFIX = SERVICE_PREFIX
 TAG = "pyrostore"
+METRICS_TAG = "metrics:"
+"""Tags the name server's own registration with where its Prometheus metrics are."""
 HOPS_BELOW = {"frontend": 2, "order": 1, "catalog": 0, "coordinator": 0}
 """Remote hops a call to a role may wait on: its timeout is call_timeout x (1 + this), so a
 caller does not give up on a frontend while the frontend's own call to a replica is still
@@ -89,6 +98,16 @@ def name_server_answers(settings: Settings) -> bool:
         return True
     except (Unavailable, Pyro5.errors.CommunicationError):
         return False
+
+
+def name_server_metrics(settings: Settings) -> str | None:
+    """``host:port`` of the name server's Prometheus metrics (its own registration's
+    ``metrics:`` tag); None if it serves none, or does not answer."""
+    with contextlib.suppress(Unavailable, Pyro5.errors.PyroError), name_server(settings) as ns:
+        _, tags = ns.lookup(Pyro5.core.NAMESERVER_NAME, return_metadata=True)
+        return next((str(tag)[len(METRICS_TAG):] for tag in tags
+                     if str(tag).startswith(METRICS_TAG)), None)
+    return None
 
 
 def announce(settings: Settings, role: str, replica_id: int, uri: str) -> None:
@@ -204,6 +223,7 @@ class Coordinators:
     def _call(self, method: str, args: tuple[Any, ...], *, leader_only: bool) -> Any:
         queue, tried = self.uris(), set()
         may_have_run, last_error = False, "no coordinator is known"
+        refused: ProtocolVersionError | None = None
         while queue:
             uri = queue.pop(0)
             if uri in tried:
@@ -223,12 +243,17 @@ class Coordinators:
             except CallLost as exc:
                 may_have_run, last_error = True, str(exc)
                 continue
+            except ProtocolVersionError as exc:
+                refused = exc
+                continue
             if leader_only:
                 with self._lock:
                     self._leader = uri
             return result
         with self._lock:
             self._leader = None
+        if refused is not None:  # the news that waiting will not change
+            raise refused
         if may_have_run and leader_only:
             raise OutcomeUnknown(f"coordinator {method} may or may not have run ({last_error})")
         raise Unavailable(f"no coordinator could take {method} ({last_error})",
@@ -247,17 +272,26 @@ class ReplicaSet:
     (:class:`NotServing`), is retried on the next replica, or on the primary once it is known
     again, for up to ``patience`` seconds (``settings.failover_timeout`` by default): long
     enough to ride out a failover. Then it raises :class:`Unavailable` if no attempt can have
-    run, and :class:`OutcomeUnknown` if one may have.
+    run, and :class:`OutcomeUnknown` if one may have. A caller that has never found a replica
+    and cannot reach the name server fails at once: there is no store yet to wait out.
 
     With ``primary=True`` calls go to the group's primary, as the coordinator's view names it
     (or as a replica that refused the call pointed to it).
+
+    A replica that refuses this process's protocol version is skipped like one that is down
+    (one of another release may be registered for a moment before the store refuses it);
+    once the primary, or every replica, has refused it, the call raises ProtocolVersionError
+    and ``on_refused`` hears of it: this process cannot take part in this store.
     """
 
     def __init__(self, settings: Settings, role: str, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_refused: Callable[[ProtocolVersionError], None] | None = None) -> None:
         self.settings = settings
         self.role = role
         self._clock = clock
+        self._on_refused = on_refused
+        self._refused_by: set[str | None] = set()
         self._lock = threading.Lock()
         self._by_name: dict[str, str] = {}  # every replica ever seen, by name: never shrinks
         self._refreshed_at = float("-inf")
@@ -333,10 +367,16 @@ class ReplicaSet:
                 refresh = primary and not self._hint(exc.details.get("primary"))
                 self._shun(uri)
             except (NotSent, Unavailable) as exc:
+                if "ns_host" in getattr(exc, "details", {}) and not self._ever_found():
+                    raise  # no name server and no replica ever seen: no store to wait out
                 last_error, refresh = str(exc), True
                 self._shun(uri)
             except (CallLost, OutcomeUnknown) as exc:
                 may_have_run, last_error, refresh = True, str(exc), True
+                self._shun(uri)
+            except ProtocolVersionError as exc:
+                self._refused(exc, uri, primary=primary)
+                last_error, refresh = str(exc), True
                 self._shun(uri)
             if self._clock() + delay > deadline:
                 break
@@ -357,6 +397,23 @@ class ReplicaSet:
         with self._lock:
             healthy = [uri for uri in uris if self._avoid.get(uri, 0.0) <= now] or uris
         return healthy[next(self._turn) % len(healthy)] if healthy else None
+
+    def _refused(self, error: ProtocolVersionError, uri: str | None, *, primary: bool) -> None:
+        """Raise ``error`` (and tell ``on_refused``) if the primary, or every replica known,
+        has refused this process's protocol version."""
+        with self._lock:
+            self._refused_by.add(uri)
+            everyone = self._refused_by >= set(self._by_name.values())
+        if primary or uri is None or everyone:
+            if self._on_refused is not None:
+                self._on_refused(error)
+            raise error
+
+    def _ever_found(self) -> bool:
+        """Whether any replica (or, for ``primary`` calls, a primary) was ever known: once
+        one was, a name server that does not answer is ridden out like any failover."""
+        with self._lock:
+            return bool(self._by_name) or self._primary is not None
 
     def _shun(self, uri: str | None) -> None:
         """Skip ``uri`` for reads for a while: it failed or refused."""
@@ -386,7 +443,7 @@ def survey(settings: Settings, *, timeout: float = 1.0) -> list[dict[str, Any]]:
         try:
             with make_proxy(uri, settings, timeout=timeout) as proxy:
                 info = dict(proxy.info())
-        except Pyro5.errors.CommunicationError as exc:
+        except (Pyro5.errors.CommunicationError, ProtocolVersionError) as exc:
             info = {"role": role, "id": replica_id, "pid": None, "state": "down", "error": str(exc)}
         info.update(name=name, uri=uri)
         rows.append(info)

@@ -13,10 +13,12 @@
     │       └── NotLeader          this coordinator is not the Raft leader; it may name it
     ├── OutcomeUnknown             a call failed mid-way: it may have run; retry its request id
     ├── StaleEpoch                 replication: a message from a deposed primary (fencing)
+    ├── ProtocolVersionError       two processes of releases that do not speak alike: refused
     ├── ConfigError                a setting (flag or PYROSTORE_* variable) is invalid
     │   └── CertificateError       a certificate or key is missing, unreadable or unusable
     └── StorageError               a data directory or file cannot be used (in use, read-only, full)
-        └── CorruptFile            a data file failed its integrity check: nothing is served from it
+        ├── CorruptFile            a data file failed its integrity check: nothing is served from it
+        └── SchemaVersionError     a data file of a newer (or unknown) schema: left as it is
 
 Each class is registered with Pyro5's serializers, so a remote call that raises one re-raises
 the same class at the caller, with its message and details (``err.details``) intact. An
@@ -108,6 +110,13 @@ class StaleEpoch(PyrostoreError):
     """Raised by a replica to a primary of an older epoch than its own: that primary is deposed."""
 
 
+class ProtocolVersionError(PyrostoreError):
+    """Raised when two of the store's processes do not speak the same protocol version (they
+    are of releases that cannot be mixed; :mod:`pyrostore.versions`): the connection was
+    refused when it was made, and nothing was run. Waiting does not help: one side must be
+    upgraded or downgraded. ``details`` may name the versions (``ours``, ``theirs``)."""
+
+
 class OutcomeUnknown(PyrostoreError):
     """Raised when a call failed after it was sent (connection closed, timeout): it may have run.
 
@@ -137,6 +146,13 @@ class CorruptFile(StorageError):
     (:mod:`pyrostore.recovery`)."""
 
 
+class SchemaVersionError(StorageError):
+    """Raised when a data file's schema version (its ``PRAGMA user_version``) is newer than
+    this release's, or no version this release knows: it was written by a newer release. The
+    file is left exactly as it was and nothing is served from it; ``details`` names the
+    ``path``, its ``version`` and the ``supported`` one."""
+
+
 ALL_ERRORS: tuple[type[PyrostoreError], ...] = (
     PyrostoreError,
     InvalidRequest,
@@ -150,11 +166,13 @@ ALL_ERRORS: tuple[type[PyrostoreError], ...] = (
     NotServing,
     NotLeader,
     StaleEpoch,
+    ProtocolVersionError,
     OutcomeUnknown,
     ConfigError,
     CertificateError,
     StorageError,
     CorruptFile,
+    SchemaVersionError,
 )
 
 

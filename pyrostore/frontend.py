@@ -136,12 +136,13 @@ class Frontend(Service):
     """The client-facing remote object."""
 
     role = "frontend"
+    plain_callers = True  # `PYRONAME:pyrostore.frontend.1` works from any Pyro5 shell
     hook_names = ("hold_before_fill",)
 
     def __init__(self, settings: Settings, replica_id: int) -> None:
         super().__init__(settings, replica_id)
-        self.catalog = ReplicaSet(settings, "catalog")
-        self.order_log = ReplicaSet(settings, "order")
+        self.catalog = ReplicaSet(settings, "catalog", on_refused=self.refuse)
+        self.order_log = ReplicaSet(settings, "order", on_refused=self.refuse)
         self.cached = (CachedCatalog(settings, self.catalog,
                                      lambda: self.hooks.point("hold_before_fill"))
                        if settings.cache else None)

@@ -4,10 +4,11 @@ A :class:`Cluster` starts an embedded name server when none answers, then the co
 the catalog, order and frontend replicas, each as ``python -m pyrostore <role> --id N`` with
 the cluster's settings in its ``PYROSTORE_*`` environment and its output in
 ``<data>/logs/<role>-<id>.log``, and waits until each is registered and, for a replica of a
-group, serving. It restarts nothing by
-itself: a child that dies is reported by :meth:`Cluster.reap`. :meth:`Cluster.stop` ends every
-child it started, by PID, in reverse order, and children die with their supervisor. It holds
-the data directory's lock (:func:`~pyrostore.datadir.hold_directory`) from its creation until
+group, serving. It restarts nothing by itself: a child that dies is reported by
+:meth:`Cluster.reap` (``pyrostore up`` restarts it through :mod:`pyrostore.supervisor`; tests
+that kill a replica on purpose keep it dead). :meth:`Cluster.stop` ends every child it
+started, by PID, in reverse order, and children die with their supervisor. It holds the data
+directory's lock (:func:`~pyrostore.datadir.hold_directory`) from its creation until
 :meth:`Cluster.stop`: one store per directory.
 """
 
@@ -35,10 +36,13 @@ from pyrostore.coordinator import group_secret
 from pyrostore.datadir import hold_directory, private_dir, private_opener, write_private
 from pyrostore.discovery import find, name_server_answers, service_name, survey
 from pyrostore.errors import ConfigError, PyrostoreError, Unavailable
+from pyrostore.restarts import describe_exit
 from pyrostore.serving import fixed_port
 from pyrostore.transport import make_proxy
 
 _PR_SET_PDEATHSIG = 1
+RESTARTS_VARIABLE = "PYROSTORE_RESTARTS"
+"""How a child learns how many times it was restarted (it shows the count in ``info()``)."""
 
 
 @dataclasses.dataclass
@@ -51,6 +55,8 @@ class Child:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     reported: bool = False
+    restarts: int = 0
+    """How many times it was restarted (by a supervisor); passed on in its environment."""
 
     @property
     def name(self) -> str:
@@ -221,9 +227,20 @@ class Cluster:
                                    log_file,
                                    {**os.environ, **self.settings.dump(),
                                     "PYROSTORE_CERTS_DIR": str(self.settings.certificates),
+                                    RESTARTS_VARIABLE: str(child.restarts),
+                                    "PYROSTORE_LOG_FILE": str(child.log_path),  # rotated
+                                    **self._metrics_port(child),
                                     "PYROSTORE_IDENTITY": ""})  # a service is a node
         child.reported = False
         return child
+
+    def _metrics_port(self, child: Child) -> dict[str, str]:
+        """A fixed metrics port is the first of a range, one port per child in start order
+        (several services on one host cannot share a port); 0 and off pass through."""
+        if self.settings.metrics_port <= 0:
+            return {}
+        return {"PYROSTORE_METRICS_PORT":
+                str(self.settings.metrics_port + self.children.index(child))}
 
     def child(self, role: str, replica_id: int) -> Child | None:
         """The child of that role and id, if this cluster started it."""
@@ -285,8 +302,9 @@ class Cluster:
         while True:
             for child in watched:
                 if not child.alive():
+                    status = exit_status(child.process.returncode if child.process else None)
                     raise PyrostoreError(
-                        f"{child.name} exited while starting "
+                        f"{child.name} {status} while starting "
                         f"(see {child.log_path}):\n{child.log_tail()}"
                     )
             with contextlib.suppress(Unavailable):
@@ -344,3 +362,8 @@ def _die_with_parent() -> None:
 def _say(progress: Callable[[str], None] | None, text: str) -> None:
     if progress is not None:
         progress(text)
+
+
+def exit_status(returncode: int | None) -> str:
+    """How a child process ended, in words: ``exited with code 1``, ``killed by SIGKILL``."""
+    return "ended" if returncode is None else describe_exit(returncode)

@@ -35,7 +35,13 @@ from typing import Any
 
 from pyrostore.config import Settings
 from pyrostore.discovery import Coordinators, peer_uri, service_name
-from pyrostore.errors import NotServing, PyrostoreError, StaleEpoch, Unavailable
+from pyrostore.errors import (
+    NotServing,
+    ProtocolVersionError,
+    PyrostoreError,
+    StaleEpoch,
+    Unavailable,
+)
 from pyrostore.models import View, view_uris
 from pyrostore.replica_core import ReplicaCore, needs_snapshot
 from pyrostore.snapshots import split
@@ -58,8 +64,12 @@ class Membership:
     arrives through that group's :class:`~pyrostore.replication.PeerEndpoint`.
     """
 
-    def __init__(self, settings: Settings, role: str, replica_id: int, db: Database) -> None:
+    def __init__(self, settings: Settings, role: str, replica_id: int, db: Database, *,
+                 on_refused: Callable[[ProtocolVersionError], None] | None = None) -> None:
+        """``on_refused``: told when the group refuses this replica's protocol version (a
+        process of another release): the replica cannot join, and should stop."""
         self.settings = settings
+        self.on_refused = on_refused
         self.role = role
         self.replica_id = replica_id
         self.name = service_name(role, replica_id)
@@ -180,6 +190,9 @@ class Membership:
                     "incarnation": self.incarnation, "seq": self._heartbeat_seq,
                     "uri": self.uri, "applied": self.db.applied(), "epoch": epoch,
                     "state": state})
+            except ProtocolVersionError as exc:
+                self._refused(exc)
+                return
             except (PyrostoreError, sqlite3.Error) as exc:
                 log.debug("%s heartbeat failed: %s", self.name, exc)
                 interval = min(interval, RETRY_RENEWAL)
@@ -270,6 +283,9 @@ class Membership:
                         "replica": self.replica_id, "uri": self.uri,
                         "incarnation": self.incarnation})
                     self._adopt(View.from_wire(answer), view_uris(answer))
+                except ProtocolVersionError as exc:
+                    self._refused(exc)
+                    return
                 except (*PEER_FAILURES, Unavailable, StaleEpoch) as exc:  # a failover: wait
                     log.debug("%s: join failed: %s", self.name, exc)
                 except PyrostoreError as exc:  # will not pass by waiting: an operator's news
@@ -278,6 +294,13 @@ class Membership:
                         said = str(exc)
             with self.changed:
                 self.changed.wait(self.settings.lease / 2)
+
+    def _refused(self, error: ProtocolVersionError) -> None:
+        """The group refused this replica's protocol version: it will never join."""
+        if self.on_refused is None:
+            log.error("%s: %s", self.name, error)
+        else:
+            self.on_refused(error)
 
     def step_down(self, why: str) -> None:
         """Stop serving and rejoin by snapshot (called with ``changed`` held)."""

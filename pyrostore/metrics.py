@@ -1,7 +1,10 @@
 """Per-method timings: count, mean, p50 and p99, as every service's ``stats()`` returns them.
 
 The mean is over every call since start; the percentiles over the most recent
-``window`` calls, so a long-running service reports its present, not its whole past.
+``window`` calls, so a long-running service reports its present, not its whole past. Given a
+Prometheus registry, every call recorded is also observed, once, by the histogram
+``pyrostore_request_duration_seconds{method}`` there (whose ``_count`` is the calls so far:
+:meth:`MethodStats.reset` leaves it alone, since Prometheus counters only grow).
 """
 
 from __future__ import annotations
@@ -13,19 +16,29 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from prometheus_client import CollectorRegistry, Histogram
+
 F = TypeVar("F", bound=Callable[..., Any])
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                   5.0, 10.0)
+"""Upper bounds (seconds) of the request histogram's buckets: a call within a process takes
+well under a millisecond, one through a frontend a few, a failover a few seconds."""
 
 
 class MethodStats:
     """Thread-safe latency records, one series per method name."""
 
-    def __init__(self, *, window: int = 10_000, clock: Callable[[], float] = time.perf_counter):
+    def __init__(self, *, window: int = 10_000, clock: Callable[[], float] = time.perf_counter,
+                 registry: CollectorRegistry | None = None):
         self._window = window
         self.clock = clock
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self._totals: dict[str, float] = {}
         self._recent: dict[str, deque[float]] = {}
+        self._histogram = None if registry is None else Histogram(
+            "pyrostore_request_duration_seconds", "Time a service took to answer a call, by method",
+            ["method"], registry=registry, buckets=LATENCY_BUCKETS)
 
     def record(self, method: str, seconds: float) -> None:
         """Add one call of ``method`` that took ``seconds``."""
@@ -33,6 +46,8 @@ class MethodStats:
             self._counts[method] = self._counts.get(method, 0) + 1
             self._totals[method] = self._totals.get(method, 0.0) + seconds
             self._recent.setdefault(method, deque(maxlen=self._window)).append(seconds)
+        if self._histogram is not None:
+            self._histogram.labels(method).observe(seconds)
 
     def timed(self, method: str, func: Callable[..., Any]) -> Callable[..., Any]:
         """``func`` wrapped so every call, raising or not, is recorded under ``method``."""

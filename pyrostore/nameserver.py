@@ -3,7 +3,9 @@
 It binds to ``settings.ns_host:ns_port`` with broadcast off: the store always finds it by
 explicit address. Registrations live in memory, or with ``storage="sql:FILE"`` (what
 ``pyrostore up`` uses) in SQLite, so that a restarted name server still knows every service;
-every service re-registers itself within half a second if one has forgotten it.
+every service re-registers itself within half a second if one has forgotten it. Its
+Prometheus metrics (the process's, and how many names it holds) are served as a service's are
+(:mod:`pyrostore.exporter`), and its own registration is tagged ``metrics:<host:port>``.
 
 In secure mode only the store's services (node certificates) may register or remove names;
 anyone with a certificate of the store's CA may look them up. A forged entry would lead
@@ -24,7 +26,10 @@ from Pyro5 import core, nameserver
 from pyrostore.access import NODE, ROLES, allow, unguarded
 from pyrostore.config import Settings
 from pyrostore.datadir import make_private, sqlite_files
+from pyrostore.discovery import METRICS_TAG
 from pyrostore.errors import ConfigError
+from pyrostore.exporter import InfoCollector, new_registry
+from pyrostore.scraping import MetricsEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +106,24 @@ def run_name_server(settings: Settings, *, storage: str | None = None) -> None:
     daemon.nameserver = guarded
     if storage and storage.startswith("sql:"):
         make_private(*sqlite_files(Path(storage[4:])))  # Pyro5 made it; with our umask, too
+    registry = new_registry()
+    registry.register(InfoCollector(lambda: {"role": "nameserver",
+                                             "registrations": guarded.count()}))
+    endpoint = MetricsEndpoint(registry)
+    try:
+        metrics = endpoint.start(settings.ns_host, settings.metrics_port)
+    except ConfigError:
+        daemon.close()
+        raise
+    if metrics is not None:
+        guarded.set_metadata(core.NAMESERVER_NAME, {METRICS_TAG + metrics})
+    try:
+        _serve(daemon, uri, metrics)
+    finally:
+        endpoint.stop()
+
+
+def _serve(daemon: Any, uri: Any, metrics: str | None) -> None:
     stopping = threading.Event()
 
     def request_stop(*_: object) -> None:
@@ -111,7 +134,7 @@ def run_name_server(settings: Settings, *, storage: str | None = None) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
-    log.info("name server at %s", uri)
+    log.info("name server at %s (metrics: %s)", uri, metrics or "off")
     try:
         daemon.requestLoop(loopCondition=lambda: not stopping.is_set())
     finally:

@@ -119,9 +119,10 @@ class OrderReplica(Service):
     def __init__(self, settings: Settings, replica_id: int) -> None:
         super().__init__(settings, replica_id)
         self.store = open_replica_store(settings, self.role, replica_id, OrderStore)
-        self.catalog = ReplicaSet(settings, "catalog")
+        self.catalog = ReplicaSet(settings, "catalog", on_refused=self.refuse)
         self.group = ReplicatedGroup(settings, self.role, replica_id, self.store,
-                                     OrderMachine(self.store), hooks=self.hooks)
+                                     OrderMachine(self.store), hooks=self.hooks,
+                                     on_refused=self.refuse)
         self.peer = PeerEndpoint(self.group, self.metrics)
         self.reconciler = Reconciler(grace=settings.lease / 2,
                                      forgettable=retention_of(settings).forgettable)

@@ -47,6 +47,7 @@ from pyrostore.discovery import peer_uri
 from pyrostore.errors import (
     NotServing,
     OutcomeUnknown,
+    ProtocolVersionError,
     PyrostoreError,
     StaleEpoch,
 )
@@ -102,12 +103,13 @@ class ReplicatedGroup:
 
     def __init__(self, settings: Settings, role: str, replica_id: int, db: Database,
                  machine: StateMachine, *, hooks: Hooks,
-                 publish: Callable[[int, Changes], None] | None = None) -> None:
+                 publish: Callable[[int, Changes], None] | None = None,
+                 on_refused: Callable[[ProtocolVersionError], None] | None = None) -> None:
         self.settings = settings
         self.db = db
         self.machine = machine
         self.hooks = hooks
-        self.member = Membership(settings, role, replica_id, db)
+        self.member = Membership(settings, role, replica_id, db, on_refused=on_refused)
         self.name = self.member.name
         self._publish = publish
         """Called once per batch, while it is forwarded and before it is acknowledged, with

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from pyrostore.errors import ConfigError, InvalidRequest, NotFound, OutOfStock
+from pyrostore.migrations import Step, script
 from pyrostore.models import (
     MAX_COST,
     MAX_POSITION,
@@ -341,8 +342,12 @@ class OrderStore(Database):
     );
     """
 
-    def migrate(self, conn: sqlite3.Connection) -> None:
-        """Files from before shoppers had names: every order an operator's."""
+    def migration_path(self) -> list[Step]:
+        return [self._version_1]
+
+    def _version_1(self, conn: sqlite3.Connection) -> None:
+        """The tables; and files from before shoppers had names: every order an operator's."""
+        self.make_tables(conn)
         columns = {row[1] for row in conn.execute("PRAGMA table_info(orders)")}
         if "customer" not in columns:
             conn.execute("ALTER TABLE orders ADD COLUMN customer TEXT NOT NULL DEFAULT ''")
@@ -453,11 +458,14 @@ def load_inventory(path: Path) -> list[Book]:
 class ViewStore:
     """The coordinator's durable views: one row per group (epoch, primary, backups)."""
 
+    MIGRATION_PATH: list[Step] = [script(  # version 0 to 1 (see Database.migration_path)
+        "CREATE TABLE IF NOT EXISTS views (grp TEXT PRIMARY KEY, "
+        "epoch INTEGER NOT NULL, primary_id INTEGER, backups TEXT NOT NULL)")]
+    """How a coordinator's file reaches this release's schema version."""
+
     def __init__(self, path: Path) -> None:
         """Open (or make) the file, under its lock until :meth:`close`."""
-        self._file_lock, self._conn = open_locked(Path(path), (
-            "CREATE TABLE IF NOT EXISTS views (grp TEXT PRIMARY KEY, "
-            "epoch INTEGER NOT NULL, primary_id INTEGER, backups TEXT NOT NULL)"))
+        self._file_lock, self._conn = open_locked(Path(path), self.MIGRATION_PATH)
         self._lock = threading.Lock()
 
     def load(self) -> dict[str, View]:

@@ -2,9 +2,10 @@
 
 Every remote object of the store is a :class:`Service`: it knows its role and replica id,
 times its exposed methods, and answers ``stats()`` and ``info()``. :func:`serve` runs one in
-a daemon bound to a free port, registers it in the name server under its name and tags,
-re-registers it if the name server forgets it (a restarted name server), and on SIGTERM or
-SIGINT withdraws the registration and shuts down.
+a daemon bound to a free port, with its Prometheus metrics on an HTTP port of their own
+(:mod:`pyrostore.exporter`; ``info()`` says where), registers it in the name server under its
+name and tags, re-registers it if the name server forgets it (a restarted name server), and on
+SIGTERM or SIGINT withdraws the registration and shuts down.
 """
 
 from __future__ import annotations
@@ -28,9 +29,12 @@ import Pyro5.errors
 from pyrostore.access import OPERATORS, allow, unguarded
 from pyrostore.config import Settings
 from pyrostore.discovery import Registration, announce, service_name, withdraw
-from pyrostore.errors import ConfigError, PyrostoreError
+from pyrostore.errors import ConfigError, ProtocolVersionError, PyrostoreError
+from pyrostore.exporter import InfoCollector, new_registry
+from pyrostore.handshake import VersionedDaemon
 from pyrostore.hooks import Hooks
 from pyrostore.metrics import MethodStats
+from pyrostore.scraping import MetricsEndpoint
 
 log = logging.getLogger(__name__)
 FIXED_PORTS_FROM = 20000
@@ -46,19 +50,33 @@ class Service:
     """Base of every remote object: identity, timings, ``stats()`` and ``info()``."""
 
     role: ClassVar[str] = "service"
+    plain_callers: ClassVar[bool] = False
+    """Whether a caller that speaks no protocol version (a plain Pyro5 client) is welcome: only
+    where users call with plain Pyro5 (see :mod:`pyrostore.handshake`)."""
     hook_names: ClassVar[tuple[str, ...]] = ()
     """The points where a test may hold a request (see :mod:`pyrostore.hooks`)."""
 
     def __init__(self, settings: Settings, replica_id: int) -> None:
         self.settings = settings
         self.replica_id = replica_id
-        self.metrics = MethodStats()
+        self.registry = new_registry()
+        """This service's Prometheus metrics (its own registry, not the global one)."""
+        self.metrics = MethodStats(registry=self.registry)
+        self.registry.register(InfoCollector(self.info))
+        self.metrics_address: str | None = None
+        """``host:port`` of its metrics endpoint once serving (None: off, or not yet)."""
         self.hooks = Hooks(enabled=settings.test_hooks, names=self.hook_names)
         self.uri = ""
         self.host = settings.host
         self.port = 0
         """Where its daemon binds: port 0 is any free one (coordinators have fixed ones)."""
         self.started_at = time.time()
+        self.refused: ProtocolVersionError | None = None
+        """Why the store refused this service, once it did (:meth:`refuse`)."""
+        self._stop: Callable[[], None] = lambda: None
+        self.restarts: int | None = None
+        """How many times a supervisor (``pyrostore up``) restarted this service; None if no
+        supervisor started it."""
 
     @property
     def name(self) -> str:
@@ -108,6 +126,9 @@ class Service:
             "epoch": None,
             "applied": None,
             "uptime_s": round(time.time() - self.started_at, 1),
+            "protocol": self.settings.protocol_version,
+            "restarts": self.restarts,
+            "metrics": self.metrics_address,
             **self.details(),
         }
 
@@ -122,6 +143,14 @@ class Service:
 
     def start(self) -> None:
         """Called once the service is registered; start background work here."""
+
+    def refuse(self, error: ProtocolVersionError) -> None:
+        """The store refused this service for its protocol version: it stops serving, and
+        :func:`serve` raises ``error`` (its process exits non-zero with that line)."""
+        if self.refused is None:
+            self.refused = error
+            log.error("%s stops: %s", self.name, error)
+        self._stop()
 
     def close(self) -> None:
         """Called once the daemon has stopped; release resources here."""
@@ -153,13 +182,27 @@ def _ephemeral_low() -> int:
 
 
 def serve(service: Service, *, on_ready: Callable[[str], None] | None = None) -> None:
-    """Serve ``service`` until SIGTERM/SIGINT (or :func:`stop`), then clean up."""
-    settings = service.settings
+    """Serve ``service`` until SIGTERM/SIGINT (or :func:`stop`), then clean up; raise the
+    ProtocolVersionError that made it stop, if the store refused it (:meth:`Service.refuse`)."""
     for served in (service, *service.endpoints().values()):
         if unguarded(served):
             raise ConfigError(f"{type(served).__name__} exposes methods open to no role: "
                               f"{', '.join(unguarded(served))} (see pyrostore.access)")
-    daemon = Pyro5.api.Daemon(host=service.host, port=service.port)
+    endpoint = MetricsEndpoint(service.registry)
+    service.metrics_address = endpoint.start(service.host, service.settings.metrics_port)
+    try:
+        _serve_daemon(service, on_ready)
+    finally:
+        endpoint.stop()
+    if service.refused is not None:
+        raise service.refused
+
+
+def _serve_daemon(service: Service, on_ready: Callable[[str], None] | None) -> None:
+    settings = service.settings
+    daemon = VersionedDaemon(host=service.host, port=service.port,
+                             version=settings.protocol_version, who=service.name,
+                             plain_ok=service.plain_callers)
     service.uri = str(daemon.register(service, objectId=service.name))
     for object_id, endpoint in service.endpoints().items():
         daemon.register(endpoint, objectId=object_id)
@@ -170,6 +213,7 @@ def serve(service: Service, *, on_ready: Callable[[str], None] | None = None) ->
             stopping.set()
             threading.Thread(target=daemon.shutdown, name="shutdown", daemon=True).start()
 
+    service._stop = request_stop
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
@@ -179,7 +223,8 @@ def serve(service: Service, *, on_ready: Callable[[str], None] | None = None) ->
             target=_stay_registered, args=(service, stopping), name="registration", daemon=True
         ).start()
         service.start()
-        log.info("%s serving at %s (pid %d)", service.name, service.uri, os.getpid())
+        log.info("%s serving at %s (pid %d; metrics: %s)", service.name, service.uri,
+                 os.getpid(), service.metrics_address or "off")
         if on_ready is not None:
             on_ready(service.uri)
         daemon.requestLoop(loopCondition=lambda: not stopping.is_set())

@@ -9,7 +9,9 @@ catalog, the order log and the coordinator's views are in :mod:`pyrostore.schema
 
 A file is opened only under its lock (:func:`pyrostore.datadir.hold_file`: one process per
 file), made readable by its owner only, and checked with ``PRAGMA quick_check``: a corrupt file
-is :class:`~pyrostore.errors.CorruptFile` and never used; any other failure to open it is a
+is :class:`~pyrostore.errors.CorruptFile` and never used; one of a newer schema version is
+:class:`~pyrostore.errors.SchemaVersionError` and left as it is; an older one is migrated
+(:mod:`pyrostore.migrations`); any other failure to open it is a
 :class:`~pyrostore.errors.StorageError` that says what to fix.
 """
 
@@ -28,6 +30,7 @@ from typing import Any, TypeVar
 
 from pyrostore.datadir import Lock, create_private, hold_file, make_private, sqlite_files
 from pyrostore.errors import ConflictingRequest, CorruptFile, RequestExpired, StorageError
+from pyrostore.migrations import Step, migrate, run_script, steps_due
 from pyrostore.models import Retention
 
 T = TypeVar("T")
@@ -75,6 +78,8 @@ class Database:
     """One replica's SQLite file: a writer connection, per-thread readers, a write lock."""
 
     schema = ""
+    """This kind's own tables as schema version 1 has them: a later version changes them by a
+    step of :meth:`migration_path`, never here."""
     state_tables: tuple[str, ...] = ()
     """The tables a snapshot carries besides the request ids."""
 
@@ -87,10 +92,9 @@ class Database:
         self.retention = retention
         self.clock: Callable[[], float] = time.time
         """The wall clock request ids are aged by (tests set a fake one)."""
-        self._file_lock, self._writer = open_locked(self.path, _COMMON_SCHEMA + self.schema,
+        self._file_lock, self._writer = open_locked(self.path, self.migration_path(),
                                                     lock=lock)
         self._write_lock = threading.RLock()
-        self.migrate(self._writer)
         self._applied = self._meta(self._writer, "applied")  # as committed
         self._applying: int | None = None  # as the open transaction would leave it
         self._readers = threading.local()
@@ -281,8 +285,15 @@ class Database:
             self._set_meta(conn, "applied", int(snapshot["applied"]))
             self._set_meta(conn, "seeded", 1)
 
-    def migrate(self, conn: sqlite3.Connection) -> None:
-        """Bring a file made by an older version up to :attr:`schema` (after it ran)."""
+    def migration_path(self) -> list[Step]:
+        """How a file of this kind reaches this release's schema version: step ``i`` brings
+        version ``i`` to ``i + 1`` (:mod:`pyrostore.migrations`); a new file takes them all."""
+        return [self.make_tables]
+
+    def make_tables(self, conn: sqlite3.Connection) -> None:
+        """Version 0 to 1: make the tables (a new file), or keep those a release from before
+        schema versions made (``IF NOT EXISTS``)."""
+        run_script(conn, _COMMON_SCHEMA + self.schema)
 
     def applied(self) -> int:
         """The sequence number of the last operation this replica committed."""
@@ -353,31 +364,32 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def open_locked(path: Path, schema: str, *, lock: Lock | None = None
+def open_locked(path: Path, migration_path: list[Step], *, lock: Lock | None = None
                 ) -> tuple[Lock, sqlite3.Connection]:
-    """The file's lock and a checked connection to it with ``schema`` made (:func:`open_file`).
-    ``lock``: the file's lock, already held (it stays the caller's if opening fails)."""
+    """The file's lock and a checked connection to it at this release's schema version
+    (:func:`open_file`). ``lock``: the file's lock, already held (it stays the caller's if
+    opening fails)."""
     held = lock or hold_file(path)
     try:
-        return held, open_file(path, schema)
+        return held, open_file(path, migration_path)
     except BaseException:
         if lock is None:
             held.release()
         raise
 
 
-def open_file(path: Path, schema: str) -> sqlite3.Connection:
+def open_file(path: Path, migration_path: list[Step]) -> sqlite3.Connection:
     """A connection (:func:`connect`) to the file at ``path``, made 0600 if new, that passed
-    ``PRAGMA quick_check``, with ``schema`` made. A corrupt file is :class:`CorruptFile`, any
-    other failure to open it a :class:`StorageError`."""
+    ``PRAGMA quick_check``, migrated along ``migration_path`` to this release's schema version.
+    A corrupt file is :class:`CorruptFile`, one of a newer schema version
+    :class:`~pyrostore.errors.SchemaVersionError` (refused before anything is written to it),
+    any other failure to open it a :class:`StorageError`."""
     create_private(path)
     conn: sqlite3.Connection | None = None
     try:
+        due = _checked(path)
         conn = connect(path)
-        problem = " ".join(conn.execute("PRAGMA quick_check(1)").fetchone()[0].split())
-        if problem != "ok":  # its report spans lines: one line is what the caller prints
-            raise CorruptFile(f"{path} is corrupt ({problem})", path=str(path), reason=problem)
-        conn.executescript(schema)
+        migrate(conn, migration_path, due)
     except BaseException as exc:
         if conn is not None:
             conn.close()
@@ -386,6 +398,20 @@ def open_file(path: Path, schema: str) -> sqlite3.Connection:
         raise
     make_private(*sqlite_files(path))
     return conn
+
+
+def _checked(path: Path) -> range:
+    """The migration steps the file at ``path`` needs, once it passed ``PRAGMA quick_check``
+    and has a schema version this release reads. Read-only: a file refused here keeps every
+    byte, its WAL included (a writer's close could fold or delete that)."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
+    try:
+        problem = " ".join(conn.execute("PRAGMA quick_check(1)").fetchone()[0].split())
+        if problem != "ok":  # its report spans lines: one line is what the caller prints
+            raise CorruptFile(f"{path} is corrupt ({problem})", path=str(path), reason=problem)
+        return steps_due(conn, str(path))
+    finally:
+        conn.close()
 
 
 def sqlite_error(exc: sqlite3.Error, path: Path) -> StorageError:

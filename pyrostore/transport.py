@@ -4,7 +4,9 @@ This is the one place where Pyro5's communication errors are translated. A call 
 :class:`ProxyPool` either answers, raises the remote object's own error, or fails with one of
 two local errors: :class:`NotSent` (no connection could be made: the request never left) or
 :class:`CallLost` (it failed after it was sent: it may have run). Everything above decides
-what to do about those (retry elsewhere, report a peer, wait out a lease).
+what to do about those (retry elsewhere, report a peer, wait out a lease). A connection
+refused for its protocol version is :class:`~pyrostore.errors.ProtocolVersionError`: nothing
+was sent, and trying that object again will not help.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import Pyro5.api
 import Pyro5.errors
 
 from pyrostore.config import Settings
+from pyrostore.handshake import VersionedProxy
 from pyrostore.limits import keep_idle_for
 
 MAX_IDLE_CONNECTIONS = 16
@@ -25,8 +28,9 @@ MAX_IDLE_CONNECTIONS = 16
 
 
 def make_proxy(uri: str, settings: Settings, *, timeout: float | None = None) -> Pyro5.api.Proxy:
-    """A proxy with the store's serializer and timeout, and no automatic retries."""
-    proxy = Pyro5.api.Proxy(uri)
+    """A proxy with the store's serializer and timeout, and no automatic retries, whose
+    connections open by exchanging protocol versions (:mod:`pyrostore.handshake`)."""
+    proxy = VersionedProxy(uri, version=settings.protocol_version)
     proxy._pyroSerializer = settings.serializer
     proxy._pyroTimeout = settings.call_timeout if timeout is None else timeout
     proxy._pyroMaxRetries = 0

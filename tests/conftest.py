@@ -130,9 +130,9 @@ def run_cli(settings: Settings, *args: str, timeout: float = 60.0,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m pyrostore ARGS`` against the store of ``settings`` (``env``: more variables)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("PYROSTORE_")}
-    environ.update(PYROSTORE_NS_PORT=str(settings.ns_port),
-                   PYROSTORE_DATA_DIR=str(settings.data_dir),
-                   PYROSTORE_CERTS_DIR=str(settings.certificates), COLUMNS="200", NO_COLOR="1",
-                   **(env or {}))
+    environ.update({"PYROSTORE_NS_PORT": str(settings.ns_port),
+                    "PYROSTORE_DATA_DIR": str(settings.data_dir),
+                    "PYROSTORE_CERTS_DIR": str(settings.certificates), "COLUMNS": "200",
+                    "NO_COLOR": "1", **(env or {})})
     return subprocess.run([sys.executable, "-m", "pyrostore", *args], capture_output=True,
                           text=True, env=environ, timeout=timeout, cwd=ROOT)

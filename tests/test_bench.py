@@ -26,11 +26,12 @@ TIERS = ("client", "frontend", "catalog", "order")
 CHARTS = ("tiers.png", "hit_vs_miss.png", "throughput.png", "catalog_size.png")
 
 
-def bench(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYROSTORE_")}
-    env.update(COLUMNS="200", NO_COLOR="1")
+def bench(*args: str, timeout: float = 180, env: dict[str, str] | None = None
+          ) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PYROSTORE_")}
+    environ.update(COLUMNS="200", NO_COLOR="1", **(env or {}))
     return subprocess.run([sys.executable, str(ROOT / "bench.py"), *args], capture_output=True,
-                          text=True, env=env, timeout=timeout, cwd=ROOT)
+                          text=True, env=environ, timeout=timeout, cwd=ROOT)
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +214,36 @@ def test_help_and_bad_usage() -> None:
         assert word in helped.stdout
     assert bench("--only", "nonsense", timeout=60).returncode == 2
     assert bench("--kills", "0", timeout=60).returncode == 2
+
+
+@pytest.fixture
+def no_matplotlib(tmp_path: Path) -> dict[str, str]:
+    """Variables under which ``import matplotlib`` fails, in bench.py and its client processes."""
+    hidden = tmp_path / "hidden" / "matplotlib"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text('raise ImportError("matplotlib is hidden by the test")\n')
+    env = {"PYTHONPATH": str(hidden.parent)}
+    probe = subprocess.run([sys.executable, "-c", "import matplotlib"], capture_output=True,
+                           text=True, env={**os.environ, **env}, timeout=60)
+    assert "hidden by the test" in probe.stderr  # else the tests below would prove nothing
+    return env
+
+
+def test_help_and_plot_refused_without_matplotlib(no_matplotlib: dict[str, str]) -> None:
+    helped = bench("--help", timeout=60, env=no_matplotlib)
+    assert helped.returncode == 0, helped.stderr
+    assert "--plot" in helped.stdout and "needs matplotlib" in helped.stdout
+    refused = bench("--quick", "--plot", "charts", timeout=60, env=no_matplotlib)
+    assert refused.returncode == 2  # before anything is measured
+    assert "--plot needs matplotlib" in refused.stderr and "hidden by the test" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not (ROOT / "charts").exists()
+
+
+@pytest.mark.slow
+def test_a_run_without_matplotlib(no_matplotlib: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = bench("--quick", "--only", "baseline", "--calls", "20", "--clients", "1",
+                 "--seconds", "0.2", "--json", str(out), env=no_matplotlib)
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert json.loads(out.read_text())["baseline"]["bursts"], out.read_text()

@@ -21,6 +21,7 @@ import pytest
 from pyrostore import cli
 from pyrostore import store as store_module
 from pyrostore.client import Client
+from pyrostore.config import DEFAULT_INVENTORY
 from pyrostore.datadir import hold_directory, hold_file, move_aside, private_dir, set_aside
 from pyrostore.discovery import Coordinators, find
 from pyrostore.errors import CorruptFile, StorageError
@@ -31,7 +32,7 @@ from pyrostore.store import sqlite_error
 from pyrostore.transport import make_proxy
 from tests.conftest import ROOT, free_port, make_settings, run_cli, wait_until
 
-INVENTORY = ROOT / "inventory.csv"
+INVENTORY = DEFAULT_INVENTORY
 GARBAGE = b"this is not a SQLite database. " * 256
 
 
@@ -196,10 +197,13 @@ def test_sqlite_errors_read_as_one_line_that_says_what_to_fix(tmp_path: Path) ->
 
 
 class FullDisk(sqlite3.Connection):
-    """A connection to a disk with no room left: every script fails as SQLite would."""
+    """A connection to a disk with no room left: every statement that writes fails as SQLite
+    would."""
 
-    def executescript(self, script: str) -> sqlite3.Cursor:
-        raise sqlite3.OperationalError("database or disk is full")
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql.lstrip().upper().startswith(("CREATE", "INSERT", "UPDATE", "PRAGMA USER_")):
+            raise sqlite3.OperationalError("database or disk is full")
+        return super().execute(sql, *args)
 
 
 def test_a_full_disk_at_open_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch

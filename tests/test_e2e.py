@@ -13,7 +13,7 @@ import Pyro5.api
 import pytest
 
 from pyrostore.client import Client
-from pyrostore.discovery import find, make_proxy, name_server, survey
+from pyrostore.discovery import ReplicaSet, find, make_proxy, name_server, survey
 from pyrostore.errors import (
     ConflictingRequest,
     InvalidRequest,
@@ -228,9 +228,26 @@ def test_garbage_on_a_port_does_not_hurt(store: Cluster, client: Client) -> None
 
 
 def test_no_name_server_is_unavailable(tmp_path) -> None:
+    """A client that never found the store gives up at once, with the name server's address
+    (not after the failover timeout, with the frontends' role)."""
     settings = make_settings(tmp_path).replace(ns_port=free_port())
-    with Client(settings=settings) as nobody, pytest.raises(Unavailable, match="no name server"):
+    with Client(settings=settings) as nobody, \
+            pytest.raises(Unavailable, match="no name server") as raised:
         nobody.lookup(1)
+    assert raised.value.details == {"ns_host": "127.0.0.1", "ns_port": settings.ns_port}
+
+
+def test_a_client_that_knew_a_frontend_rides_out_a_silent_name_server(tmp_path) -> None:
+    settings = make_settings(tmp_path).replace(ns_port=free_port())
+    frontends = ReplicaSet(settings, "frontend")
+    dead = f"PYRO:pyrostore.frontend.1@127.0.0.1:{free_port()}"
+    frontends._by_name["pyrostore.frontend.1"] = dead  # found once, gone since
+    try:
+        with pytest.raises(Unavailable, match="no frontend replica could take lookup") as raised:
+            frontends.call("lookup", 1, patience=0.5)  # tries it, and the name server, again
+    finally:
+        frontends.close()
+    assert raised.value.details == {"role": "frontend"}
 
 
 def test_orders_and_stock_survive_a_restart(fresh_store: Cluster) -> None:

@@ -28,12 +28,15 @@ def test_tree_shape() -> None:
         "PyrostoreError", "InvalidRequest", "ConflictingRequest", "NotFound", "OutOfStock",
         "Unavailable", "NotServing", "NotLeader", "StaleEpoch", "OutcomeUnknown", "ConfigError",
         "CertificateError", "Forbidden", "StorageError", "CorruptFile", "BuyUndone",
-        "RequestExpired",
+        "RequestExpired", "ProtocolVersionError", "SchemaVersionError",
     }
     assert issubclass(errors.RequestExpired, errors.InvalidRequest)
     assert issubclass(errors.NotServing, errors.Unavailable)
     assert issubclass(errors.CertificateError, errors.ConfigError)
     assert issubclass(errors.CorruptFile, errors.StorageError)
+    assert issubclass(errors.SchemaVersionError, errors.StorageError)
+    assert not issubclass(errors.SchemaVersionError, errors.CorruptFile)  # never set aside
+    assert not issubclass(errors.ProtocolVersionError, errors.Unavailable)  # waiting won't help
 
 
 def test_message_and_details() -> None:

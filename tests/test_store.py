@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 
+from pyrostore.config import DEFAULT_INVENTORY
 from pyrostore.errors import ConfigError, ConflictingRequest, NotFound, OutOfStock, RequestExpired
 from pyrostore.models import Retention, new_request_id
 from pyrostore.schemas import CatalogStore, OrderStore, load_inventory
 from pyrostore.store import Alongside, Write
 from tests.conftest import wait_until
 
-INVENTORY = Path(__file__).resolve().parent.parent / "inventory.csv"
+INVENTORY = DEFAULT_INVENTORY
 HEADER = "item,title,topic,stock,cost\n"
 
 

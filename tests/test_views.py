@@ -15,6 +15,7 @@ from pyrostore.client.views import (
     cluster_table,
     filter_books,
     group_table,
+    matches,
     money,
     order_rows,
     order_table,
@@ -137,7 +138,7 @@ def test_status_table_shows_states_and_dashes_for_unknowns() -> None:
     ]
     text = render(status_table(services, title="Cluster"))
     assert "Cluster" in text
-    for column in ("role", "state", "epoch", "applied", "pid", "uri"):
+    for column in ("role", "state", "epoch", "applied", "pid", "restarts", "uri"):
         assert column in header(text, "role")
     assert "primary" in text
     assert "down" in text
@@ -146,6 +147,18 @@ def test_status_table_shows_states_and_dashes_for_unknowns() -> None:
     assert "PYRO:pyrostore.catalog.1@127.0.0.1:40001" in text
     down_line = next(line for line in text.splitlines() if "down" in line)
     assert down_line.count("-") >= 3
+
+
+def test_status_table_shows_restarts_and_a_dash_for_unsupervised() -> None:
+    services = [
+        {"role": "catalog", "id": 1, "state": "primary", "pid": 4242, "restarts": 3},
+        {"role": "catalog", "id": 2, "state": "backup", "pid": 4343, "restarts": None},
+    ]
+    lines = render(status_table(services)).splitlines()
+    restarted = next(line for line in lines if "4242" in line)
+    by_hand = next(line for line in lines if "4343" in line)
+    assert restarted.split("│")[7].strip() == "3"
+    assert by_hand.split("│")[7].strip() == "-"
 
 
 def test_status_table_without_a_state_shows_a_question_mark() -> None:
@@ -175,6 +188,13 @@ def test_filter_books_by_topic_and_text() -> None:
     assert [b["item"] for b in filter_books(BOOKS, text="  GRADE ")] == [1]
     assert [b["item"] for b in filter_books(BOOKS, text="systems")] == [1]  # topic matches
     assert filter_books(BOOKS, topic="graduate school", text="grade") == []
+
+
+def test_matches_wants_every_word_in_the_title_or_the_topic() -> None:
+    book = {"title": "RPCs for Dummies", "topic": "distributed systems"}
+    assert matches(book, "") and matches(book, "rpc DISTRIB")  # one in each, parts of words
+    assert not matches(book, "rpc graduate")  # every word, not any
+    assert not matches(book, "dummies distributed systems school")
 
 
 def test_order_rows() -> None:

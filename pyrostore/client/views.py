@@ -100,25 +100,33 @@ def order_table(orders: Iterable[Mapping[str, Any]], *, title: str | None = None
 
 def status_table(services: Iterable[Mapping[str, Any]], *, title: str | None = None,
                  hosts: Mapping[str, str] | None = None) -> Table:
-    """Services as rows: role, id, state, epoch, applied, pid, uri (for a coordinator: its
-    Raft state, ``term N`` and its commit index); with ``hosts`` (address -> host name, from
-    a cluster file) a host column first."""
+    """Services as rows: role, id, state, epoch, applied (for a coordinator: its Raft state,
+    ``term N`` and its commit index), pid, restarts (by ``pyrostore up``; ``-`` for a service it
+    did not start), uri, and where its Prometheus metrics are (``host:port``); with ``hosts``
+    (address -> host name, from a cluster file) a host column first."""
     table = Table(title=title, header_style="bold", caption=COORDINATOR_CAPTION)
-    columns = ("role", "id", "state", "epoch", "applied", "pid", "uri")
+    columns = ("role", "id", "state", "epoch", "applied", "pid", "restarts", "uri", "metrics")
     for name in ("host", *columns) if hosts is not None else columns:
         table.add_column(
-            name, justify="right" if name in ("id", "epoch", "applied", "pid") else "left"
+            name, justify="right" if name in ("id", "epoch", "applied", "pid", "restarts")
+            else "left"
         )
     for row in services:
         state, epoch, applied = _progress(row)
         cells = [cell(row.get("role", "")), _cell(row.get("id")),
                  cell(state, style=STATE_STYLES.get(state, "")), epoch, applied,
-                 _cell(row.get("pid")), cell(row.get("uri", ""))]
+                 _cell(row.get("pid")), _restarts(row.get("restarts")),
+                 cell(row.get("uri", "")), _cell(row.get("metrics"))]
         if hosts is not None:
             address = uri_address(str(row.get("uri", "")))
             cells.insert(0, cell(hosts.get(address, address)))
         table.add_row(*cells)
     return table
+
+
+def _restarts(count: Any) -> Text:
+    """A restart count, yellow once a service was restarted (it had failed)."""
+    return _cell(count) if not count else cell(count, style="yellow")
 
 
 def hosts_table(hosts: Iterable[Mapping[str, Any]], *, title: str | None = None) -> Table:
@@ -279,13 +287,18 @@ def book_rows(books: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str, s
              money(b["cost"])) for b in books]
 
 
+def matches(book: Mapping[str, Any], text: str) -> bool:
+    """Whether every word of ``text`` is in ``book``'s title or topic, in any case (each
+    word may be a part of a word: ``distrib`` finds "distributed systems"); "" matches all."""
+    haystack = f"{book.get('title', '')}\n{book.get('topic', '')}".casefold()
+    return all(word in haystack for word in text.casefold().split())
+
+
 def filter_books(books: Iterable[Mapping[str, Any]], *, topic: str | None = None,
                  text: str = "") -> list[Mapping[str, Any]]:
-    """The books of ``topic`` (any case; None: all) whose title or topic contains ``text``."""
-    needle = text.strip().lower()
+    """The books of ``topic`` (any case; None: all) that :func:`matches` ``text``."""
     return [b for b in books
-            if (topic is None or b["topic"].lower() == topic.lower())
-            and (needle in b["title"].lower() or needle in b["topic"].lower())]
+            if (topic is None or b["topic"].lower() == topic.lower()) and matches(b, text)]
 
 
 def order_rows(orders: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str, str, str, str]]:
