@@ -17,6 +17,7 @@ from pyrostore.cli import version
 from pyrostore.config import Settings
 from pyrostore.discovery import name_server_answers
 from pyrostore.launcher import Cluster, exit_status
+from pyrostore.versions import PROTOCOL_VERSION, SCHEMA_VERSION
 from tests.conftest import ROOT, free_port, make_settings, run_cli, wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -188,7 +189,9 @@ def test_version_is_the_package_version() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYROSTORE_")}
     done = subprocess.run([sys.executable, "-m", "pyrostore", "--version"], capture_output=True,
                           text=True, env=env, cwd=ROOT, timeout=60)
-    assert done.returncode == 0 and done.stdout.strip() == f"pyrostore {version()}"
+    assert done.returncode == 0
+    assert done.stdout.strip() == (f"pyrostore {version()} (protocol {PROTOCOL_VERSION}, "
+                                   f"schema {SCHEMA_VERSION})")
     assert re.fullmatch(r"\d+\.\d+\.\d+\S*", version())
 
 

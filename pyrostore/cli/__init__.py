@@ -27,6 +27,7 @@ from pyrostore.cli.shopping import add_store_commands
 from pyrostore.clusterfile import ClusterSpec
 from pyrostore.config import Settings
 from pyrostore.logfiles import configure_logging
+from pyrostore.versions import PROTOCOL_VERSION, SCHEMA_VERSION
 
 __all__ = ["build_parser", "main", "secure_process", "version"]
 log = logging.getLogger("pyrostore")
@@ -100,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pyrostore", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"pyrostore {version()}")
+    parser.add_argument("--version", action="version", version=(
+        f"pyrostore {version()} (protocol {PROTOCOL_VERSION}, schema {SCHEMA_VERSION})"))
     parser.set_defaults(command=None, help_of=parser)
     sub = parser.add_subparsers(metavar="COMMAND", title="commands")
 
