@@ -20,6 +20,7 @@ from textual.widgets._footer import FooterKey
 from pyrostore.client import Client
 from pyrostore.client.tui import StoreApp
 from pyrostore.client.tui.dialogs import BuyScreen
+from pyrostore.client.tui.status import StatusLine
 from pyrostore.launcher import Cluster
 
 pytestmark = pytest.mark.timeout(120)
@@ -154,7 +155,11 @@ def test_the_cluster_panel_follows_a_replica_down_and_back(fresh_store: Cluster)
                             or "primary" in line("order 2"), what="order 2 serving")
                 fresh_store.kill("order", 2)
                 await until(pilot, lambda: "down" in line("order 2"), what="order 2 down")
-                assert "order 2" in text_of(app, "#status-line")
+                # the books tab's news ("7 books") comes and goes beside it; the health stays
+                await until(pilot, lambda: "down: order 2" in text_of(app, "#status-line"),
+                            what="the status line to name order 2 down")
+                app.query_one(StatusLine).reached("7 books")
+                assert "down: order 2" in text_of(app, "#status-line")
                 fresh_store.spawn("order", 2)
                 await until(pilot, lambda: "backup" in line("order 2")
                             or "primary" in line("order 2"), what="order 2 back",

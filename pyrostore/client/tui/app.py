@@ -116,7 +116,7 @@ class StoreApp(App[None]):
         self.tab("books").reload()
 
     def on_reached(self, message: Reached) -> None:
-        self.status_line.reached(message.news)
+        self.status_line.reached(message.news, health=message.health)
 
     def on_unreachable(self, message: Unreachable) -> None:
         self.status_line.unreachable(message.error)

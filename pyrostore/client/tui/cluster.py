@@ -67,7 +67,8 @@ certificate may not see it."""
         self.last_reached = time.time()
         self.show(cluster_table(services))
         down = [f"{s['role']} {s['id']}" for s in services if s.get("state") == "down"]
-        self.post_message(Reached("down: " + ", ".join(down) if down else "all services up"))
+        self.post_message(Reached("down: " + ", ".join(down) if down else "all services up",
+                                  health=True))
 
     def show_unreachable(self, error: PyrostoreError) -> None:
         since = ("" if self.last_reached is None else

@@ -22,11 +22,14 @@ from pyrostore.errors import PyrostoreError, Unavailable
 
 
 class Reached(Message):
-    """The store answered a tab; ``news`` is what the status line should say."""
+    """The store answered a tab; ``news`` is what the status line should say. With
+    ``health``, it is the cluster's health ("down: order 2"), which stays on the line until
+    the cluster tab reads it again; other news replaces only other news."""
 
-    def __init__(self, news: str) -> None:
+    def __init__(self, news: str, *, health: bool = False) -> None:
         super().__init__()
         self.news = news
+        self.health = health
 
 
 class Unreachable(Message):
@@ -56,9 +59,19 @@ class StatusLine(Static):
 
     DEFAULT_CSS = "StatusLine { height: 1; padding: 0 1; }"
 
-    def reached(self, news: str) -> None:
-        """The store answers."""
-        self.update(f"connected · {news}")
+    def __init__(self, text: str, *, id: str | None = None) -> None:
+        super().__init__(text, id=id)
+        self.health = ""
+        self.news = ""
+
+    def reached(self, news: str, *, health: bool = False) -> None:
+        """The store answers: ``news``, or with ``health`` the cluster's health, which the
+        line keeps before any other news."""
+        if health:
+            self.health = news
+        else:
+            self.news = news
+        self.update(" · ".join(part for part in ("connected", self.health, self.news) if part))
 
     def unreachable(self, error: PyrostoreError) -> None:
         """The store does not answer."""
