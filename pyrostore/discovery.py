@@ -224,6 +224,7 @@ class Coordinators:
         queue, tried = self.uris(), set()
         may_have_run, last_error = False, "no coordinator is known"
         refused: ProtocolVersionError | None = None
+        refusals = 0
         while queue:
             uri = queue.pop(0)
             if uri in tried:
@@ -244,7 +245,8 @@ class Coordinators:
                 may_have_run, last_error = True, str(exc)
                 continue
             except ProtocolVersionError as exc:
-                refused = exc
+                refused, refusals = exc, refusals + 1
+                last_error = str(exc)
                 continue
             if leader_only:
                 with self._lock:
@@ -252,8 +254,8 @@ class Coordinators:
             return result
         with self._lock:
             self._leader = None
-        if refused is not None:  # the news that waiting will not change
-            raise refused
+        if refused is not None and refusals == len(tried):  # news waiting will not change
+            raise refused  # (one coordinator of another release alone is not: it is skipped)
         if may_have_run and leader_only:
             raise OutcomeUnknown(f"coordinator {method} may or may not have run ({last_error})")
         raise Unavailable(f"no coordinator could take {method} ({last_error})",
@@ -375,7 +377,7 @@ class ReplicaSet:
                 may_have_run, last_error, refresh = True, str(exc), True
                 self._shun(uri)
             except ProtocolVersionError as exc:
-                self._refused(exc, uri, primary=primary)
+                self._refused(exc, uri, primary=primary, may_have_run=may_have_run)
                 last_error, refresh = str(exc), True
                 self._shun(uri)
             if self._clock() + delay > deadline:
@@ -398,15 +400,20 @@ class ReplicaSet:
             healthy = [uri for uri in uris if self._avoid.get(uri, 0.0) <= now] or uris
         return healthy[next(self._turn) % len(healthy)] if healthy else None
 
-    def _refused(self, error: ProtocolVersionError, uri: str | None, *, primary: bool) -> None:
+    def _refused(self, error: ProtocolVersionError, uri: str | None, *, primary: bool,
+                 may_have_run: bool) -> None:
         """Raise ``error`` (and tell ``on_refused``) if the primary, or every replica known,
-        has refused this process's protocol version."""
+        has refused this process's protocol version; as :class:`OutcomeUnknown` if an earlier
+        attempt of the same call may have run."""
         with self._lock:
             self._refused_by.add(uri)
             everyone = self._refused_by >= set(self._by_name.values())
         if primary or uri is None or everyone:
             if self._on_refused is not None:
                 self._on_refused(error)
+            if may_have_run:
+                raise OutcomeUnknown(f"{self.role} call may or may not have run before this "
+                                     f"process was refused ({error})", role=self.role) from error
             raise error
 
     def _ever_found(self) -> bool:

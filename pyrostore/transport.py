@@ -6,7 +6,9 @@ two local errors: :class:`NotSent` (no connection could be made: the request nev
 :class:`CallLost` (it failed after it was sent: it may have run). Everything above decides
 what to do about those (retry elsewhere, report a peer, wait out a lease). A connection
 refused for its protocol version is :class:`~pyrostore.errors.ProtocolVersionError`: nothing
-was sent, and trying that object again will not help.
+was sent, and trying that object again will not help. A refusal the called object met in a
+call of its own (it is of another release than a service it calls, and stops) is no news about
+this process: it is :class:`CallLost`, since that object may have done part of the work.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import Pyro5.api
 import Pyro5.errors
 
 from pyrostore.config import Settings
+from pyrostore.errors import ProtocolVersionError
 from pyrostore.handshake import VersionedProxy
 from pyrostore.limits import keep_idle_for
 
@@ -62,6 +65,14 @@ class ProxyPool:
             result = getattr(proxy, method)(*args)
         except Pyro5.errors.CommunicationError as exc:
             proxy._pyroRelease()
+            raise CallLost(f"{method} at {uri}: {exc}") from exc
+        except ProtocolVersionError as exc:
+            if not hasattr(exc, "_pyroTraceback"):  # raised here: the refusal is of us
+                proxy._pyroRelease()
+                raise
+            # raised there: the service we called was refused by one it called, is stopping,
+            # and may have done part of the work; not news about this process's version
+            self._give_back(uri, proxy)
             raise CallLost(f"{method} at {uri}: {exc}") from exc
         except BaseException:
             self._give_back(uri, proxy)

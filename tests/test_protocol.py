@@ -4,6 +4,7 @@ keeps serving. Real processes on a real store; the odd one out speaks another ve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import Pyro5.api
 import Pyro5.errors
@@ -18,11 +20,11 @@ import pytest
 
 from pyrostore import tls
 from pyrostore.client import Client
-from pyrostore.discovery import ReplicaSet, find, peer_uri, survey
-from pyrostore.errors import ProtocolVersionError
+from pyrostore.discovery import Coordinators, ReplicaSet, find, peer_uri, survey
+from pyrostore.errors import NotServing, OutcomeUnknown, ProtocolVersionError, Unavailable
 from pyrostore.handshake import VersionedDaemon
 from pyrostore.launcher import Cluster
-from pyrostore.transport import make_proxy
+from pyrostore.transport import CallLost, make_proxy
 from pyrostore.versions import PROTOCOL_VERSION, REFUSAL
 from tests.conftest import ROOT, identity, make_settings
 
@@ -166,3 +168,85 @@ def test_a_reader_every_replica_refuses_raises_at_once(
     finally:
         replicas.close()
     assert len(refusals) == 1
+
+
+@Pyro5.api.expose
+class Refused:
+    """A stand-in service of this release that was itself refused by one it called."""
+
+    def lookup(self, item: int) -> str:
+        raise ProtocolVersionError("protocol version mismatch: refused by the catalog")
+
+    def view(self, role: str) -> dict[str, Any]:
+        raise NotServing("not ready yet")
+
+
+@contextlib.contextmanager
+def stand_ins(*specs: tuple[str, int, object]) -> Iterator[list[str]]:
+    """Daemons in this process, one per ``(name, protocol version, object)``: their URIs."""
+    uris, daemons, threads = [], [], []
+    try:
+        for name, version, served in specs:
+            with tls.acting_as(identity("node")):
+                daemon = VersionedDaemon(host="127.0.0.1", port=0, version=version, who=name,
+                                         plain_ok=False)
+            daemons.append(daemon)
+            uris.append(str(daemon.register(served, name)))
+            threads.append(threading.Thread(target=daemon.requestLoop, daemon=True))
+            threads[-1].start()
+        yield uris
+    finally:
+        for daemon in daemons:
+            daemon.shutdown()
+        for thread in threads:
+            thread.join(10)
+
+
+def test_a_refusal_met_by_the_service_called_is_not_news_about_the_caller(
+        tmp_path: Path) -> None:
+    """The order primary refused by the catalog (it stops) answers its caller with the
+    refusal: to that caller it is a call that may have run, never a reason to stop."""
+    refusals: list[ProtocolVersionError] = []
+    with stand_ins(("pyrostore.catalog.1", PROTOCOL_VERSION, Refused())) as (uri,):
+        replicas = replica_set(tmp_path, {"pyrostore.catalog.1": uri}, refusals)
+        try:
+            with pytest.raises(CallLost, match="refused by the catalog"):
+                replicas._pool.call(uri, "lookup", 1)
+            with pytest.raises(OutcomeUnknown):
+                replicas.call("lookup", 1, patience=0.5)
+        finally:
+            replicas.close()
+    assert refusals == []
+
+
+def test_a_refusal_after_a_call_that_may_have_run_is_an_unknown_outcome(
+        tmp_path: Path, two_releases: dict[str, str]) -> None:
+    refusals: list[ProtocolVersionError] = []
+    replicas = replica_set(tmp_path, two_releases, refusals)
+    try:
+        with pytest.raises(OutcomeUnknown, match="may or may not have run") as raised:
+            replicas._refused(ProtocolVersionError("refused"), two_releases[
+                "pyrostore.catalog.9"], primary=True, may_have_run=True)
+    finally:
+        replicas.close()
+    assert isinstance(raised.value.__cause__, ProtocolVersionError) and len(refusals) == 1
+
+
+def test_one_coordinator_of_another_release_is_skipped_not_obeyed(tmp_path: Path) -> None:
+    """A coordinator left running from another release refuses this process; the others
+    (here not ready) decide: no answer yet is Unavailable, which callers wait out. Only
+    when every coordinator refuses is the refusal the answer."""
+    with stand_ins(("pyrostore.coordinator.1", OTHER, Refused()),
+                   ("pyrostore.coordinator.2", PROTOCOL_VERSION, Refused()),
+                   ("pyrostore.coordinator.3", OTHER, Refused())) as uris:
+        coordinators = Coordinators(make_settings(tmp_path))
+        try:
+            coordinators._configured = uris
+            with pytest.raises(Unavailable, match="no coordinator could take view") as raised:
+                coordinators.read("view", "catalog")
+            assert not isinstance(raised.value, ProtocolVersionError)
+            coordinators._configured = [uris[0], uris[2]]
+            with pytest.raises(ProtocolVersionError):
+                coordinators.read("view", "catalog")
+        finally:
+            coordinators.close()
