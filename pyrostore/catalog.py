@@ -48,8 +48,9 @@ from pyrostore.models import (
 from pyrostore.peer import PeerEndpoint
 from pyrostore.recovery import open_replica_store
 from pyrostore.replication import ReplicatedGroup
-from pyrostore.schemas import CatalogStore, check_snapshot
+from pyrostore.schemas import CatalogStore, check_snapshot_rows
 from pyrostore.serving import Service
+from pyrostore.transfers import HOLD_POINT
 
 
 def take_op(item: Any, qty: Any, customer: Any) -> dict[str, Any]:
@@ -201,10 +202,9 @@ class CatalogMachine:
         return op, check_record(result, f"{op['op']}'s result", BOOK_FIELDS)
 
     @staticmethod
-    def check_snapshot(snapshot: Any) -> dict[str, Any]:
-        """A catalog snapshot, checked row by row."""
-        return check_snapshot(snapshot, CatalogStore.tables)
-
+    def check_snapshot_rows(name: Any, rows: Any, applied: int) -> list[list[Any]]:
+        """Rows of one table of a catalog snapshot, checked row by row."""
+        return check_snapshot_rows(name, rows, applied, CatalogStore.tables)
 
 
 @timed_methods
@@ -213,7 +213,7 @@ class CatalogReplica(Service):
     the group (:class:`ReplicatedGroup`) and its peer endpoint beside it."""
 
     role = "catalog"
-    hook_names = ("hold_before_ack",)
+    hook_names = ("hold_before_ack", HOLD_POINT)
 
     def __init__(self, settings: Settings, replica_id: int) -> None:
         super().__init__(settings, replica_id)

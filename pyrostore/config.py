@@ -95,6 +95,10 @@ class Settings:
     """Seconds the replicas remember a request id (24 h), and so answer its retry with the
     first answer; compacted in the background after that. A new write whose id is older is
     refused (``RequestExpired``), never applied again. More than ``failover_timeout``."""
+    catch_up_limit: int = 100_000
+    """Most writes a returning replica may have missed and still get from the primary's log
+    (its request ids, kept for ``request_retention``) rather than a whole snapshot; 0: always
+    a snapshot. Catching up costs per write missed, a snapshot per row held (docs/deploy.md)."""
     clock_skew: float = 60.0
     """Most seconds the clocks of the store's machines may differ by (>= 0). A replica forgets
     a request id only this long after it expired, so that none forgets an id another would
@@ -254,6 +258,9 @@ class Settings:
         if not 0 <= self.test_protocol_version < 2**31:
             raise ConfigError(f"test_protocol_version must be 0 (this release's) or a "
                               f"version, not {self.test_protocol_version}")
+        if not 0 <= self.catch_up_limit <= 10_000_000:
+            raise ConfigError(f"catch_up_limit must be 0..10000000 writes, not "
+                              f"{self.catch_up_limit}")
         if not 0 <= self.clock_skew <= 86400:
             raise ConfigError(f"clock_skew must be 0..86400 seconds, not {self.clock_skew}")
         role, _, name = self.identity.partition(".")

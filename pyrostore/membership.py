@@ -4,12 +4,14 @@ A :class:`Membership` heartbeats the coordinator leader every interval (0.25 s),
 lease each answer grants (counted from when the heartbeat was *sent*), and follows the
 group's view:
 
-- named **primary**: it brings every backup level (same position and same last request id,
-  else a full snapshot) or sees it dropped, and only then serves;
+- named **primary**: it brings every backup level (:mod:`pyrostore.transfers`: nothing to do,
+  the writes it missed from the log, or a snapshot) or sees it dropped, and only then serves;
 - named **backup**: it serves reads once the primary of its epoch has confirmed it level;
 - outside the view (new, restarted, dropped or deposed), **joining**: it serves nothing and asks
-  the primary to take it in; the primary snapshots it under its write lock and has the
-  coordinator add it in the next epoch.
+  the primary to take it in, saying where it is. The primary brings it up while writes go on
+  (from the log, or by a snapshot streamed from one read transaction, then the log); only the
+  last step takes the write lock: the few writes made since, a check that the joiner is level,
+  and the coordinators adding it in the next epoch.
 
 It refuses any message from a primary older than the newest epoch it has seen (fencing), and
 nothing is served, reads included, without a valid lease. What it decides is
@@ -42,10 +44,12 @@ from pyrostore.errors import (
     StaleEpoch,
     Unavailable,
 )
+from pyrostore.hooks import Hooks
 from pyrostore.models import View, view_uris
-from pyrostore.replica_core import ReplicaCore, needs_snapshot
-from pyrostore.snapshots import split
+from pyrostore.replica_core import ReplicaCore
+from pyrostore.snapshots import CheckRows, Staging
 from pyrostore.store import Database
+from pyrostore.transfers import MAX_FORWARD, Keys, Sender
 from pyrostore.transport import TRANSPORT_FAILURES, ProxyPool
 
 log = logging.getLogger(__name__)
@@ -53,8 +57,13 @@ PEER_FAILURES = (*TRANSPORT_FAILURES, NotServing)
 """What a peer's failure to take a message looks like."""
 RETRY_RENEWAL = 0.05
 """Seconds before a failed heartbeat is tried again (at most; the interval if shorter)."""
-SNAPSHOT_TIMEOUT = 60.0
-"""Seconds a snapshot transfer may take (a large catalog is megabytes)."""
+PART_TIMEOUT = 60.0
+"""Seconds one part of a snapshot, or one forward of a catch-up, may take to arrive and be
+stored (a part is a megabyte)."""
+JOIN_TIMEOUT = 120.0
+"""Seconds a joiner waits for the primary to bring it up and add it (a million books take
+seconds; a primary that dies closes the connection at once). A snapshot that arrived whole
+stays installed even if the wait ran out: the next request catches up from there."""
 
 
 class Membership:
@@ -65,9 +74,12 @@ class Membership:
     """
 
     def __init__(self, settings: Settings, role: str, replica_id: int, db: Database, *,
+                 keys: Keys, check_rows: CheckRows, hooks: Hooks,
                  on_refused: Callable[[ProtocolVersionError], None] | None = None) -> None:
-        """``on_refused``: told when the group refuses this replica's protocol version (a
-        process of another release): the replica cannot join, and should stop."""
+        """``keys`` and ``check_rows``: the group's state machine's read keys of a write and
+        its check of a snapshot's rows. ``on_refused``: told when the group refuses this
+        replica's protocol version (a process of another release): the replica cannot join,
+        and should stop."""
         self.settings = settings
         self.on_refused = on_refused
         self.role = role
@@ -82,7 +94,16 @@ class Membership:
         self._nudged = threading.Event()  # set to heartbeat at once (and on stopping)
         self._joiner: threading.Thread | None = None
         self.peers = ProxyPool(settings)
-        self._bulk = ProxyPool(settings, timeout=max(SNAPSHOT_TIMEOUT, settings.call_timeout))
+        self._bulk = ProxyPool(settings, timeout=max(PART_TIMEOUT, settings.call_timeout))
+        self._joining = ProxyPool(settings, timeout=max(JOIN_TIMEOUT, settings.call_timeout))
+        self.sender = Sender(db, keys, self._bulk, hooks=hooks,
+                             behind_limit=lambda: settings.catch_up_limit)
+        self.staging = Staging(db, check_rows)
+        self.rejoined: dict[str, Any] = {}
+        """How this replica last joined: by what, from and to which position, seconds."""
+        self.installed = 0
+        """Snapshots installed since it started."""
+        self._caught_up = 0  # writes received while joining
         # a renewal must fail fast: a dead coordinator leader is replaced within the lease
         self._coordinators = Coordinators(settings, timeout=min(settings.call_timeout,
                                                                 settings.lease / 3))
@@ -102,25 +123,47 @@ class Membership:
             self.accept_from_primary(epoch)
             return self.db.applied()
 
-    def install_snapshot(self, epoch: int, snapshot: dict[str, Any]) -> None:
-        """Replace this replica's whole state by the primary's, dropping any tail of its own."""
+    def install_snapshot(self, epoch: int, part: dict[str, Any]) -> None:
+        """One part (:meth:`Staging.check` ed) of the primary's snapshot; with the last,
+        replace this replica's whole state by it, dropping any tail of its own."""
         with self.db.locked():
             self.accept_from_primary(epoch)
-            self.db.install(snapshot)
+            applied = self.staging.add(part)
+            if applied is None:
+                return
             with self.changed:
-                self.core.installed(int(snapshot["applied"]))
-        log.info("%s installed a snapshot at %d (epoch %d)", self.name, snapshot["applied"],
-                 epoch)
+                self.core.installed(applied)
+                self.installed += 1
+        log.info("%s installed a snapshot at %d (epoch %d)", self.name, applied, epoch)
 
-    def join(self, replica_id: int, uri: str, incarnation: str) -> dict[str, Any]:
-        """A joiner (checked by the peer endpoint) asks to become a backup: snapshot it, then
-        have the coordinators add it."""
+    def caught_up(self, writes: int) -> None:
+        """(Holding the write lock.) ``writes`` forwarded writes applied; counted while joining."""
+        with self.changed:
+            if self.core.state == "joining":
+                self._caught_up += writes
+
+    def join(self, replica_id: int, uri: str, incarnation: str, position: int,
+             last_request: str | None) -> dict[str, Any]:
+        """A joiner (checked by the peer endpoint) at ``position``, ``last_request`` its last
+        write, asks to become a backup: bring it up while writes go on, then (under the write
+        lock) send it the last few, check it is level, and have the coordinators add it."""
+        self.await_ready_primary()
+        with self.changed:
+            self.check_serving(("primary",))
+            epoch = self.core.view.epoch
+        peer = peer_uri(uri)
+        reached = self.sender.bring_up(peer, epoch, position, last_request)
+        while self.db.applied() - reached > MAX_FORWARD:  # writes went on: less to do locked
+            reached = self.sender.send_log(peer, epoch, reached, self.db.applied())
         self.await_ready_primary()
         with self.db.locked():
             with self.changed:
                 self.check_serving(("primary",))
                 epoch = self.core.view.epoch
-            self._send_snapshot(peer_uri(uri), epoch, self.db.snapshot())
+            applied = self.sender.send_log(peer, epoch, reached, self.db.applied())
+            if self._bulk.call(peer, "position", epoch) != applied:
+                raise Unavailable(f"replica {replica_id} is not at {applied} after its "
+                                  "transfer (did it take another?); it must ask again")
             try:
                 answer: dict[str, Any] = self._coordinators.command("add_member", {
                     "group": self.role, "epoch": epoch, "primary": self.replica_id,
@@ -134,11 +177,6 @@ class Membership:
                 raise
             self._adopt(View.from_wire(answer), view_uris(answer))
         return answer
-
-    def _send_snapshot(self, uri: str, epoch: int, snapshot: dict[str, Any]) -> None:
-        """``snapshot`` to the peer at ``uri``, in parts that each fit a message."""
-        for part in split(snapshot):
-            self._bulk.call(uri, "install_snapshot", epoch, part)
 
     def request_at(self, seq: int) -> str | None:
         """The request id of this replica's write ``seq`` (levelling compares it)."""
@@ -173,6 +211,7 @@ class Membership:
             self.changed.notify_all()
         self.peers.close()
         self._bulk.close()
+        self._joining.close()
         self._coordinators.close()
 
     def _heartbeats(self) -> None:
@@ -222,47 +261,39 @@ class Membership:
         """Bring every backup level (or see it dropped), then serve as primary of ``view``."""
         with self.db.locked():
             applied = self.db.applied()
-            snapshot: dict[str, Any] | None = None
             for backup in view.backups:
-                snapshot = self._level(view, backup, applied, snapshot)
-                if snapshot is _GIVE_UP:
+                if not self._level(view, backup, applied):
                     return
             with self.changed:
                 if self.core.led(view.epoch, applied):
                     self.changed.notify_all()
                     log.info("%s leads epoch %d at %d", self.name, view.epoch, applied)
 
-    def _level(self, view: View, backup: int, applied: int,
-               snapshot: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Make ``backup`` hold exactly this replica's state (same position and last write,
-        else a snapshot); a backup that cannot be levelled is reported until the coordinator
-        drops it. Returns the snapshot taken, if any, or ``_GIVE_UP`` if this replica no
-        longer leads ``view``."""
+    def _level(self, view: View, backup: int, applied: int) -> bool:
+        """Make ``backup`` hold exactly this replica's state (:mod:`pyrostore.transfers`); a
+        backup that cannot be levelled is reported until the coordinator drops it. Whether
+        this replica still leads ``view``."""
         deadline = time.monotonic() + self.settings.failover_timeout
         while True:
             with self.changed:
                 if self.core.view.epoch != view.epoch or not self.core.leads():
-                    return _GIVE_UP  # superseded: a newer view has its own _lead
+                    return False  # superseded: a newer view has its own _lead
                 if backup not in self.core.view.backups:
-                    return snapshot
+                    return True
                 if time.monotonic() > deadline:
                     self.step_down(f"could not level backup {backup}")
-                    return _GIVE_UP
+                    return False
                 uri = peer_uri(self.core.uris.get(backup, ""))
             try:
                 position = self.peers.call(uri, "position", view.epoch)
-                if needs_snapshot(applied=applied, last_request=self.db.request_at(applied),
-                                  position=position,
-                                  request_at_applied=(self.peers.call(uri, "request_at", applied)
-                                                      if position == applied else None)):
-                    snapshot = snapshot or self.db.snapshot()
-                    self._send_snapshot(uri, view.epoch, snapshot)
+                self.sender.bring_up(uri, view.epoch, position,
+                                     self.peers.call(uri, "request_at", position))
                 self.peers.call(uri, "committed", view.epoch, applied)
-                return snapshot
+                return True
             except StaleEpoch:
                 with self.changed:
                     self.step_down("a backup is in a newer epoch")
-                return _GIVE_UP
+                return False
             except PEER_FAILURES as exc:
                 log.warning("%s could not level backup %d: %s", self.name, backup, exc)
                 self.report(view.epoch, backup)
@@ -279,10 +310,7 @@ class Membership:
                 primary_uri = self.core.primary_uri()
             if primary_uri:
                 try:
-                    answer = self.peers.call(peer_uri(primary_uri), "join", {
-                        "replica": self.replica_id, "uri": self.uri,
-                        "incarnation": self.incarnation})
-                    self._adopt(View.from_wire(answer), view_uris(answer))
+                    self._ask_to_join(primary_uri)
                 except ProtocolVersionError as exc:
                     self._refused(exc)
                     return
@@ -294,6 +322,26 @@ class Membership:
                         said = str(exc)
             with self.changed:
                 self.changed.wait(self.settings.lease / 2)
+
+    def _ask_to_join(self, primary_uri: str) -> None:
+        """Ask the primary to take this replica in; note how it came level."""
+        started = time.monotonic()
+        with self.db.locked():
+            position = self.db.applied()
+            installed = self.installed
+            with self.changed:
+                self._caught_up = 0
+        answer = self._joining.call(peer_uri(primary_uri), "join", {
+            "replica": self.replica_id, "uri": self.uri, "incarnation": self.incarnation,
+            "position": position, "last_request": self.db.request_at(position)})
+        with self.changed:
+            how = ("snapshot" if self.installed > installed
+                   else "catch-up" if self._caught_up else "level")
+            self.rejoined = {"by": how, "from": position, "to": self.db.applied(),
+                             "writes": self._caught_up,
+                             "seconds": round(time.monotonic() - started, 3)}
+        log.info("%s joined: %s", self.name, self.rejoined)
+        self._adopt(View.from_wire(answer), view_uris(answer))
 
     def _refused(self, error: ProtocolVersionError) -> None:
         """The group refused this replica's protocol version: it will never join."""
@@ -369,8 +417,7 @@ class Membership:
     def details(self) -> dict[str, Any]:
         """Its part of the replica's ``info()``."""
         with self.changed:
-            return {**self.core.details(time.monotonic()), "applied": self.db.applied()}
+            return {**self.core.details(time.monotonic()), "applied": self.db.applied(),
+                    "rejoin": dict(self.rejoined), "snapshots_installed": self.installed,
+                    "brought_up": dict(self.sender.sent)}
 
-
-_GIVE_UP: dict[str, Any] = {}
-"""Returned by ``_level`` when this replica no longer leads the view it was levelling."""

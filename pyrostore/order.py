@@ -40,8 +40,9 @@ from pyrostore.outbox import Reconciler, Settler
 from pyrostore.peer import PeerEndpoint
 from pyrostore.recovery import open_replica_store, retention_of
 from pyrostore.replication import ReplicatedGroup
-from pyrostore.schemas import OrderStore, check_snapshot
+from pyrostore.schemas import OrderStore, check_snapshot_rows
 from pyrostore.serving import Service
+from pyrostore.transfers import HOLD_POINT
 
 
 def record_op(item: Any, qty: Any, title: Any, unit_cost: Any, created_at: Any,
@@ -103,9 +104,9 @@ class OrderMachine:
                 check_record(result, "recorded order", ORDER_FIELDS))
 
     @staticmethod
-    def check_snapshot(snapshot: Any) -> dict[str, Any]:
-        """An order log's snapshot, checked row by row."""
-        return check_snapshot(snapshot, OrderStore.tables)
+    def check_snapshot_rows(name: Any, rows: Any, applied: int) -> list[list[Any]]:
+        """Rows of one table of an order log's snapshot, checked row by row."""
+        return check_snapshot_rows(name, rows, applied, OrderStore.tables)
 
 
 @timed_methods
@@ -114,7 +115,7 @@ class OrderReplica(Service):
     group (:class:`ReplicatedGroup`) and its peer endpoint beside it."""
 
     role = "order"
-    hook_names = ("hold_before_ack", "hold_after_take")
+    hook_names = ("hold_before_ack", "hold_after_take", HOLD_POINT)
 
     def __init__(self, settings: Settings, replica_id: int) -> None:
         super().__init__(settings, replica_id)

@@ -14,7 +14,6 @@ well-formed message is then fenced by epoch below, in
 from __future__ import annotations
 
 import itertools
-import threading
 from typing import Any
 
 import Pyro5.api
@@ -34,8 +33,8 @@ from pyrostore.models import (
     check_uri,
     service_name,
 )
-from pyrostore.replication import MAX_BATCH, WRITE_FIELDS, ReplicatedGroup
-from pyrostore.snapshots import Assembly
+from pyrostore.replication import WRITE_FIELDS, ReplicatedGroup
+from pyrostore.transfers import MAX_FORWARD
 
 
 @timed_methods
@@ -48,8 +47,6 @@ class PeerEndpoint:
         self.group = group
         self.member = group.member
         self.metrics = metrics
-        self._assembly = Assembly()
-        self._assembly_lock = threading.Lock()
 
     @Pyro5.api.expose
     @allow(NODE)
@@ -76,22 +73,24 @@ class PeerEndpoint:
         """One part of the primary's snapshot (:mod:`pyrostore.snapshots`); with the last,
         replace this replica's whole state by it."""
         epoch = check_count(epoch, "epoch")
-        with self._assembly_lock:
-            whole = self._assembly.add(part)
-        if whole is not None:
-            self.member.install_snapshot(epoch, self.group.machine.check_snapshot(whole))
+        self.member.install_snapshot(epoch, self.member.staging.check(part))
 
     @Pyro5.api.expose
     @allow(NODE)
     def join(self, joiner: dict[str, Any]) -> dict[str, Any]:
-        """A joiner (``{replica, uri, incarnation}``) asks the primary to take it in."""
-        fields = check_fields(joiner, "join request", ("replica", "uri", "incarnation"))
+        """A joiner (``{replica, uri, incarnation, position, last_request}``: where it is, and
+        its last write there) asks the primary to take it in."""
+        fields = check_fields(joiner, "join request", ("replica", "uri", "incarnation",
+                                                       "position", "last_request"))
         replica_id = check_replica_id(fields["replica"])
         if replica_id == self.member.replica_id:
             raise InvalidRequest(f"replica {replica_id} cannot join itself", field="replica")
         uri = check_uri(fields["uri"], object_name=service_name(self.member.role, replica_id))
-        return self.member.join(replica_id, uri, check_token(fields["incarnation"],
-                                                             "incarnation"))
+        last_request = fields["last_request"]
+        return self.member.join(
+            replica_id, uri, check_token(fields["incarnation"], "incarnation"),
+            check_int(fields["position"], "position", low=0, high=MAX_POSITION),
+            None if last_request is None else check_token(last_request, "last_request"))
 
     @Pyro5.api.expose
     @allow(NODE)
@@ -107,9 +106,9 @@ class PeerEndpoint:
         self.member.nudge()
 
     def _writes(self, value: Any) -> list[dict[str, Any]]:
-        """Forwarded writes, checked: 1..MAX_BATCH of them, in sequence."""
-        if not isinstance(value, list) or not 0 < len(value) <= MAX_BATCH:
-            raise InvalidRequest(f"writes must be a list of 1 to {MAX_BATCH} writes",
+        """Forwarded writes, checked: 1..MAX_FORWARD of them, in sequence."""
+        if not isinstance(value, list) or not 0 < len(value) <= MAX_FORWARD:
+            raise InvalidRequest(f"writes must be a list of 1 to {MAX_FORWARD} writes",
                                  field="writes")
         writes = [self._forwarded(write) for write in value]
         if any(b["seq"] != a["seq"] + 1 for a, b in itertools.pairwise(writes)):

@@ -11,13 +11,15 @@ acts on its answers, holding its lock around every call):
 - **fencing**: a message from a primary older than the newest epoch seen is refused;
 - **what is committed**: a backup treats a key written by a write not yet known committed as
   dirty, and sends its reads to the primary (CRAQ);
-- **levelling**: whether a backup holds exactly the primary's state, or needs a snapshot;
+- **levelling**: whether a replica holds exactly the primary's state, can catch up from its
+  log, or needs a snapshot;
 - **a corrupt file** (:func:`on_open`): rejoin empty from a live primary, or refuse to start.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from pyrostore.errors import NotServing
@@ -162,12 +164,28 @@ class ReplicaCore:
                 "lease_left": round(max(0.0, self.lease_until - now), 3)}
 
 
-def needs_snapshot(*, applied: int, last_request: str | None, position: int,
-                   request_at_applied: str | None) -> bool:
-    """Levelling: a backup at ``position`` holds exactly a primary's state at ``applied`` only
-    if it is at the same position with the same last write; anything else needs a snapshot
-    (it may lack writes, or hold a tail the primary never acknowledged)."""
-    return position != applied or request_at_applied != last_request
+def transfer_plan(*, applied: int, primary_request: str | None, position: int,
+                  last_request: str | None, behind_limit: int,
+                  log_holds: Callable[[], bool]) -> str:
+    """How a primary at ``applied`` brings level a replica at ``position`` whose last write is
+    ``last_request`` (``primary_request``: the primary's write at that position, if it has
+    one):
+
+    - ``level``: it already is (same position, same last write);
+    - ``catch-up``: it holds a prefix of the primary's history (the same write at its
+      position, which is not 0: a store's seed is not in the log), at most ``behind_limit``
+      writes behind, and the log still holds every write it lacks (``log_holds()``, asked
+      last: it reads the database): it is sent those;
+    - ``snapshot``: anything else (it is too far behind, or holds a tail the primary never
+      acknowledged): the whole state, then the writes made while it was sent.
+    """
+    same = primary_request == last_request
+    if position == applied and same:
+        return "level"
+    if 0 < position < applied and same and primary_request is not None \
+            and applied - position <= behind_limit and log_holds():
+        return "catch-up"
+    return "snapshot"
 
 
 def on_open(*, corrupt: bool, live_primary: bool) -> str:

@@ -84,8 +84,9 @@ class StateMachine(Protocol):
         """A forwarded write's operation and result, checked: InvalidRequest unless ``op`` is
         one this machine's primary makes, and ``result`` one its ``apply`` returns."""
 
-    def check_snapshot(self, snapshot: Any) -> dict[str, Any]:
-        """A snapshot of this machine's database, checked table by table, row by row."""
+    def check_snapshot_rows(self, name: Any, rows: Any, applied: int) -> list[list[Any]]:
+        """Rows of table ``name`` of a snapshot at ``applied`` of this machine's database (one
+        part of it), checked row by row."""
 
 
 class _Request(Write):
@@ -109,7 +110,9 @@ class ReplicatedGroup:
         self.db = db
         self.machine = machine
         self.hooks = hooks
-        self.member = Membership(settings, role, replica_id, db, on_refused=on_refused)
+        self.member = Membership(settings, role, replica_id, db, keys=machine.keys,
+                                 check_rows=machine.check_snapshot_rows, hooks=hooks,
+                                 on_refused=on_refused)
         self.name = self.member.name
         self._publish = publish
         """Called once per batch, while it is forwarded and before it is acknowledged, with
@@ -302,6 +305,7 @@ class ReplicatedGroup:
                 with self.member.changed:  # dirty before it is applied: no read sees it early
                     self.member.core.applying([(w.seq, keys) for w, keys in fresh])
                 self.db.apply_replicated([w for w, _ in fresh])
+                self.member.caught_up(len(fresh))
         self.member.confirm(epoch, committed)
 
     # -- the primary's side of a write ---------------------------------------------------

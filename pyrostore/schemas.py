@@ -30,7 +30,6 @@ from pyrostore.models import (
     check_cost,
     check_count,
     check_customer,
-    check_fields,
     check_int,
     check_item,
     check_quantity,
@@ -40,7 +39,7 @@ from pyrostore.models import (
     check_time,
     check_token,
 )
-from pyrostore.store import Database, open_locked
+from pyrostore.store import INDEX_REQUESTS_BY_SEQ, Database, open_locked
 
 
 class Table(NamedTuple):
@@ -83,18 +82,20 @@ REQUESTS = Table((("request_id", _stored_request_id), ("fingerprint", _json_text
 """The request ids every replica database keeps (:mod:`pyrostore.store`)."""
 
 
-def check_snapshot(snapshot: Any, tables: dict[str, Table]) -> dict[str, Any]:
-    """A snapshot (``{applied, tables}``, as :meth:`Database.snapshot` makes it) of a database
-    with these tables and the request ids, checked row by row before any of it is installed."""
-    fields = check_fields(snapshot, "snapshot", ("applied", "tables"))
-    applied = check_count(fields["applied"], "applied")
+def check_snapshot_rows(name: Any, rows: Any, applied: int,
+                        tables: dict[str, Table]) -> list[list[Any]]:
+    """Rows of table ``name`` from a snapshot at ``applied`` (one part of it,
+    :mod:`pyrostore.snapshots`) of a database with these tables and the request ids, checked
+    row by row before any of it is staged. Uniqueness across parts is the table's own
+    constraint's to enforce, when the snapshot is installed."""
     all_tables = {"requests": REQUESTS, **tables}
-    rows = check_fields(fields["tables"], "snapshot's tables", tuple(all_tables))
-    for name, table in all_tables.items():
-        _check_rows(name, table, rows[name])
-    if any(row[3] > applied for row in rows["requests"]):
+    if name not in all_tables:
+        raise InvalidRequest(f"a snapshot has no table {str(name)[:40]!r} (it has "
+                             f"{', '.join(all_tables)})", field="table")
+    _check_rows(name, all_tables[name], rows)
+    if name == "requests" and any(row[3] > applied for row in rows):
         raise InvalidRequest("a snapshot's request is beyond its applied position")
-    return snapshot
+    return [list(row) for row in rows]
 
 
 def _check_rows(name: str, table: Table, rows: Any) -> None:
@@ -343,7 +344,7 @@ class OrderStore(Database):
     """
 
     def migration_path(self) -> list[Step]:
-        return [self._version_1]
+        return [self._version_1, INDEX_REQUESTS_BY_SEQ]
 
     def _version_1(self, conn: sqlite3.Connection) -> None:
         """The tables; and files from before shoppers had names: every order an operator's."""
@@ -460,7 +461,8 @@ class ViewStore:
 
     MIGRATION_PATH: list[Step] = [script(  # version 0 to 1 (see Database.migration_path)
         "CREATE TABLE IF NOT EXISTS views (grp TEXT PRIMARY KEY, "
-        "epoch INTEGER NOT NULL, primary_id INTEGER, backups TEXT NOT NULL)")]
+        "epoch INTEGER NOT NULL, primary_id INTEGER, backups TEXT NOT NULL)"),
+        script("")]  # version 1 to 2 changed only the replicas' files
     """How a coordinator's file reaches this release's schema version."""
 
     def __init__(self, path: Path) -> None:

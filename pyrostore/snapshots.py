@@ -1,80 +1,122 @@
-"""A snapshot on the wire: cut into parts that each fit a message, put back together in order.
+"""A replica's whole state moved to another: read in one pass, streamed in parts, installed at once.
 
-A daemon reads no message above :data:`pyrostore.limits.MAX_MESSAGE_SIZE`, but a snapshot
-grows with the catalog and the order log. :func:`split` cuts one (``{applied, tables}``, as
-:meth:`pyrostore.store.Database.snapshot` makes it) into parts of about :data:`PART_BYTES`
-each; a backup's :class:`Assembly` takes them one by one, in order, and gives back the whole
-snapshot with the last. A part of another transfer, or one out of order, starts nothing and
-is refused; the backup only installs a whole, checked snapshot.
+**Sending** (:func:`parts`): the sender reads its state inside one SQLite read transaction
+(:meth:`~pyrostore.store.Database.consistent_read`). WAL gives that transaction one position
+for as long as it lasts while writes go on, so no lock is held and no write waits for a
+snapshot. Rows go out table by table in parts of about :data:`PART_BYTES`, read from the
+cursor as they are sent: one part is in memory at a time, however large the catalog.
+
+**Receiving** (:class:`Staging`): the receiver takes the parts in order into staging tables of
+its own, each part in a short transaction of its own, and with the last one installs them all
+in one transaction. Its state is its old one or the whole snapshot, never a mix, whatever
+fails between; it holds one part in memory at a time. A part of another transfer, or out of
+order, is refused and ends the transfer (the sender starts over); a new transfer's first part
+discards whatever an unfinished one staged.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from pyrostore.errors import InvalidRequest
 from pyrostore.models import check_count, check_fields, check_int, check_token
+from pyrostore.store import Database
 
 PART_BYTES = 1024 * 1024
-"""About how many bytes of row data one part carries (a message stays well below the limit)."""
-MAX_PARTS = 100_000
-"""Most parts one transfer may have (a 100 GB snapshot)."""
-PART_FIELDS = ("transfer", "part", "parts", "applied", "tables")
+"""About how many bytes of row data one part carries: a message stays well below the
+daemons' limit (:data:`pyrostore.limits.MAX_MESSAGE_SIZE`)."""
+MAX_PARTS = 1_000_000
+"""Most parts one transfer may have (a terabyte)."""
+PART_FIELDS = ("transfer", "part", "applied", "table", "rows", "last")
+"""A part on the wire: which transfer, its index, the snapshot's position, one table's rows,
+and whether it is the last."""
+FETCH = 500
+"""Rows read from the cursor at a time."""
+
+CheckRows = Callable[[Any, Any, int], list[list[Any]]]
+"""A state machine's check of one table's rows of a snapshot at a position."""
 
 
-def split(snapshot: dict[str, Any], *, budget: int = PART_BYTES) -> list[dict[str, Any]]:
-    """``snapshot`` as parts ``{transfer, part, parts, applied, tables}`` of about ``budget``
-    bytes of rows each (at least one part, even for an empty snapshot)."""
+def parts(db: Database, *, budget: int = PART_BYTES) -> Generator[dict[str, Any], None, None]:
+    """``db``'s whole replicated state at one position, as parts ``{transfer, part, applied,
+    table, rows, last}`` of about ``budget`` bytes of rows each, read as they are taken (at
+    least one part, even for an empty database). The read transaction lasts until the
+    generator is exhausted or closed."""
     transfer = uuid.uuid4().hex
-    parts: list[dict[str, list[Any]]] = [{}]
+    with db.consistent_read() as (conn, applied):
+        index, pending = 0, None
+        for table in db.snapshot_tables():
+            for rows in _chunks(conn.execute(f"SELECT * FROM {table}"), budget):
+                if pending is not None:
+                    yield pending
+                pending = {"transfer": transfer, "part": index, "applied": applied,
+                           "table": table, "rows": rows, "last": False}
+                index += 1
+        if pending is None:
+            pending = {"transfer": transfer, "part": 0, "applied": applied,
+                       "table": "requests", "rows": [], "last": False}
+        yield {**pending, "last": True}
+
+
+def _chunks(cursor: Any, budget: int) -> Iterator[list[list[Any]]]:
+    """The cursor's rows in lists of about ``budget`` bytes."""
+    rows: list[list[Any]] = []
     size = 0
-    for name, rows in snapshot["tables"].items():
-        parts[-1].setdefault(name, [])
-        for row in rows:
+    while batch := cursor.fetchmany(FETCH):
+        for row in batch:
             row_size = 16 + sum(len(value) if isinstance(value, str) else 8 for value in row)
-            if size + row_size > budget and size:
-                parts.append({name: []})
-                size = 0
-            parts[-1][name].append(row)
+            if size + row_size > budget and rows:
+                yield rows
+                rows, size = [], 0
+            rows.append(list(row))
             size += row_size
-    return [{"transfer": transfer, "part": index, "parts": len(parts),
-             "applied": snapshot["applied"], "tables": tables}
-            for index, tables in enumerate(parts)]
+    if rows:
+        yield rows
 
 
-class Assembly:
-    """The parts of one transfer received so far (one transfer at a time: a new one that
-    begins replaces an unfinished one)."""
+class Staging:
+    """The receiving end of snapshot transfers into ``db`` (one at a time), the caller holding
+    ``db``'s write lock around each :meth:`add`."""
 
-    def __init__(self) -> None:
+    def __init__(self, db: Database, check_rows: CheckRows) -> None:
+        self.db = db
+        self.check_rows = check_rows
         self._transfer: str | None = None
         self._next = 0
         self._applied = 0
-        self._tables: dict[str, list[Any]] = {}
 
-    def add(self, part: Any) -> dict[str, Any] | None:
-        """Take the next part; the whole snapshot once the last is in, else None."""
+    def check(self, part: Any) -> dict[str, Any]:
+        """``part`` checked field by field and row by row (nothing staged yet)."""
         fields = check_fields(part, "snapshot part", PART_FIELDS)
-        transfer = check_token(fields["transfer"], "transfer")
-        parts = check_int(fields["parts"], "parts", low=1, high=MAX_PARTS)
-        index = check_int(fields["part"], "part", low=0, high=parts - 1)
         applied = check_count(fields["applied"], "applied")
-        tables = fields["tables"]
-        if not isinstance(tables, dict) or not all(
-                isinstance(name, str) and isinstance(rows, list) for name, rows in tables.items()):
-            raise InvalidRequest("a snapshot part's tables map names to lists of rows")
+        if not isinstance(fields["last"], bool):
+            raise InvalidRequest("a snapshot part's last is true or false", field="last")
+        return {"transfer": check_token(fields["transfer"], "transfer"),
+                "part": check_int(fields["part"], "part", low=0, high=MAX_PARTS - 1),
+                "applied": applied, "table": fields["table"], "last": fields["last"],
+                "rows": self.check_rows(fields["table"], fields["rows"], applied)}
+
+    def add(self, part: dict[str, Any]) -> int | None:
+        """Take the next part (:meth:`check` ed); once the last is in, install the snapshot
+        and return its position (else None)."""
+        transfer, index, applied = part["transfer"], part["part"], part["applied"]
         if index == 0:
-            self._transfer, self._next, self._applied, self._tables = transfer, 0, applied, {}
+            self.db.stage_begin()
+            self._transfer, self._next, self._applied = transfer, 0, applied
         if transfer != self._transfer or index != self._next or applied != self._applied:
             self._transfer = None
             raise InvalidRequest(f"snapshot part {index} of transfer {transfer[:12]} is not "
                                  "the one expected next; the transfer must start over")
-        for name, rows in tables.items():
-            self._tables.setdefault(name, []).extend(rows)
+        self.db.stage(part["table"], part["rows"])
         self._next += 1
-        if self._next < parts:
+        if not part["last"]:
             return None
-        whole = {"applied": applied, "tables": self._tables}
-        self._transfer, self._tables = None, {}
-        return whole
+        self._transfer = None
+        try:
+            self.db.install_staged(applied)
+        except sqlite3.IntegrityError as exc:  # a key twice across parts: nothing installed
+            raise InvalidRequest(f"a snapshot breaks a table's constraints ({exc})") from None
+        return applied

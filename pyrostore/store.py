@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from pyrostore.datadir import Lock, create_private, hold_file, make_private, sqlite_files
 from pyrostore.errors import ConflictingRequest, CorruptFile, RequestExpired, StorageError
-from pyrostore.migrations import Step, migrate, run_script, steps_due
+from pyrostore.migrations import Step, migrate, run_script, script, steps_due
 from pyrostore.models import Retention
 
 T = TypeVar("T")
@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS requests (
     seq         INTEGER NOT NULL
 );
 """
+
+
+INDEX_REQUESTS_BY_SEQ = script("CREATE INDEX IF NOT EXISTS requests_by_seq ON requests (seq)")
+"""Version 1 to 2: the request ids by position, the log a returning replica catches up from."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -266,29 +270,67 @@ class Database:
         with self._write_lock:
             yield
 
-    def snapshot(self) -> dict[str, Any]:
-        """The whole replicated state: every table's rows and the applied position."""
-        with self.transaction() as conn:
-            tables = {name: [list(row) for row in conn.execute(f"SELECT * FROM {name}")]
-                      for name in ("requests", *self.state_tables)}
-            return {"applied": self._meta(conn, "applied"), "tables": tables}
+    @contextlib.contextmanager
+    def consistent_read(self) -> Iterator[tuple[sqlite3.Connection, int]]:
+        """A connection of its own in a read transaction, and the applied position of what it
+        sees: one position for as long as the transaction lasts, while writes go on (WAL). No
+        lock is held: a snapshot read this way delays no write."""
+        conn = connect(self.path)
+        try:
+            conn.execute("BEGIN")
+            yield conn, self._meta(conn, "applied")  # the first read fixes what it sees
+        finally:
+            conn.close()  # ends the transaction
 
-    def install(self, snapshot: dict[str, Any]) -> None:
-        """Replace the whole replicated state by ``snapshot``, in one transaction."""
+    def stage_begin(self) -> None:
+        """Make empty staging tables (``incoming_<table>``) for a snapshot on its way in,
+        discarding anything an unfinished transfer staged."""
         with self.transaction() as conn:
-            for name in ("requests", *self.state_tables):
+            for name in self.snapshot_tables():
+                conn.execute(f"DROP TABLE IF EXISTS incoming_{name}")
+                conn.execute(f"CREATE TABLE incoming_{name} AS SELECT * FROM {name} WHERE 0")
+
+    def stage(self, name: str, rows: list[list[Any]]) -> None:
+        """Add ``rows`` (checked) of table ``name`` to the snapshot on its way in."""
+        if rows:
+            marks = ", ".join("?" * len(rows[0]))
+            with self.transaction() as conn:
+                conn.executemany(f"INSERT INTO incoming_{name} VALUES ({marks})", rows)
+
+    def install_staged(self, applied: int) -> None:
+        """Replace the whole replicated state by the staged snapshot (at ``applied``) in one
+        transaction, dropping any tail of this replica's own. A row that breaks a table's
+        constraints (an item twice) undoes it all: :class:`sqlite3.IntegrityError`."""
+        with self.transaction() as conn:
+            for name in self.snapshot_tables():
                 conn.execute(f"DELETE FROM {name}")
-                rows = snapshot["tables"][name]
-                if rows:
-                    marks = ", ".join("?" * len(rows[0]))
-                    conn.executemany(f"INSERT INTO {name} VALUES ({marks})", rows)
-            self._set_meta(conn, "applied", int(snapshot["applied"]))
+                conn.execute(f"INSERT INTO {name} SELECT * FROM incoming_{name}")
+                conn.execute(f"DROP TABLE incoming_{name}")
+            self._set_meta(conn, "applied", applied)
             self._set_meta(conn, "seeded", 1)
+
+    def snapshot_tables(self) -> tuple[str, ...]:
+        """The tables a snapshot carries: the request ids, then this kind's state."""
+        return ("requests", *self.state_tables)
+
+    def log(self, after: int, limit: int) -> list[sqlite3.Row]:
+        """Up to ``limit`` of the writes after ``after``, in order, as the request ids keep
+        them (``seq, request_id, fingerprint, result``): the log a replica that missed them
+        catches up from. It may have gaps where ids were forgotten (:meth:`compact`)."""
+        return self.reader.execute(
+            "SELECT seq, request_id, fingerprint, result FROM requests WHERE seq > ? "
+            "ORDER BY seq LIMIT ?", (after, limit)).fetchall()
+
+    def log_holds(self, after: int, upto: int) -> bool:
+        """Whether the log holds every write after ``after`` up to ``upto``."""
+        count = self.reader.execute("SELECT COUNT(*) FROM requests WHERE seq > ? AND seq <= ?",
+                                    (after, upto)).fetchone()[0]
+        return int(count) == upto - after
 
     def migration_path(self) -> list[Step]:
         """How a file of this kind reaches this release's schema version: step ``i`` brings
         version ``i`` to ``i + 1`` (:mod:`pyrostore.migrations`); a new file takes them all."""
-        return [self.make_tables]
+        return [self.make_tables, INDEX_REQUESTS_BY_SEQ]
 
     def make_tables(self, conn: sqlite3.Connection) -> None:
         """Version 0 to 1: make the tables (a new file), or keep those a release from before

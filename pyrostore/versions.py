@@ -21,11 +21,13 @@ from __future__ import annotations
 
 from pyrostore.errors import ProtocolVersionError, SchemaVersionError
 
-PROTOCOL_VERSION = 1
-"""What this release's processes speak to each other."""
-SCHEMA_VERSION = 1
+PROTOCOL_VERSION = 2
+"""What this release's processes speak to each other. 2: a replica asks to join with its
+position, and snapshots stream in parts of one table each."""
+SCHEMA_VERSION = 2
 """The schema of every SQLite file this release writes. Version 0 is a new, empty file or one
-written by a release from before schema versions, which held the tables of version 1."""
+written by a release from before schema versions, which held the tables of version 1; 2 adds
+the index of request ids by position (the log a returning replica catches up from)."""
 HANDSHAKE_KEY = "pyrostore_protocol"
 """The key of the protocol version in a handshake's data (a dict)."""
 REFUSAL = "protocol version mismatch"

@@ -31,6 +31,7 @@ from pyrostore.discovery import Coordinators, find, make_proxy, peer_uri
 from pyrostore.errors import InvalidRequest, PyrostoreError
 from pyrostore.launcher import Cluster
 from pyrostore.models import new_request_id
+from pyrostore.transfers import MAX_FORWARD
 from tests.conftest import identity, settled
 from tests.test_replication import view
 
@@ -156,7 +157,7 @@ BAD_WRITE = one_wrong(WRITE, {"seq": BAD_POSITIVE, "op": BAD_OP, "request_id": B
                               "keys": JUNK.filter(lambda v: v != ["item:999999"])})
 BAD_WRITES = (JUNK.filter(lambda v: not isinstance(v, list)) | st.just([])
               | st.lists(BAD_WRITE, min_size=1, max_size=3)
-              | st.just([{**WRITE, "seq": s} for s in range(1, 66)])
+              | st.just([{**WRITE, "seq": s} for s in range(1, MAX_FORWARD + 2)])
               | st.just([WRITE, {**WRITE, "seq": 3}]))
 
 
@@ -184,7 +185,8 @@ def test_committed_position_request_at(unchanged: Cluster, epoch: Any, seq: Any)
 
 ROWS = {"requests": [["r-1", "{}", "{}", 1]],
         "books": [[999_999, "T", "t", "t", 1, 1.0, 1]]}
-SNAPSHOT = {"applied": 1, "tables": ROWS}
+PART = {"transfer": "t1", "part": 0, "applied": 1, "table": "books", "rows": ROWS["books"],
+        "last": True}
 BAD_CELL = st.none() | st.booleans() | st.lists(st.integers(), max_size=2) | st.dictionaries(
     st.text(max_size=3), st.integers(), max_size=2)
 
@@ -194,32 +196,37 @@ def bad_row(table: str) -> st.SearchStrategy[dict[str, Any]]:
     cell = st.tuples(st.integers(0, len(row) - 1), BAD_CELL).map(
         lambda c: [*row[:c[0]], c[1], *row[c[0] + 1:]])
     shapes = cell | st.just(row[:-1]) | st.just([*row, 1]) | JUNK.filter(lambda v: v != row)
-    return shapes.map(lambda bad: {**ROWS, table: [bad]})
+    return shapes.map(lambda bad: {**PART, "table": table, "rows": [bad]})
 
 
-BAD_SNAPSHOT = one_wrong(SNAPSHOT, {
-    "applied": BAD_COUNT, "tables": bad_row("requests") | bad_row("books") | one_wrong(
-        ROWS, {"books": JUNK.filter(lambda v: v != ROWS["books"])})
-    | st.just({**ROWS, "books": ROWS["books"] * 2})
-    | st.just({**ROWS, "requests": [["r-1", "not json", "{}", 1]]})
-    | st.just({**ROWS, "requests": [["r-1", "{}", "{}", 2]]})})
+BAD_PART = one_wrong(PART, {
+    "transfer": BAD_TOKEN, "part": BAD_COUNT, "applied": BAD_COUNT,
+    "table": JUNK | st.sampled_from(["meta", "incoming_books", "books; DROP TABLE books"]),
+    "rows": JUNK.filter(lambda v: not isinstance(v, list)),
+    "last": JUNK.filter(lambda v: not isinstance(v, bool))}) \
+    | bad_row("requests") | bad_row("books") \
+    | st.just({**PART, "rows": ROWS["books"] * 2}) \
+    | st.just({**PART, "table": "requests", "rows": [["r-1", "not json", "{}", 1]]}) \
+    | st.just({**PART, "table": "requests", "rows": [["r-1", "{}", "{}", 2]]})
 
 
 @EXAMPLES
-@given(epoch=BAD_COUNT, snapshot=BAD_SNAPSHOT)
-def test_install_snapshot(unchanged: Cluster, epoch: Any, snapshot: Any) -> None:
+@given(epoch=BAD_COUNT, part=BAD_PART)
+def test_install_snapshot(unchanged: Cluster, epoch: Any, part: Any) -> None:
     with as_node(peer_uri(service(unchanged, "catalog", backup(unchanged, "catalog"))),
                  unchanged) as peer:
-        refuses(peer.install_snapshot, epoch, SNAPSHOT)
-        refuses(peer.install_snapshot, 0, snapshot)
+        refuses(peer.install_snapshot, epoch, PART)
+        refuses(peer.install_snapshot, 0, part)
 
 
-JOINER = {"replica": 77, "uri": f"PYRO:pyrostore.catalog.77@{NOWHERE}", "incarnation": "x"}
+JOINER = {"replica": 77, "uri": f"PYRO:pyrostore.catalog.77@{NOWHERE}", "incarnation": "x",
+          "position": 0, "last_request": None}
 
 
 @EXAMPLES
 @given(joiner=one_wrong(JOINER, {
-    "replica": BAD_REPLICA, "incarnation": BAD_TOKEN,
+    "replica": BAD_REPLICA, "incarnation": BAD_TOKEN, "position": BAD_COUNT,
+    "last_request": BAD_TOKEN.filter(lambda v: v is not None),
     "uri": BAD_URI | st.sampled_from([f"PYRO:pyrostore.catalog.78@{NOWHERE}",
                                       f"PYRO:pyrostore.order.77@{NOWHERE}",
                                       f"PYRO:pyrostore.coordinator.1@{NOWHERE}"])}))

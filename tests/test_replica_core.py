@@ -6,7 +6,7 @@ import pytest
 
 from pyrostore.errors import NotServing
 from pyrostore.models import View
-from pyrostore.replica_core import ReplicaCore, needs_snapshot
+from pyrostore.replica_core import ReplicaCore, transfer_plan
 
 URIS = {1: "PYRO:r1@h:1", 2: "PYRO:r2@h:2", 3: "PYRO:r3@h:3"}
 
@@ -95,9 +95,30 @@ def test_a_backup_sends_reads_of_uncommitted_writes_to_the_primary() -> None:
     assert restarted.is_dirty(["item:3"], 5)  # writes on disk whose keys it no longer knows
 
 
-@pytest.mark.parametrize(("position", "theirs", "needed"), [
-    (9, "r9", False), (8, "r8", True), (10, "r10", True), (9, "other", True)])
-def test_levelling_keeps_a_backup_only_if_it_holds_exactly_the_primary_state(
-        position: int, theirs: str, needed: bool) -> None:
-    assert needs_snapshot(applied=9, last_request="r9", position=position,
-                          request_at_applied=theirs) is needed
+@pytest.mark.parametrize(("position", "theirs", "ours", "log_holds", "how"), [
+    (9, "r9", "r9", True, "level"),  # same position, same last write
+    (9, "other", "r9", True, "snapshot"),  # a write the primary never made
+    (5, "r5", "r5", True, "catch-up"),  # a prefix of the primary's history
+    (5, "r5", "r5", False, "snapshot"),  # the log lost some of what it missed
+    (5, "other", "r5", True, "snapshot"),  # a tail of its own, then the primary's writes
+    (5, "r5", None, True, "snapshot"),  # the primary forgot that write: no proof of a prefix
+    (1, "r1", "r1", True, "snapshot"),  # more than the limit behind
+    (0, None, None, True, "snapshot"),  # new: the seed is not in the log
+    (10, "r10", None, True, "snapshot"),  # ahead: a tail the primary never acknowledged
+])
+def test_a_replica_is_brought_level_by_the_cheapest_way_that_is_right(
+        position: int, theirs: str | None, ours: str | None, log_holds: bool, how: str) -> None:
+    asked: list[bool] = []
+
+    def holds() -> bool:
+        asked.append(True)
+        return log_holds
+
+    assert transfer_plan(applied=9, primary_request=ours, position=position,
+                         last_request=theirs, behind_limit=6, log_holds=holds) == how
+    assert len(asked) <= 1
+
+
+def test_with_a_limit_of_zero_every_transfer_is_a_snapshot() -> None:
+    assert transfer_plan(applied=9, primary_request="r8", position=8, last_request="r8",
+                         behind_limit=0, log_holds=lambda: True) == "snapshot"

@@ -1,63 +1,149 @@
-"""Snapshots travel in parts that each fit a message, and come back whole and in order."""
+"""Snapshots on real SQLite files: read at one position while writes go on, streamed in parts
+near a budget, staged, and installed whole or not at all; and the log a replica catches up from."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
+from pyrostore.catalog import CatalogMachine
+from pyrostore.config import DEFAULT_INVENTORY
 from pyrostore.errors import InvalidRequest
-from pyrostore.snapshots import Assembly, split
+from pyrostore.schemas import CatalogStore
+from pyrostore.snapshots import Staging, parts
+from pyrostore.store import Write
+from tests.test_store import take
 
 
-def snapshot(rows: int, *, width: int = 100) -> dict[str, Any]:
-    return {"applied": rows,
-            "tables": {"requests": [[f"r{i}", "f" * width, "{}", i] for i in range(rows)],
-                       "books": [[i, "t" * width, 3] for i in range(rows // 2)],
-                       "empty": []}}
+@pytest.fixture
+def stores(tmp_path: Path) -> Iterator[tuple[CatalogStore, CatalogStore]]:
+    """A primary's store with 600 writes, and an empty backup's."""
+    primary, backup = (CatalogStore(tmp_path / f"catalog-{n}.sqlite3") for n in (1, 2))
+    for store in (primary, backup):
+        store.seed(DEFAULT_INVENTORY)
+    primary.execute_many([restocking(primary, 1 + n % 7, f"r{n:04d}") for n in range(600)])
+    yield primary, backup
+    primary.close()
+    backup.close()
 
 
-def assemble(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
-    assembly = Assembly()
-    results = [assembly.add(part) for part in parts]
-    assert all(result is None for result in results[:-1])
-    return results[-1]
+def restocking(store: CatalogStore, item: int, request_id: str) -> Write:
+    """A write: a copy more of ``item``."""
+    return Write({"op": "update", "item": item, "cost": None, "stock_delta": 1}, request_id,
+                 lambda conn, seq: store.change(conn, seq, item, None, 1).to_wire())
 
 
-@given(rows=st.integers(0, 300), budget=st.integers(1, 20_000))
-def test_the_parts_put_back_together_are_the_snapshot(rows: int, budget: int) -> None:
-    whole = snapshot(rows)
-    parts = split(whole, budget=budget)
-    assert [part["part"] for part in parts] == list(range(len(parts)))
-    assert assemble(parts) == whole
+def restock(store: CatalogStore, item: int, request_id: str) -> None:
+    store.execute_many([restocking(store, item, request_id)])
 
 
-def test_each_part_stays_near_the_budget() -> None:
-    parts = split(snapshot(10_000), budget=64 * 1024)
-    assert len(parts) > 10
-    for part in parts:
-        size = sum(len(v) if isinstance(v, str) else 8
-                   for rows in part["tables"].values() for row in rows for v in row)
-        assert size <= 64 * 1024
+def state(store: CatalogStore) -> dict[str, Any]:
+    tables = {name: sorted(tuple(row) for row in store.reader.execute(f"SELECT * FROM {name}"))
+              for name in store.snapshot_tables()}
+    return {"applied": store.applied(), "tables": tables}
 
 
-def test_a_part_out_of_order_or_of_another_transfer_is_refused_and_starts_over() -> None:
-    first, second = split(snapshot(200), budget=2_000), split(snapshot(200), budget=2_000)
-    assembly = Assembly()
-    assert assembly.add(first[0]) is None
-    with pytest.raises(InvalidRequest, match="start over"):
-        assembly.add(second[1])
-    with pytest.raises(InvalidRequest, match="start over"):  # the first transfer is gone too
-        assembly.add(first[1])
-    assert assemble(second) == snapshot(200)
+def staging(store: CatalogStore) -> Staging:
+    return Staging(store, CatalogMachine.check_snapshot_rows)
 
 
-@pytest.mark.parametrize("junk", [None, [], {"transfer": "t"}, {
-    "transfer": "t", "part": 0, "parts": 1, "applied": 0, "tables": {"books": "rows"}}, {
-    "transfer": "t", "part": 2, "parts": 2, "applied": 0, "tables": {}}, {
-    "transfer": "t", "part": 0, "parts": True, "applied": 0, "tables": {}}])
-def test_a_malformed_part_is_an_invalid_request(junk: Any) -> None:
+def install(store: CatalogStore, sent: list[dict[str, Any]]) -> list[int | None]:
+    stage = staging(store)
+    return [stage.add(stage.check(part)) for part in sent]
+
+
+def test_a_snapshot_sent_in_parts_makes_the_receiver_the_same(
+        stores: tuple[CatalogStore, CatalogStore]) -> None:
+    primary, backup = stores
+    take(backup, 2, 1, "a tail the primary never had")
+    sent = list(parts(primary, budget=4_000))
+    assert len(sent) > 3 and [part["part"] for part in sent] == list(range(len(sent)))
+    assert [part["last"] for part in sent] == [False] * (len(sent) - 1) + [True]
+    assert install(backup, sent) == [None] * (len(sent) - 1) + [600]
+    assert state(backup) == state(primary)  # the tail is gone, every request id came along
+
+
+def test_each_part_stays_near_its_budget(stores: tuple[CatalogStore, CatalogStore]) -> None:
+    for part in parts(stores[0], budget=2_000):
+        size = sum(16 + sum(len(v) if isinstance(v, str) else 8 for v in row)
+                   for row in part["rows"])
+        assert size <= 2_000
+
+
+def test_a_snapshot_is_of_one_position_while_writes_go_on(
+        stores: tuple[CatalogStore, CatalogStore]) -> None:
+    primary, backup = stores
+    before = state(primary)
+    stream = parts(primary, budget=4_000)
+    first = next(stream)  # the read has begun: what follows is of its position
+    for n in range(20):
+        restock(primary, 3, f"during {n}")  # no lock held: writes commit meanwhile
+    install(backup, [first, *stream])
+    assert state(backup) == before
+    assert primary.applied() == 620
+
+
+def test_an_unfinished_transfer_changes_nothing_and_the_next_starts_afresh(
+        stores: tuple[CatalogStore, CatalogStore]) -> None:
+    primary, backup = stores
+    old = state(backup)
+    first, second = list(parts(primary, budget=4_000)), list(parts(primary, budget=4_000))
+    stage = staging(backup)
+    for part in first[:-1]:
+        stage.add(stage.check(part))
+    assert state(backup) == old  # staged aside, not installed
+    with pytest.raises(InvalidRequest, match="start over"):  # another transfer, mid-way
+        stage.add(stage.check(second[1]))
+    with pytest.raises(InvalidRequest, match="start over"):  # the first one is over too
+        stage.add(stage.check(first[-1]))
+    assert state(backup) == old
+    assert install(backup, second)[-1] == 600
+    assert state(backup) == state(primary)
+
+
+def test_a_snapshot_that_breaks_a_tables_constraint_installs_nothing(
+        stores: tuple[CatalogStore, CatalogStore]) -> None:
+    primary, backup = stores
+    old = state(backup)
+    sent = list(parts(primary, budget=4_000))
+    books = next(part for part in sent if part["table"] == "books")
+    sent.insert(sent.index(books) + 1, {**books, "part": books["part"] + 1})  # each book twice
+    for index, part in enumerate(sent):
+        part.update(part=index, last=index == len(sent) - 1)
+    with pytest.raises(InvalidRequest, match="constraints"):
+        install(backup, sent)
+    assert state(backup) == old
+
+
+@pytest.mark.parametrize("junk", [
+    None, [], {"transfer": "t"},
+    {"transfer": "t", "part": 0, "applied": 0, "table": "books", "rows": "rows", "last": True},
+    {"transfer": "t", "part": 0, "applied": 0, "table": "meta", "rows": [], "last": True},
+    {"transfer": "t", "part": -1, "applied": 0, "table": "books", "rows": [], "last": True},
+    {"transfer": "t", "part": 0, "applied": 0, "table": "books", "rows": [], "last": 1},
+    {"transfer": "t", "part": 0, "applied": 1, "table": "requests",
+     "rows": [["r1", "{}", "{}", 2]], "last": True},
+    {"transfer": "t", "part": 0, "applied": 0, "table": "books",
+     "rows": [[1, "t", "x", "x", -1, 1.0, 0]], "last": True}])
+def test_a_malformed_part_is_an_invalid_request_and_stages_nothing(
+        stores: tuple[CatalogStore, CatalogStore], junk: Any) -> None:
+    backup = stores[1]
+    old = state(backup)
     with pytest.raises(InvalidRequest):
-        Assembly().add(junk)
+        staging(backup).check(junk)
+    assert state(backup) == old
+
+
+def test_the_log_holds_each_write_with_its_operation_result_and_position(
+        stores: tuple[CatalogStore, CatalogStore]) -> None:
+    primary = stores[0]
+    rows = primary.log(597, 10)
+    assert [row["seq"] for row in rows] == [598, 599, 600]
+    assert [row["request_id"] for row in rows] == ["r0597", "r0598", "r0599"]
+    assert primary.log_holds(500, 600) and primary.log_holds(600, 600)
+    with primary.transaction() as conn:  # an id forgotten (as compaction does to old ones)
+        conn.execute("DELETE FROM requests WHERE seq=550")
+    assert not primary.log_holds(500, 600) and primary.log_holds(550, 600)

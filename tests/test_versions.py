@@ -130,6 +130,36 @@ def test_a_file_of_the_release_before_versions_is_migrated_and_keeps_its_data(
         store.close()
 
 
+def test_a_version_1_file_gains_the_log_index_and_keeps_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "catalog-1.sqlite3"
+    store = CatalogStore(path)
+    store.seed(INVENTORY)
+    store.execute({"op": "take"}, "r1", lambda conn, seq: store.take(conn, seq, 2, 1).to_wire())
+    store.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP INDEX requests_by_seq")  # as version 1 made it
+    conn.close()
+    stamp(path, 1)
+
+    def indexes() -> list[str]:
+        conn = sqlite3.connect(path)
+        try:
+            return [row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='requests' "
+                "AND sql IS NOT NULL")]
+        finally:
+            conn.close()
+
+    assert indexes() == []
+    store = CatalogStore(path)
+    try:
+        assert user_version(path) == versions.SCHEMA_VERSION == 2
+        assert indexes() == ["requests_by_seq"]
+        assert store.book(2).stock == 3 and store.log(0, 10)[0]["request_id"] == "r1"
+    finally:
+        store.close()
+
+
 def test_an_order_log_from_before_shoppers_is_migrated(tmp_path: Path) -> None:
     path = tmp_path / "order-1.sqlite3"
     conn = sqlite3.connect(path, isolation_level=None)
@@ -160,7 +190,7 @@ def test_a_migration_that_fails_leaves_the_old_version(tmp_path: Path) -> None:
 
     class Broken(Database):
         def migration_path(self) -> list[migrations.Step]:
-            return [broken]
+            return [broken, *super().migration_path()[1:]]
 
     path = tmp_path / "broken.sqlite3"
     with pytest.raises(Exception, match="disk I/O error"):
