@@ -98,7 +98,8 @@ class Settings:
     catch_up_limit: int = 100_000
     """Most writes a returning replica may have missed and still get from the primary's log
     (its request ids, kept for ``request_retention``) rather than a whole snapshot; 0: always
-    a snapshot. Catching up costs per write missed, a snapshot per row held (docs/deploy.md)."""
+    a snapshot. Catching up costs per write missed, a snapshot per row held
+    (docs/architecture.md, Replication)."""
     clock_skew: float = 60.0
     """Most seconds the clocks of the store's machines may differ by (>= 0). A replica forgets
     a request id only this long after it expired, so that none forgets an id another would
