@@ -46,7 +46,7 @@ from pyrostore.errors import (
 )
 from pyrostore.hooks import Hooks
 from pyrostore.models import View, view_uris
-from pyrostore.replica_core import ReplicaCore
+from pyrostore.replica_core import ReplicaCore, WriteName
 from pyrostore.snapshots import CheckRows, Staging
 from pyrostore.store import Database
 from pyrostore.transfers import MAX_FORWARD, Keys, Sender
@@ -60,10 +60,11 @@ RETRY_RENEWAL = 0.05
 PART_TIMEOUT = 60.0
 """Seconds one part of a snapshot, or one forward of a catch-up, may take to arrive and be
 stored (a part is a megabyte)."""
-JOIN_TIMEOUT = 120.0
+JOIN_TIMEOUT = 600.0
 """Seconds a joiner waits for the primary to bring it up and add it (a million books take
 seconds; a primary that dies closes the connection at once). A snapshot that arrived whole
-stays installed even if the wait ran out: the next request catches up from there."""
+stays installed even if the wait ran out: the next request catches up from there; one still
+under way is given up, and the next request starts over."""
 
 
 class Membership:
@@ -104,6 +105,7 @@ class Membership:
         self.installed = 0
         """Snapshots installed since it started."""
         self._caught_up = 0  # writes received while joining
+        self._attempts: dict[int, int] = {}  # primary: joiner -> its latest request to join
         # a renewal must fail fast: a dead coordinator leader is replaced within the lease
         self._coordinators = Coordinators(settings, timeout=min(settings.call_timeout,
                                                                 settings.lease / 3))
@@ -127,6 +129,7 @@ class Membership:
         """One part (:meth:`Staging.check` ed) of the primary's snapshot; with the last,
         replace this replica's whole state by it, dropping any tail of its own."""
         with self.db.locked():
+            self.staging.expect(part)  # a stray part is refused before the fence moves
             self.accept_from_primary(epoch)
             applied = self.staging.add(part)
             if applied is None:
@@ -143,27 +146,45 @@ class Membership:
                 self._caught_up += writes
 
     def join(self, replica_id: int, uri: str, incarnation: str, position: int,
-             last_request: str | None) -> dict[str, Any]:
-        """A joiner (checked by the peer endpoint) at ``position``, ``last_request`` its last
-        write, asks to become a backup: bring it up while writes go on, then (under the write
-        lock) send it the last few, check it is level, and have the coordinators add it."""
+             last_write: WriteName | None) -> dict[str, Any]:
+        """A joiner (checked by the peer endpoint) at ``position``, ``last_write`` its write
+        there, asks to become a backup: bring it up while writes go on, then (under the write
+        lock) send it the last few, check it is level, and have the coordinators add it. A
+        newer request from the same joiner supersedes this one (it gave up waiting)."""
         self.await_ready_primary()
         with self.changed:
             self.check_serving(("primary",))
             epoch = self.core.view.epoch
-        peer = peer_uri(uri)
-        reached = self.sender.bring_up(peer, epoch, position, last_request)
-        while self.db.applied() - reached > MAX_FORWARD:  # writes went on: less to do locked
-            reached = self.sender.send_log(peer, epoch, reached, self.db.applied())
+            attempt = self._attempts[replica_id] = self._attempts.get(replica_id, 0) + 1
+
+        def wanted() -> None:
+            with self.changed:
+                if self._attempts.get(replica_id) != attempt:
+                    raise Unavailable(f"a newer request of replica {replica_id} to join took "
+                                      "over")
+                if not self.core.leads():
+                    raise NotServing(f"{self.name} no longer leads")
+
+        peer, figures = peer_uri(uri), {"rows": 0, "writes": 0}
+        reached = self.sender.bring_up(peer, epoch, position, last_write, wanted=wanted)
+        deadline = time.monotonic() + JOIN_TIMEOUT
+        while self.db.applied() - reached > MAX_FORWARD and time.monotonic() < deadline:
+            # writes went on meanwhile: catch up with them too, so little is left to do locked
+            reached = self.sender.send_log(peer, epoch, reached, self.db.applied(), figures,
+                                           wanted)
         self.await_ready_primary()
         with self.db.locked():
+            wanted()
             with self.changed:
                 self.check_serving(("primary",))
                 epoch = self.core.view.epoch
-            applied = self.sender.send_log(peer, epoch, reached, self.db.applied())
-            if self._bulk.call(peer, "position", epoch) != applied:
-                raise Unavailable(f"replica {replica_id} is not at {applied} after its "
-                                  "transfer (did it take another?); it must ask again")
+            applied = self.sender.send_log(peer, epoch, reached, self.db.applied(), figures,
+                                           wanted)
+            held = self._bulk.call(peer, "write_at", applied) if applied else None
+            if self._bulk.call(peer, "position", epoch) != applied or \
+                    (held is not None and tuple(held) != self.db.write_at(applied)):
+                raise Unavailable(f"replica {replica_id} is not level at {applied} after its "
+                                  "transfer; it must ask again")
             try:
                 answer: dict[str, Any] = self._coordinators.command("add_member", {
                     "group": self.role, "epoch": epoch, "primary": self.replica_id,
@@ -177,10 +198,6 @@ class Membership:
                 raise
             self._adopt(View.from_wire(answer), view_uris(answer))
         return answer
-
-    def request_at(self, seq: int) -> str | None:
-        """The request id of this replica's write ``seq`` (levelling compares it)."""
-        return self.db.request_at(seq)
 
     def nudge(self) -> None:
         """The coordinators changed this replica's view: heartbeat now to hear of it."""
@@ -286,15 +303,16 @@ class Membership:
                 uri = peer_uri(self.core.uris.get(backup, ""))
             try:
                 position = self.peers.call(uri, "position", view.epoch)
+                held = self.peers.call(uri, "write_at", position) if position else None
                 self.sender.bring_up(uri, view.epoch, position,
-                                     self.peers.call(uri, "request_at", position))
+                                     None if held is None else (held[0], held[1]))
                 self.peers.call(uri, "committed", view.epoch, applied)
                 return True
             except StaleEpoch:
                 with self.changed:
                     self.step_down("a backup is in a newer epoch")
                 return False
-            except PEER_FAILURES as exc:
+            except (*PEER_FAILURES, PyrostoreError) as exc:  # a refusal too: it may pass
                 log.warning("%s could not level backup %d: %s", self.name, backup, exc)
                 self.report(view.epoch, backup)
             with self.changed:
@@ -327,13 +345,15 @@ class Membership:
         """Ask the primary to take this replica in; note how it came level."""
         started = time.monotonic()
         with self.db.locked():
+            self.staging.forget()  # a transfer of an earlier request must not land now
             position = self.db.applied()
+            held = self.db.write_at(position) if position else None
             installed = self.installed
             with self.changed:
                 self._caught_up = 0
         answer = self._joining.call(peer_uri(primary_uri), "join", {
             "replica": self.replica_id, "uri": self.uri, "incarnation": self.incarnation,
-            "position": position, "last_request": self.db.request_at(position)})
+            "position": position, "last_write": None if held is None else list(held)})
         with self.changed:
             how = ("snapshot" if self.installed > installed
                    else "catch-up" if self._caught_up else "level")

@@ -2,12 +2,14 @@
 
 A Pyro5 object of its own, ``<name>.peer``, on the replica's daemon beside the service, so that
 the service's own API stays the clients': forwards (``replicate``), levelling (``position``,
-``request_at``, ``committed``, ``install_snapshot``), joining (``join``) and the coordinators'
-``nudge``. Every argument is checked here, before anything below it runs: types and ranges,
-named dicts with exactly their fields, forwarded operations and their results as the group's
-state machine makes them, snapshots row by row. A bad one raises
-:class:`~pyrostore.errors.InvalidRequest` and changes nothing, not even the epoch fence. Every
-well-formed message is then fenced by epoch below, in
+``write_at``, ``committed``, ``catch_up``, ``install_snapshot``), joining (``join``) and the
+coordinators' ``nudge``. Every argument is checked here, before anything below it runs:
+types and ranges, named dicts with exactly their fields, forwarded operations and their
+results as the group's state machine makes them, snapshots row by row. A bad one raises
+:class:`~pyrostore.errors.InvalidRequest` and changes nothing, not even the epoch fence (a
+snapshot that breaks a table's constraints only across parts is found when it is installed,
+once the fence has risen: it changes nothing else). Every well-formed message is then fenced
+by epoch below, in
 :class:`~pyrostore.replication.ReplicatedGroup` and :class:`~pyrostore.membership.Membership`.
 """
 
@@ -51,9 +53,17 @@ class PeerEndpoint:
     @Pyro5.api.expose
     @allow(NODE)
     def replicate(self, epoch: int, writes: list[dict[str, Any]], committed: int) -> None:
-        """Apply the primary's writes ``[{seq, op, request_id, result, keys}, ...]``."""
+        """Apply the primary's writes ``[{seq, op, request_id, result, keys, epoch}, ...]``."""
         epoch, committed = check_count(epoch, "epoch"), check_count(committed, "committed")
-        self.group.replicate(epoch, self._writes(writes), committed)
+        self.group.replicate(epoch, self._writes(writes, epoch), committed)
+
+    @Pyro5.api.expose
+    @allow(NODE)
+    def catch_up(self, epoch: int, writes: list[dict[str, Any]]) -> None:
+        """Apply writes the primary of ``epoch`` sends from its log (as ``replicate``, but
+        confirming nothing: :mod:`pyrostore.transfers`)."""
+        epoch = check_count(epoch, "epoch")
+        self.group.replicate(epoch, self._writes(writes, epoch), None)
 
     @Pyro5.api.expose
     @allow(NODE)
@@ -77,26 +87,26 @@ class PeerEndpoint:
 
     @Pyro5.api.expose
     @allow(NODE)
+    def write_at(self, seq: int) -> list[Any] | None:
+        """``[request_id, epoch]`` of this replica's write ``seq`` (what names it), if any."""
+        held = self.member.db.write_at(check_count(seq, "seq"))
+        return None if held is None else list(held)
+
+    @Pyro5.api.expose
+    @allow(NODE)
     def join(self, joiner: dict[str, Any]) -> dict[str, Any]:
-        """A joiner (``{replica, uri, incarnation, position, last_request}``: where it is, and
-        its last write there) asks the primary to take it in."""
+        """A joiner (``{replica, uri, incarnation, position, last_write}``: where it is, and
+        ``[request_id, epoch]`` of its write there, or None) asks the primary to take it in."""
         fields = check_fields(joiner, "join request", ("replica", "uri", "incarnation",
-                                                       "position", "last_request"))
+                                                       "position", "last_write"))
         replica_id = check_replica_id(fields["replica"])
         if replica_id == self.member.replica_id:
             raise InvalidRequest(f"replica {replica_id} cannot join itself", field="replica")
         uri = check_uri(fields["uri"], object_name=service_name(self.member.role, replica_id))
-        last_request = fields["last_request"]
         return self.member.join(
             replica_id, uri, check_token(fields["incarnation"], "incarnation"),
             check_int(fields["position"], "position", low=0, high=MAX_POSITION),
-            None if last_request is None else check_token(last_request, "last_request"))
-
-    @Pyro5.api.expose
-    @allow(NODE)
-    def request_at(self, seq: int) -> str | None:
-        """The request id of this replica's write ``seq`` (levelling compares it)."""
-        return self.member.request_at(check_count(seq, "seq"))
+            check_write_name(fields["last_write"]))
 
     @Pyro5.api.expose
     @Pyro5.api.oneway
@@ -105,19 +115,23 @@ class PeerEndpoint:
         """The coordinators changed this replica's view: heartbeat now to hear of it."""
         self.member.nudge()
 
-    def _writes(self, value: Any) -> list[dict[str, Any]]:
-        """Forwarded writes, checked: 1..MAX_FORWARD of them, in sequence."""
+    def _writes(self, value: Any, epoch: int) -> list[dict[str, Any]]:
+        """Forwarded writes, checked: 1..MAX_FORWARD of them, in sequence, none of an epoch
+        after ``epoch`` (the sender's)."""
         if not isinstance(value, list) or not 0 < len(value) <= MAX_FORWARD:
             raise InvalidRequest(f"writes must be a list of 1 to {MAX_FORWARD} writes",
                                  field="writes")
         writes = [self._forwarded(write) for write in value]
         if any(b["seq"] != a["seq"] + 1 for a, b in itertools.pairwise(writes)):
             raise InvalidRequest("forwarded writes must have consecutive seqs", field="writes")
+        if any(write["epoch"] > epoch for write in writes):
+            raise InvalidRequest("a forwarded write cannot be of a later epoch than its sender",
+                                 field="writes")
         return writes
 
     def _forwarded(self, write: Any) -> dict[str, Any]:
-        """A forwarded write ``{seq, op, request_id, result, keys}``: an operation of this
-        group's machine and its result, with the read keys they change."""
+        """A forwarded write ``{seq, op, request_id, result, keys, epoch}``: an operation of
+        this group's machine and its result, with the read keys they change."""
         fields = check_fields(write, "forwarded write", WRITE_FIELDS)
         op, result = self.group.machine.check_write(fields["op"], fields["result"])
         keys = fields["keys"]
@@ -127,4 +141,13 @@ class PeerEndpoint:
                                  field="keys")
         return {"seq": check_int(fields["seq"], "seq", low=1, high=MAX_POSITION), "op": op,
                 "request_id": check_request_id(fields["request_id"]), "result": result,
-                "keys": keys}
+                "keys": keys, "epoch": check_count(fields["epoch"], "epoch")}
+
+
+def check_write_name(value: Any) -> tuple[str, int] | None:
+    """``[request_id, epoch]`` naming a write, or None (a replica at position 0)."""
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise InvalidRequest("a write is named [request_id, epoch]", field="last_write")
+    return check_token(value[0], "last_write"), check_count(value[1], "last_write")

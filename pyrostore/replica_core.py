@@ -164,26 +164,35 @@ class ReplicaCore:
                 "lease_left": round(max(0.0, self.lease_until - now), 3)}
 
 
-def transfer_plan(*, applied: int, primary_request: str | None, position: int,
-                  last_request: str | None, behind_limit: int,
-                  log_holds: Callable[[], bool]) -> str:
-    """How a primary at ``applied`` brings level a replica at ``position`` whose last write is
-    ``last_request`` (``primary_request``: the primary's write at that position, if it has
-    one):
+WriteName = tuple[str, int]
+"""What names a write: its request id and the epoch of the primary that numbered it."""
 
-    - ``level``: it already is (same position, same last write);
-    - ``catch-up``: it holds a prefix of the primary's history (the same write at its
-      position, which is not 0: a store's seed is not in the log), at most ``behind_limit``
-      writes behind, and the log still holds every write it lacks (``log_holds()``, asked
-      last: it reads the database): it is sent those;
-    - ``snapshot``: anything else (it is too far behind, or holds a tail the primary never
-      acknowledged): the whole state, then the writes made while it was sent.
+
+def transfer_plan(*, applied: int, ours: WriteName | None, position: int,
+                  theirs: WriteName | None, behind_limit: int,
+                  log_holds: Callable[[], bool]) -> str:
+    """How a primary at ``applied`` brings level a replica at ``position``, ``theirs`` the
+    write it holds there and ``ours`` the primary's write at that position (if it has one):
+
+    - ``level``: it already is: the same write at the same position;
+    - ``catch-up``: it is behind, at most ``behind_limit`` writes, with the same write at its
+      position, and the log still holds every write it lacks (``log_holds()``, asked last:
+      it reads the database): it is sent those;
+    - ``snapshot``: anything else: too far behind, ahead, or with another write at its
+      position (a tail the primary never acknowledged); at position 0 (a store's seed, which
+      is not in the log and may differ); or where the write's epoch is unknown (0: written
+      before writes carried it), since only an epoch proves a history.
+
+    Why one write proves a whole history: one primary numbers the writes of an epoch, each
+    once, on top of the history it was brought level with; a replica takes a write only on
+    top of that same history (forwards go to levelled backups, and these transfers check
+    first). So two replicas with the same write (same request id and epoch) at a position
+    hold the same writes up to it, as in Raft's log matching.
     """
-    same = primary_request == last_request
-    if position == applied and same:
+    same = position > 0 and ours is not None and ours == theirs and ours[1] > 0
+    if same and position == applied:
         return "level"
-    if 0 < position < applied and same and primary_request is not None \
-            and applied - position <= behind_limit and log_holds():
+    if same and position < applied and applied - position <= behind_limit and log_holds():
         return "catch-up"
     return "snapshot"
 

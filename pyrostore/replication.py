@@ -66,8 +66,8 @@ _NOTHING_TO_PUBLISH: Future[None] = Future()
 _NOTHING_TO_PUBLISH.set_result(None)
 Changes = list[tuple[list[str], int]]
 """What a batch changes: for each write, the read keys and its sequence number."""
-WRITE_FIELDS = ("seq", "op", "request_id", "result", "keys")
-"""A forwarded write, as a named plain dict."""
+WRITE_FIELDS = ("seq", "op", "request_id", "result", "keys", "epoch")
+"""A forwarded write, as a named plain dict (``epoch``: that of the primary that numbered it)."""
 
 
 class StateMachine(Protocol):
@@ -188,6 +188,8 @@ class ReplicatedGroup:
         try:
             with self.member.changed:
                 self.member.check_serving(("primary",))
+                for request in batch:
+                    request.epoch = self.member.core.view.epoch
             self.db.execute_many(list(batch), alongside=replicate)
             acknowledged = bool(under_way)
         except BaseException as exc:
@@ -281,9 +283,13 @@ class ReplicatedGroup:
 
     # -- what the primary calls on backups (through the peer endpoint) -------------------
 
-    def replicate(self, epoch: int, writes: list[dict[str, Any]], committed: int) -> None:
-        """Apply the primary's writes (``{seq, op, request_id, result, keys}`` each, checked
-        by the peer endpoint) durably, in one transaction (a repeat is acknowledged again)."""
+    def replicate(self, epoch: int, writes: list[dict[str, Any]], committed: int | None
+                  ) -> None:
+        """Apply the primary's writes (``{seq, op, request_id, result, keys, epoch}`` each,
+        checked by the peer endpoint) durably, in one transaction (a repeat is acknowledged
+        again). ``committed``: how far the primary of ``epoch`` has committed, which also
+        confirms this replica level in that epoch; None for writes of a catch-up
+        (:mod:`pyrostore.transfers`), which confirm nothing."""
         with self.db.locked():
             self.member.accept_from_primary(epoch)
             applied = self.db.applied()
@@ -291,7 +297,7 @@ class ReplicatedGroup:
             for write in writes:
                 seq, request_id = write["seq"], write["request_id"]
                 if seq <= applied:
-                    if self.db.request_at(seq) != request_id:
+                    if self.db.write_at(seq) != (request_id, write["epoch"]):
                         with self.member.changed:
                             self.member.step_down(f"write {seq} here is not the primary's")
                         raise NotServing(f"{self.name} holds another write {seq}; it rejoins")
@@ -300,13 +306,16 @@ class ReplicatedGroup:
                     raise NotServing(f"{self.name} is at {applied}, cannot apply {seq}")
                 apply = functools.partial(self.machine.apply, write["op"], request_id)
                 fresh.append((Write(write["op"], request_id, apply, seq=seq,
-                                    result=write["result"]), write["keys"]))
+                                    result=write["result"], epoch=write["epoch"]),
+                               write["keys"]))
             if fresh:
                 with self.member.changed:  # dirty before it is applied: no read sees it early
                     self.member.core.applying([(w.seq, keys) for w, keys in fresh])
                 self.db.apply_replicated([w for w, _ in fresh])
-                self.member.caught_up(len(fresh))
-        self.member.confirm(epoch, committed)
+                if committed is None:
+                    self.member.caught_up(len(fresh))
+        if committed is not None:
+            self.member.confirm(epoch, committed)
 
     # -- the primary's side of a write ---------------------------------------------------
 
@@ -318,7 +327,7 @@ class ReplicatedGroup:
         published = (self._aside.submit(self._publish, view.epoch, changes)
                      if self._publish is not None else _NOTHING_TO_PUBLISH)
         message = [{"seq": r.seq, "op": r.op, "request_id": r.request_id, "result": r.result,
-                    "keys": r.keys} for r in writes]
+                    "keys": r.keys, "epoch": r.epoch} for r in writes]
         for backup in view.backups:
             self._forward(backup, message)
         self._notifier.carried(view.epoch, writes[0].seq - 1)

@@ -39,7 +39,7 @@ from pyrostore.models import (
     check_time,
     check_token,
 )
-from pyrostore.store import INDEX_REQUESTS_BY_SEQ, Database, open_locked
+from pyrostore.store import Database, add_the_log, open_locked
 
 
 class Table(NamedTuple):
@@ -77,7 +77,8 @@ def _stored_request_id(value: Any) -> str:
 
 REQUESTS = Table((("request_id", _stored_request_id), ("fingerprint", _json_text("fingerprint")),
                   ("result", _json_text("result")),
-                  ("seq", lambda v: check_int(v, "seq", low=1, high=MAX_POSITION))),
+                  ("seq", lambda v: check_int(v, "seq", low=1, high=MAX_POSITION)),
+                  ("epoch", lambda v: check_count(v, "epoch"))),
                  unique=("request_id",))
 """The request ids every replica database keeps (:mod:`pyrostore.store`)."""
 
@@ -89,7 +90,7 @@ def check_snapshot_rows(name: Any, rows: Any, applied: int,
     row by row before any of it is staged. Uniqueness across parts is the table's own
     constraint's to enforce, when the snapshot is installed."""
     all_tables = {"requests": REQUESTS, **tables}
-    if name not in all_tables:
+    if not isinstance(name, str) or name not in all_tables:
         raise InvalidRequest(f"a snapshot has no table {str(name)[:40]!r} (it has "
                              f"{', '.join(all_tables)})", field="table")
     _check_rows(name, all_tables[name], rows)
@@ -344,7 +345,7 @@ class OrderStore(Database):
     """
 
     def migration_path(self) -> list[Step]:
-        return [self._version_1, INDEX_REQUESTS_BY_SEQ]
+        return [self._version_1, add_the_log]
 
     def _version_1(self, conn: sqlite3.Connection) -> None:
         """The tables; and files from before shoppers had names: every order an operator's."""

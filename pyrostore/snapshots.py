@@ -10,8 +10,9 @@ cursor as they are sent: one part is in memory at a time, however large the cata
 its own, each part in a short transaction of its own, and with the last one installs them all
 in one transaction. Its state is its old one or the whole snapshot, never a mix, whatever
 fails between; it holds one part in memory at a time. A part of another transfer, or out of
-order, is refused and ends the transfer (the sender starts over); a new transfer's first part
-discards whatever an unfinished one staged.
+order, is refused (the transfer under way goes on); a new transfer's first part discards
+whatever an unfinished one staged, and :meth:`Staging.forget` makes every transfer under way
+a stray (a joiner asking again: the transfers of its earlier requests must not land).
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def _chunks(cursor: Any, budget: int) -> Iterator[list[list[Any]]]:
     size = 0
     while batch := cursor.fetchmany(FETCH):
         for row in batch:
-            row_size = 16 + sum(len(value) if isinstance(value, str) else 8 for value in row)
+            row_size = 16 + sum(len(value.encode()) if isinstance(value, str) else 8
+                                for value in row)
             if size + row_size > budget and rows:
                 yield rows
                 rows, size = [], 0
@@ -99,17 +101,28 @@ class Staging:
                 "applied": applied, "table": fields["table"], "last": fields["last"],
                 "rows": self.check_rows(fields["table"], fields["rows"], applied)}
 
-    def add(self, part: dict[str, Any]) -> int | None:
-        """Take the next part (:meth:`check` ed); once the last is in, install the snapshot
-        and return its position (else None)."""
-        transfer, index, applied = part["transfer"], part["part"], part["applied"]
-        if index == 0:
-            self.db.stage_begin()
-            self._transfer, self._next, self._applied = transfer, 0, applied
-        if transfer != self._transfer or index != self._next or applied != self._applied:
-            self._transfer = None
+    def expect(self, part: dict[str, Any]) -> None:
+        """Refuse ``part`` (:meth:`check` ed) unless it is the next of the transfer under way,
+        or the first of a new one."""
+        transfer, index = part["transfer"], part["part"]
+        if index != 0 and (transfer, index, part["applied"]) != \
+                (self._transfer, self._next, self._applied):
             raise InvalidRequest(f"snapshot part {index} of transfer {transfer[:12]} is not "
-                                 "the one expected next; the transfer must start over")
+                                 "the one expected next; that transfer must start over")
+
+    def forget(self) -> None:
+        """Take no further part of the transfer under way (its staged rows stay until the
+        next transfer begins)."""
+        self._transfer = None
+
+    def add(self, part: dict[str, Any]) -> int | None:
+        """Take the next part (:meth:`check` ed and :meth:`expect` ed); once the last is in,
+        install the snapshot and return its position (else None)."""
+        self.expect(part)
+        applied = part["applied"]
+        if part["part"] == 0:
+            self.db.stage_begin()
+            self._transfer, self._next, self._applied = part["transfer"], 0, applied
         self.db.stage(part["table"], part["rows"])
         self._next += 1
         if not part["last"]:

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from pyrostore.datadir import Lock, create_private, hold_file, make_private, sqlite_files
 from pyrostore.errors import ConflictingRequest, CorruptFile, RequestExpired, StorageError
-from pyrostore.migrations import Step, migrate, run_script, script, steps_due
+from pyrostore.migrations import Step, migrate, run_script, steps_due
 from pyrostore.models import Retention
 
 T = TypeVar("T")
@@ -50,8 +50,18 @@ CREATE TABLE IF NOT EXISTS requests (
 """
 
 
-INDEX_REQUESTS_BY_SEQ = script("CREATE INDEX IF NOT EXISTS requests_by_seq ON requests (seq)")
-"""Version 1 to 2: the request ids by position, the log a returning replica catches up from."""
+def add_the_log(conn: sqlite3.Connection) -> None:
+    """Version 1 to 2: each write's epoch (that of the primary that numbered it; 0: unknown,
+    written before), and the request ids by position: the log a returning replica catches up
+    from."""
+    if "epoch" not in [row[1] for row in conn.execute("PRAGMA table_info(requests)")]:
+        conn.execute("ALTER TABLE requests ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
+    conn.execute("CREATE INDEX IF NOT EXISTS requests_by_seq ON requests (seq)")
+
+
+WAL_KEEP_BYTES = 64 * 1024 * 1024
+"""Bytes of WAL file kept after a checkpoint: a WAL that grew while a long snapshot read held
+it (writes go on meanwhile) shrinks back to this."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -63,6 +73,9 @@ class Write:
     apply: Apply
     seq: int = 0
     """Its sequence number once it applied (a primary's write arrives at a backup with it)."""
+    epoch: int = 0
+    """The epoch of the primary that gives it its sequence number: with ``seq``, it names the
+    write (one primary per epoch gives each number once)."""
     result: Any = None
     error: BaseException | None = None
 
@@ -105,6 +118,7 @@ class Database:
         self._readers_lock = threading.Lock()  # not the write lock: a read never waits on a write
         self._all_readers: list[sqlite3.Connection] = []
         self._committer = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+        self._drop_staged()
 
     @property
     def reader(self) -> sqlite3.Connection:
@@ -231,7 +245,7 @@ class Database:
         conn.execute("SAVEPOINT write")
         try:
             write.result = write.apply(conn, seq)
-            self._remember(conn, seq, write.request_id, op_print, write.result)
+            self._remember(conn, write, seq, op_print)
         except Exception as exc:
             conn.execute("ROLLBACK TO write")
             conn.execute("RELEASE write")
@@ -255,13 +269,12 @@ class Database:
                 if write.seq != expected:
                     raise ValueError(f"write {write.seq} arrived where {expected} was expected")
                 write.apply(conn, write.seq)
-                self._remember(conn, write.seq, write.request_id, fingerprint(write.op),
-                               write.result)
+                self._remember(conn, write, write.seq, fingerprint(write.op))
 
-    def _remember(self, conn: sqlite3.Connection, seq: int, request_id: str, op_print: str,
-                  result: Any) -> None:
-        conn.execute("INSERT INTO requests VALUES (?, ?, ?, ?)",
-                     (request_id, op_print, json.dumps(result), seq))
+    def _remember(self, conn: sqlite3.Connection, write: Write, seq: int, op_print: str
+                  ) -> None:
+        conn.execute("INSERT INTO requests VALUES (?, ?, ?, ?, ?)",
+                     (write.request_id, op_print, json.dumps(write.result), seq, write.epoch))
         self._set_meta(conn, "applied", seq)
 
     @contextlib.contextmanager
@@ -290,6 +303,16 @@ class Database:
                 conn.execute(f"DROP TABLE IF EXISTS incoming_{name}")
                 conn.execute(f"CREATE TABLE incoming_{name} AS SELECT * FROM {name} WHERE 0")
 
+    def _drop_staged(self) -> None:
+        """Drop what a transfer left staged when this process ended mid-way (it is of no use:
+        a new transfer starts over)."""
+        left = [row[0] for row in self._writer.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'incoming_%'")]
+        if left:
+            with self.transaction() as conn:
+                for name in left:
+                    conn.execute(f'DROP TABLE "{name}"')
+
     def stage(self, name: str, rows: list[list[Any]]) -> None:
         """Add ``rows`` (checked) of table ``name`` to the snapshot on its way in."""
         if rows:
@@ -315,11 +338,18 @@ class Database:
 
     def log(self, after: int, limit: int) -> list[sqlite3.Row]:
         """Up to ``limit`` of the writes after ``after``, in order, as the request ids keep
-        them (``seq, request_id, fingerprint, result``): the log a replica that missed them
-        catches up from. It may have gaps where ids were forgotten (:meth:`compact`)."""
+        them (``seq, request_id, fingerprint, result, epoch``): the log a replica that missed
+        them catches up from. It may have gaps where ids were forgotten (:meth:`compact`)."""
         return self.reader.execute(
-            "SELECT seq, request_id, fingerprint, result FROM requests WHERE seq > ? "
+            "SELECT seq, request_id, fingerprint, result, epoch FROM requests WHERE seq > ? "
             "ORDER BY seq LIMIT ?", (after, limit)).fetchall()
+
+    def write_at(self, seq: int) -> tuple[str, int] | None:
+        """The request id and epoch of write ``seq`` (what names it), if this replica holds
+        it."""
+        row = self.reader.execute("SELECT request_id, epoch FROM requests WHERE seq=?",
+                                  (seq,)).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]))
 
     def log_holds(self, after: int, upto: int) -> bool:
         """Whether the log holds every write after ``after`` up to ``upto``."""
@@ -330,7 +360,7 @@ class Database:
     def migration_path(self) -> list[Step]:
         """How a file of this kind reaches this release's schema version: step ``i`` brings
         version ``i`` to ``i + 1`` (:mod:`pyrostore.migrations`); a new file takes them all."""
-        return [self.make_tables, INDEX_REQUESTS_BY_SEQ]
+        return [self.make_tables, add_the_log]
 
     def make_tables(self, conn: sqlite3.Connection) -> None:
         """Version 0 to 1: make the tables (a new file), or keep those a release from before
@@ -403,6 +433,7 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA journal_size_limit={WAL_KEEP_BYTES}")
     return conn
 
 

@@ -145,7 +145,7 @@ def unchanged(store: Cluster) -> Iterator[Cluster]:
 BOOK = {"item": 999_999, "title": "T", "topic": "t", "stock": 1, "cost": 1.0, "version": 9}
 UPDATE = {"op": "update", "item": 999_999, "cost": 9.0, "stock_delta": None}
 WRITE = {"seq": 1, "op": UPDATE, "request_id": new_request_id(), "result": BOOK,
-         "keys": ["item:999999"]}
+         "keys": ["item:999999"], "epoch": 0}
 BAD_OP = one_wrong(UPDATE, {"op": JUNK.filter(lambda v: v not in ("take", "update", "add")),
                             "item": BAD_POSITIVE, "cost": NOT_INT.filter(
                                 lambda v: v is not None and not isinstance(v, float)),
@@ -154,7 +154,8 @@ BAD_OP = one_wrong(UPDATE, {"op": JUNK.filter(lambda v: v not in ("take", "updat
 BAD_WRITE = one_wrong(WRITE, {"seq": BAD_POSITIVE, "op": BAD_OP, "request_id": BAD_TOKEN,
                               "result": one_wrong(BOOK, {"title": BAD_TOKEN.filter(
                                   lambda v: not isinstance(v, str)), "stock": BAD_COUNT}),
-                              "keys": JUNK.filter(lambda v: v != ["item:999999"])})
+                              "keys": JUNK.filter(lambda v: v != ["item:999999"]),
+                              "epoch": BAD_COUNT | st.just(1)})  # 1: after the sender's 0
 BAD_WRITES = (JUNK.filter(lambda v: not isinstance(v, list)) | st.just([])
               | st.lists(BAD_WRITE, min_size=1, max_size=3)
               | st.just([{**WRITE, "seq": s} for s in range(1, MAX_FORWARD + 2)])
@@ -174,16 +175,16 @@ def test_replicate(unchanged: Cluster, epoch: Any, writes: Any, committed: Any,
 
 @EXAMPLES
 @given(epoch=BAD_COUNT, seq=BAD_COUNT)
-def test_committed_position_request_at(unchanged: Cluster, epoch: Any, seq: Any) -> None:
+def test_committed_position_write_at(unchanged: Cluster, epoch: Any, seq: Any) -> None:
     with as_node(peer_uri(service(unchanged, "order", backup(unchanged, "order"))),
                  unchanged) as peer:
         refuses(peer.committed, epoch, 0)
         refuses(peer.committed, 0, seq)
         refuses(peer.position, epoch)
-        refuses(peer.request_at, seq)
+        refuses(peer.write_at, seq)
 
 
-ROWS = {"requests": [["r-1", "{}", "{}", 1]],
+ROWS = {"requests": [["r-1", "{}", "{}", 1, 1]],
         "books": [[999_999, "T", "t", "t", 1, 1.0, 1]]}
 PART = {"transfer": "t1", "part": 0, "applied": 1, "table": "books", "rows": ROWS["books"],
         "last": True}
@@ -206,8 +207,9 @@ BAD_PART = one_wrong(PART, {
     "last": JUNK.filter(lambda v: not isinstance(v, bool))}) \
     | bad_row("requests") | bad_row("books") \
     | st.just({**PART, "rows": ROWS["books"] * 2}) \
-    | st.just({**PART, "table": "requests", "rows": [["r-1", "not json", "{}", 1]]}) \
-    | st.just({**PART, "table": "requests", "rows": [["r-1", "{}", "{}", 2]]})
+    | st.just({**PART, "table": "requests", "rows": [["r-1", "not json", "{}", 1, 1]]}) \
+    | st.just({**PART, "table": "requests", "rows": [["r-1", "{}", "{}", 2, 1]]}) \
+    | st.just({**PART, "table": "requests", "rows": [["r-1", "{}", "{}", 1]]})
 
 
 @EXAMPLES
@@ -220,13 +222,16 @@ def test_install_snapshot(unchanged: Cluster, epoch: Any, part: Any) -> None:
 
 
 JOINER = {"replica": 77, "uri": f"PYRO:pyrostore.catalog.77@{NOWHERE}", "incarnation": "x",
-          "position": 0, "last_request": None}
+          "position": 0, "last_write": None}
 
 
 @EXAMPLES
 @given(joiner=one_wrong(JOINER, {
     "replica": BAD_REPLICA, "incarnation": BAD_TOKEN, "position": BAD_COUNT,
-    "last_request": BAD_TOKEN.filter(lambda v: v is not None),
+    "last_write": JUNK.filter(lambda v: v is not None and not (
+        isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and 0 < len(v[0]) <= 64
+        and type(v[1]) is int and v[1] >= 0)) | BAD_TOKEN.map(lambda t: [t, 1])
+    | BAD_COUNT.map(lambda e: ["r-1", e]),
     "uri": BAD_URI | st.sampled_from([f"PYRO:pyrostore.catalog.78@{NOWHERE}",
                                       f"PYRO:pyrostore.order.77@{NOWHERE}",
                                       f"PYRO:pyrostore.coordinator.1@{NOWHERE}"])}))
@@ -240,7 +245,7 @@ def test_calls_with_the_wrong_arguments(unchanged: Cluster) -> None:
     with as_node(peer_uri(service(unchanged, "catalog", 1)), unchanged) as peer:
         refuses(peer.position)
         refuses(peer.position, 0, 1)
-        refuses(peer.request_at, seq=1, extra=2)
+        refuses(peer.write_at, seq=1, extra=2)
     with as_node(service(unchanged, "catalog", 1), unchanged) as catalog:
         refuses(catalog.topics_at, 1)
 

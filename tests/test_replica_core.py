@@ -95,30 +95,48 @@ def test_a_backup_sends_reads_of_uncommitted_writes_to_the_primary() -> None:
     assert restarted.is_dirty(["item:3"], 5)  # writes on disk whose keys it no longer knows
 
 
+R5 = ("r5", 3)
+R9 = ("r9", 4)
+
+
 @pytest.mark.parametrize(("position", "theirs", "ours", "log_holds", "how"), [
-    (9, "r9", "r9", True, "level"),  # same position, same last write
-    (9, "other", "r9", True, "snapshot"),  # a write the primary never made
-    (5, "r5", "r5", True, "catch-up"),  # a prefix of the primary's history
-    (5, "r5", "r5", False, "snapshot"),  # the log lost some of what it missed
-    (5, "other", "r5", True, "snapshot"),  # a tail of its own, then the primary's writes
-    (5, "r5", None, True, "snapshot"),  # the primary forgot that write: no proof of a prefix
-    (1, "r1", "r1", True, "snapshot"),  # more than the limit behind
-    (0, None, None, True, "snapshot"),  # new: the seed is not in the log
-    (10, "r10", None, True, "snapshot"),  # ahead: a tail the primary never acknowledged
+    (9, R9, R9, True, "level"),  # the same write at the same position
+    (9, ("other", 4), R9, True, "snapshot"),  # a write the primary never made
+    (5, R5, R5, True, "catch-up"),  # a prefix of the primary's history
+    (5, R5, R5, False, "snapshot"),  # the log lost some of what it missed
+    (5, ("other", 3), R5, True, "snapshot"),  # a tail of its own
+    (5, ("r5", 2), R5, True, "snapshot"),  # the same request, numbered by another primary
+    (5, ("r5", 0), ("r5", 0), True, "snapshot"),  # written before writes carried an epoch
+    (9, ("r9", 0), ("r9", 0), True, "snapshot"),
+    (5, R5, None, True, "snapshot"),  # the primary forgot that write: no proof of a prefix
+    (1, ("r1", 1), ("r1", 1), True, "snapshot"),  # more than the limit behind
+    (0, None, None, True, "snapshot"),  # the seed is not in the log, and may differ
+    (10, ("r10", 4), None, True, "snapshot"),  # ahead: a tail the primary never acknowledged
 ])
 def test_a_replica_is_brought_level_by_the_cheapest_way_that_is_right(
-        position: int, theirs: str | None, ours: str | None, log_holds: bool, how: str) -> None:
+        position: int, theirs: tuple[str, int] | None, ours: tuple[str, int] | None,
+        log_holds: bool, how: str) -> None:
     asked: list[bool] = []
 
     def holds() -> bool:
         asked.append(True)
         return log_holds
 
-    assert transfer_plan(applied=9, primary_request=ours, position=position,
-                         last_request=theirs, behind_limit=6, log_holds=holds) == how
+    assert transfer_plan(applied=9, ours=ours, position=position, theirs=theirs,
+                         behind_limit=6, log_holds=holds) == how
     assert len(asked) <= 1
 
 
+def test_a_divergent_tail_with_the_same_last_request_is_not_taken_for_a_prefix() -> None:
+    """A primary of epoch 3 commits r1 at 101 and r2 at 102 and dies before its backups hold
+    them; the primary of epoch 4 writes r3 at 101, then the retried r2 at 102. The old
+    primary, back, holds r2 at 102 too: the epoch tells the two writes apart."""
+    assert transfer_plan(applied=102, ours=("r2", 4), position=102, theirs=("r2", 3),
+                         behind_limit=100, log_holds=lambda: True) == "snapshot"
+    assert transfer_plan(applied=110, ours=("r2", 4), position=102, theirs=("r2", 3),
+                         behind_limit=100, log_holds=lambda: True) == "snapshot"
+
+
 def test_with_a_limit_of_zero_every_transfer_is_a_snapshot() -> None:
-    assert transfer_plan(applied=9, primary_request="r8", position=8, last_request="r8",
+    assert transfer_plan(applied=9, ours=("r8", 2), position=8, theirs=("r8", 2),
                          behind_limit=0, log_holds=lambda: True) == "snapshot"

@@ -395,7 +395,7 @@ def test_a_backup_fences_off_a_stale_primary_and_a_foreign_write(cluster: Cluste
         book = {"item": 2, "title": "RPCs for Dummies", "topic": "distributed systems",
                 "stock": 4, "cost": 999.0, "version": seq}
         return [{"seq": seq, "op": op, "request_id": new_request_id(), "result": book,
-                 "keys": ["item:2"]}]
+                 "keys": ["item:2"], "epoch": 1}]
 
     applied = info(cluster, "catalog", 3 - leader)["applied"]
     with tls.acting_as(identity("node")), peer(cluster, "catalog", 3 - leader) as backup, \

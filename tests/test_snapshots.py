@@ -86,8 +86,10 @@ def test_a_snapshot_is_of_one_position_while_writes_go_on(
     assert primary.applied() == 620
 
 
-def test_an_unfinished_transfer_changes_nothing_and_the_next_starts_afresh(
-        stores: tuple[CatalogStore, CatalogStore]) -> None:
+def half_staged(stores: tuple[CatalogStore, CatalogStore]
+                ) -> tuple[Staging, list[dict[str, Any]], list[dict[str, Any]]]:
+    """The backup's staging with all but the last part of one transfer taken (nothing
+    installed yet), that transfer's parts and another's."""
     primary, backup = stores
     old = state(backup)
     first, second = list(parts(primary, budget=4_000)), list(parts(primary, budget=4_000))
@@ -95,12 +97,29 @@ def test_an_unfinished_transfer_changes_nothing_and_the_next_starts_afresh(
     for part in first[:-1]:
         stage.add(stage.check(part))
     assert state(backup) == old  # staged aside, not installed
+    return stage, first, second
+
+
+def test_a_stray_part_is_refused_and_the_transfer_under_way_goes_on(
+        stores: tuple[CatalogStore, CatalogStore]) -> None:
+    primary, backup = stores
+    stage, first, second = half_staged(stores)
     with pytest.raises(InvalidRequest, match="start over"):  # another transfer, mid-way
         stage.add(stage.check(second[1]))
-    with pytest.raises(InvalidRequest, match="start over"):  # the first one is over too
+    assert stage.add(stage.check(first[-1])) == 600
+    assert state(backup) == state(primary)
+
+
+def test_a_joiner_that_asks_again_takes_no_part_of_its_earlier_transfer(
+        stores: tuple[CatalogStore, CatalogStore]) -> None:
+    primary, backup = stores
+    old = state(backup)
+    stage, first, second = half_staged(stores)
+    stage.forget()  # it asked to join again
+    with pytest.raises(InvalidRequest, match="start over"):
         stage.add(stage.check(first[-1]))
     assert state(backup) == old
-    assert install(backup, second)[-1] == 600
+    assert install(backup, second)[-1] == 600  # the new transfer discards what was staged
     assert state(backup) == state(primary)
 
 
@@ -125,7 +144,7 @@ def test_a_snapshot_that_breaks_a_tables_constraint_installs_nothing(
     {"transfer": "t", "part": -1, "applied": 0, "table": "books", "rows": [], "last": True},
     {"transfer": "t", "part": 0, "applied": 0, "table": "books", "rows": [], "last": 1},
     {"transfer": "t", "part": 0, "applied": 1, "table": "requests",
-     "rows": [["r1", "{}", "{}", 2]], "last": True},
+     "rows": [["r1", "{}", "{}", 2, 1]], "last": True},
     {"transfer": "t", "part": 0, "applied": 0, "table": "books",
      "rows": [[1, "t", "x", "x", -1, 1.0, 0]], "last": True}])
 def test_a_malformed_part_is_an_invalid_request_and_stages_nothing(
@@ -147,3 +166,24 @@ def test_the_log_holds_each_write_with_its_operation_result_and_position(
     with primary.transaction() as conn:  # an id forgotten (as compaction does to old ones)
         conn.execute("DELETE FROM requests WHERE seq=550")
     assert not primary.log_holds(500, 600) and primary.log_holds(550, 600)
+
+
+def test_what_a_transfer_left_staged_is_dropped_when_the_file_is_opened_again(
+        stores: tuple[CatalogStore, CatalogStore]) -> None:
+    primary, backup = stores
+    stage = staging(backup)
+    for part in list(parts(primary, budget=4_000))[:2]:
+        stage.add(stage.check(part))  # then the process ends mid-transfer
+
+    def staged(store: CatalogStore) -> list[str]:
+        return [row[0] for row in store.reader.execute(
+            "SELECT name FROM sqlite_master WHERE name LIKE 'incoming_%'")]
+
+    assert staged(backup)
+    path = backup.path
+    backup.close()
+    reopened = CatalogStore(path)
+    try:
+        assert staged(reopened) == []
+    finally:
+        reopened.close()

@@ -26,7 +26,7 @@ from pyrostore.models import (
     topic_key,
 )
 from pyrostore.order import OrderMachine, record_op
-from pyrostore.schemas import CatalogStore, OrderStore, check_snapshot
+from pyrostore.schemas import CatalogStore, OrderStore, check_snapshot_rows
 from pyrostore.store import fingerprint
 
 
@@ -161,45 +161,45 @@ def test_check_op_refuses_a_builder_it_was_not_given() -> None:
 
 # -- snapshots ------------------------------------------------------------------------------
 
-REQUEST = ["r-1", "{}", "{}", 1]
+REQUEST = ["r-1", "{}", "{}", 1, 1]
 BOOK_ROW = [1, "T", "t", "t", 3, 1.0, 1]
 TAKE_ROW = ["r-1", 1, 1, 2, "alice", "open"]
 ORDER_ROW = [1, 1, "T", 2, 3.0, 6.0, "r-1", 1.7e9, ""]
 
 
-def test_a_snapshot_of_the_right_shape_is_taken() -> None:
-    catalog = {"applied": 1, "tables": {"requests": [REQUEST], "books": [BOOK_ROW],
-                                        "takes": [TAKE_ROW]}}
-    assert check_snapshot(catalog, CatalogStore.tables) is catalog
-    orders = {"applied": 1, "tables": {"requests": [REQUEST], "orders": [ORDER_ROW]}}
-    assert check_snapshot(orders, OrderStore.tables) is orders
+def test_snapshot_rows_of_the_right_shape_are_taken() -> None:
+    for name, rows in (("requests", [REQUEST]), ("books", [BOOK_ROW]), ("takes", [TAKE_ROW])):
+        assert check_snapshot_rows(name, rows, 1, CatalogStore.tables) == rows
+    for name, rows in (("requests", [REQUEST]), ("orders", [ORDER_ROW])):
+        assert check_snapshot_rows(name, rows, 1, OrderStore.tables) == rows
 
 
 def test_a_snapshot_carries_the_largest_settlement() -> None:
     ids = [new_request_id() for _ in range(MAX_SETTLED)]
     op, result = settle_op(ids, []), {"restocked": [123_456_789] * MAX_SETTLED}
-    row = ["r-1", fingerprint(op), json.dumps(result), 1]
-    catalog = {"applied": 1, "tables": {"requests": [row], "books": [], "takes": []}}
-    assert check_snapshot(catalog, CatalogStore.tables) is catalog
+    row = ["r-1", fingerprint(op), json.dumps(result), 1, 1]
+    assert check_snapshot_rows("requests", [row], 1, CatalogStore.tables) == [row]
 
 
-@pytest.mark.parametrize("tables", [
-    {"requests": [REQUEST]},
-    {"requests": [REQUEST], "books": [BOOK_ROW], "takes": [], "orders": []},
-    {"requests": [REQUEST], "books": [BOOK_ROW[:-1]], "takes": []},
-    {"requests": [REQUEST], "books": [BOOK_ROW, BOOK_ROW], "takes": []},
-    {"requests": [REQUEST, REQUEST], "books": [], "takes": []},
-    {"requests": [["r-2", "{}", "{}", 9]], "books": [], "takes": []},
-    {"requests": [["r-2", "{", "{}", 1]], "books": [], "takes": []},
-    {"requests": [REQUEST], "books": [[1, "T", "t", "t", -3, 1.0, 1]], "takes": []},
-    {"requests": [REQUEST], "books": [[1, None, "t", "t", 3, 1.0, 1]], "takes": []},
-    {"requests": [REQUEST], "books": "rows", "takes": []},
-    {"requests": [REQUEST], "books": [], "takes": [["r-1", 1, 1, 2, "alice", "closed"]]},
-    {"requests": [REQUEST], "books": [], "takes": [TAKE_ROW, TAKE_ROW]},
-    {"requests": [REQUEST], "books": [], "takes": [["r-1", 1, 1, 0, "alice", "open"]]}, []])
-def test_a_snapshot_of_another_shape_is_refused(tables: Any) -> None:
+@pytest.mark.parametrize(("name", "rows"), [
+    ("orders", [ORDER_ROW]),  # not a catalog's table
+    ("meta", []), ("incoming_books", []), (["books"], []),
+    ("books", [BOOK_ROW[:-1]]),
+    ("books", [BOOK_ROW, BOOK_ROW]),
+    ("requests", [REQUEST, REQUEST]),
+    ("requests", [["r-2", "{}", "{}", 9, 1]]),  # beyond the snapshot's position
+    ("requests", [["r-2", "{", "{}", 1, 1]]),
+    ("requests", [REQUEST[:-1]]),  # without its epoch
+    ("requests", [["r-2", "{}", "{}", 1, -1]]),
+    ("books", [[1, "T", "t", "t", -3, 1.0, 1]]),
+    ("books", [[1, None, "t", "t", 3, 1.0, 1]]),
+    ("books", "rows"),
+    ("takes", [["r-1", 1, 1, 2, "alice", "closed"]]),
+    ("takes", [TAKE_ROW, TAKE_ROW]),
+    ("takes", [["r-1", 1, 1, 0, "alice", "open"]])])
+def test_snapshot_rows_of_another_shape_are_refused(name: Any, rows: Any) -> None:
     with pytest.raises(InvalidRequest):
-        check_snapshot({"applied": 1, "tables": tables}, CatalogStore.tables)
+        check_snapshot_rows(name, rows, 1, CatalogStore.tables)
 
 
 # -- invalidations and renewals -------------------------------------------------------------

@@ -138,6 +138,7 @@ def test_a_version_1_file_gains_the_log_index_and_keeps_its_data(tmp_path: Path)
     store.close()
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("DROP INDEX requests_by_seq")  # as version 1 made it
+    conn.execute("ALTER TABLE requests DROP COLUMN epoch")
     conn.close()
     stamp(path, 1)
 
@@ -156,6 +157,7 @@ def test_a_version_1_file_gains_the_log_index_and_keeps_its_data(tmp_path: Path)
         assert user_version(path) == versions.SCHEMA_VERSION == 2
         assert indexes() == ["requests_by_seq"]
         assert store.book(2).stock == 3 and store.log(0, 10)[0]["request_id"] == "r1"
+        assert store.write_at(1) == ("r1", 0)  # its epoch unknown: written before epochs
     finally:
         store.close()
 
