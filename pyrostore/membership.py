@@ -38,6 +38,7 @@ from typing import Any
 from pyrostore.config import Settings
 from pyrostore.discovery import Coordinators, peer_uri, service_name
 from pyrostore.errors import (
+    InvalidRequest,
     NotServing,
     ProtocolVersionError,
     PyrostoreError,
@@ -105,7 +106,8 @@ class Membership:
         self.installed = 0
         """Snapshots installed since it started."""
         self._caught_up = 0  # writes received while joining
-        self._attempts: dict[int, int] = {}  # primary: joiner -> its latest request to join
+        self._attempts: dict[int, str] = {}  # primary: joiner -> its latest request's token
+        self._attempt: str | None = None  # joiner: its request to join under way (write lock)
         # a renewal must fail fast: a dead coordinator leader is replaced within the lease
         self._coordinators = Coordinators(settings, timeout=min(settings.call_timeout,
                                                                 settings.lease / 3))
@@ -129,7 +131,8 @@ class Membership:
         """One part (:meth:`Staging.check` ed) of the primary's snapshot; with the last,
         replace this replica's whole state by it, dropping any tail of its own."""
         with self.db.locked():
-            self.staging.expect(part)  # a stray part is refused before the fence moves
+            self.check_transfer(epoch, part["transfer"])  # refused before the fence moves
+            self.staging.expect(part)
             self.accept_from_primary(epoch)
             applied = self.staging.add(part)
             if applied is None:
@@ -139,6 +142,29 @@ class Membership:
                 self.installed += 1
         log.info("%s installed a snapshot at %d (epoch %d)", self.name, applied, epoch)
 
+    def check_transfer(self, epoch: int, token: str) -> None:
+        """(Holding the write lock.) Refuse a transfer (a snapshot's part, writes of a
+        catch-up) unless it is of this replica's request to join under way, if it is
+        joining, and of an epoch in which it is not yet level: a transfer of an earlier
+        request, or one that arrives once the primary has found it level, would take it
+        back."""
+        with self.changed:
+            if epoch <= self.core.confirmed_epoch:
+                raise NotServing(f"{self.name} is level in epoch {self.core.confirmed_epoch}: "
+                                 f"a transfer of epoch {epoch} would take it back")
+            if self.core.state == "joining" and token != self._attempt:
+                raise InvalidRequest(f"{self.name} is not asking to join with {token[:12]} "
+                                     "(an earlier request's transfer)")
+
+    def check_forward(self, epoch: int) -> None:
+        """(Holding the write lock.) A joining replica takes a primary's forwards only once
+        that primary has found it level in their epoch (the view that adds it); before, an
+        acknowledgement from it could be undone by the transfer under way."""
+        with self.changed:
+            if self.core.state == "joining" and self.core.confirmed_epoch != epoch:
+                raise NotServing(f"{self.name} is joining: it takes no forwards of epoch "
+                                 f"{epoch} before it is level in it")
+
     def caught_up(self, writes: int) -> None:
         """(Holding the write lock.) ``writes`` forwarded writes applied; counted while joining."""
         with self.changed:
@@ -146,43 +172,52 @@ class Membership:
                 self._caught_up += writes
 
     def join(self, replica_id: int, uri: str, incarnation: str, position: int,
-             last_write: WriteName | None) -> dict[str, Any]:
+             last_write: WriteName | None, token: str) -> dict[str, Any]:
         """A joiner (checked by the peer endpoint) at ``position``, ``last_write`` its write
-        there, asks to become a backup: bring it up while writes go on, then (under the write
-        lock) send it the last few, check it is level, and have the coordinators add it. A
-        newer request from the same joiner supersedes this one (it gave up waiting)."""
+        there, asks to become a backup, ``token`` naming this request: bring it up while
+        writes go on, then (under the write lock) send it the last few, check it is level,
+        and have the coordinators add it. A newer request from the same joiner supersedes
+        this one (it gave up waiting)."""
+        started = time.monotonic()
         self.await_ready_primary()
         with self.changed:
             self.check_serving(("primary",))
-            epoch = self.core.view.epoch
-            attempt = self._attempts[replica_id] = self._attempts.get(replica_id, 0) + 1
+            if self.core.view.role_of(replica_id, incarnation) == "backup":
+                raise Unavailable(f"replica {replica_id} is a backup of epoch "
+                                  f"{self.core.view.epoch} already")
+            self._attempts[replica_id] = token
 
-        def wanted() -> None:
+        def wanted() -> int:
             with self.changed:
-                if self._attempts.get(replica_id) != attempt:
+                if self._attempts.get(replica_id) != token:
                     raise Unavailable(f"a newer request of replica {replica_id} to join took "
                                       "over")
                 if not self.core.leads():
                     raise NotServing(f"{self.name} no longer leads")
+                return self.core.view.epoch
 
         peer, figures = peer_uri(uri), {"rows": 0, "writes": 0}
-        reached = self.sender.bring_up(peer, epoch, position, last_write, wanted=wanted)
-        deadline = time.monotonic() + JOIN_TIMEOUT
-        while self.db.applied() - reached > MAX_FORWARD and time.monotonic() < deadline:
+        reached = self.sender.bring_up(peer, token, position, last_write, wanted)
+        while self.db.applied() - reached > MAX_FORWARD and \
+                time.monotonic() < started + JOIN_TIMEOUT / 2:
             # writes went on meanwhile: catch up with them too, so little is left to do locked
-            reached = self.sender.send_log(peer, epoch, reached, self.db.applied(), figures,
+            reached = self.sender.send_log(peer, token, reached, self.db.applied(), figures,
                                            wanted)
         self.await_ready_primary()
         with self.db.locked():
-            wanted()
+            epoch = wanted()
             with self.changed:
                 self.check_serving(("primary",))
-                epoch = self.core.view.epoch
-            applied = self.sender.send_log(peer, epoch, reached, self.db.applied(), figures,
-                                           wanted)
-            held = self._bulk.call(peer, "write_at", applied) if applied else None
-            if self._bulk.call(peer, "position", epoch) != applied or \
-                    (held is not None and tuple(held) != self.db.write_at(applied)):
+            applied = self.db.applied()
+            if applied - reached > MAX_FORWARD:  # it cannot keep up: never a long wait locked
+                raise Unavailable(f"replica {replica_id} is {applied - reached} writes behind "
+                                  "after its transfer; it must ask again")
+            self.sender.send_log(peer, token, reached, applied, figures, wanted,
+                                 via=self.peers)
+            held = self.peers.call(peer, "write_at", applied) if applied else None
+            if self.peers.call(peer, "position", epoch) != applied or \
+                    (tuple(held) if held else None) != (self.db.write_at(applied)
+                                                        if applied else None):
                 raise Unavailable(f"replica {replica_id} is not level at {applied} after its "
                                   "transfer; it must ask again")
             try:
@@ -304,15 +339,16 @@ class Membership:
             try:
                 position = self.peers.call(uri, "position", view.epoch)
                 held = self.peers.call(uri, "write_at", position) if position else None
-                self.sender.bring_up(uri, view.epoch, position,
-                                     None if held is None else (held[0], held[1]))
+                self.sender.bring_up(uri, uuid.uuid4().hex, position,
+                                     None if held is None else (held[0], held[1]),
+                                     lambda: view.epoch, member=True)
                 self.peers.call(uri, "committed", view.epoch, applied)
                 return True
             except StaleEpoch:
                 with self.changed:
                     self.step_down("a backup is in a newer epoch")
                 return False
-            except (*PEER_FAILURES, PyrostoreError) as exc:  # a refusal too: it may pass
+            except Exception as exc:  # a refusal or a local error: report it, retry
                 log.warning("%s could not level backup %d: %s", self.name, backup, exc)
                 self.report(view.epoch, backup)
             with self.changed:
@@ -334,7 +370,7 @@ class Membership:
                     return
                 except (*PEER_FAILURES, Unavailable, StaleEpoch) as exc:  # a failover: wait
                     log.debug("%s: join failed: %s", self.name, exc)
-                except PyrostoreError as exc:  # will not pass by waiting: an operator's news
+                except Exception as exc:  # will not pass by waiting: an operator's news
                     if str(exc) != said:
                         log.warning("%s: join failed: %s", self.name, exc)
                         said = str(exc)
@@ -342,18 +378,28 @@ class Membership:
                 self.changed.wait(self.settings.lease / 2)
 
     def _ask_to_join(self, primary_uri: str) -> None:
-        """Ask the primary to take this replica in; note how it came level."""
-        started = time.monotonic()
+        """Ask the primary to take this replica in; note how it came level. Each request has
+        a token of its own, and only its transfer is taken (an earlier one's may still be on
+        its way)."""
+        started, token = time.monotonic(), uuid.uuid4().hex
         with self.db.locked():
-            self.staging.forget()  # a transfer of an earlier request must not land now
+            with self.changed:
+                if self.core.state != "joining":
+                    return
+                self._caught_up = 0
+            self._attempt = token
             position = self.db.applied()
             held = self.db.write_at(position) if position else None
             installed = self.installed
-            with self.changed:
-                self._caught_up = 0
-        answer = self._joining.call(peer_uri(primary_uri), "join", {
-            "replica": self.replica_id, "uri": self.uri, "incarnation": self.incarnation,
-            "position": position, "last_write": None if held is None else list(held)})
+        try:
+            answer = self._joining.call(peer_uri(primary_uri), "join", {
+                "replica": self.replica_id, "uri": self.uri, "incarnation": self.incarnation,
+                "position": position, "last_write": None if held is None else list(held),
+                "token": token})
+        finally:
+            with self.db.locked():
+                if self._attempt == token:
+                    self._attempt = None
         with self.changed:
             how = ("snapshot" if self.installed > installed
                    else "catch-up" if self._caught_up else "level")

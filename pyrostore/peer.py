@@ -59,11 +59,11 @@ class PeerEndpoint:
 
     @Pyro5.api.expose
     @allow(NODE)
-    def catch_up(self, epoch: int, writes: list[dict[str, Any]]) -> None:
-        """Apply writes the primary of ``epoch`` sends from its log (as ``replicate``, but
-        confirming nothing: :mod:`pyrostore.transfers`)."""
-        epoch = check_count(epoch, "epoch")
-        self.group.replicate(epoch, self._writes(writes, epoch), None)
+    def catch_up(self, epoch: int, token: str, writes: list[dict[str, Any]]) -> None:
+        """Apply writes the primary of ``epoch`` sends from its log in the transfer ``token``
+        (as ``replicate``, but confirming nothing: :mod:`pyrostore.transfers`)."""
+        epoch, token = check_count(epoch, "epoch"), check_token(token, "token")
+        self.group.replicate(epoch, self._writes(writes, epoch), None, token)
 
     @Pyro5.api.expose
     @allow(NODE)
@@ -95,10 +95,11 @@ class PeerEndpoint:
     @Pyro5.api.expose
     @allow(NODE)
     def join(self, joiner: dict[str, Any]) -> dict[str, Any]:
-        """A joiner (``{replica, uri, incarnation, position, last_write}``: where it is, and
-        ``[request_id, epoch]`` of its write there, or None) asks the primary to take it in."""
+        """A joiner (``{replica, uri, incarnation, position, last_write, token}``: where it is,
+        ``[request_id, epoch]`` of its write there or None, and a token naming this request)
+        asks the primary to take it in."""
         fields = check_fields(joiner, "join request", ("replica", "uri", "incarnation",
-                                                       "position", "last_write"))
+                                                       "position", "last_write", "token"))
         replica_id = check_replica_id(fields["replica"])
         if replica_id == self.member.replica_id:
             raise InvalidRequest(f"replica {replica_id} cannot join itself", field="replica")
@@ -106,7 +107,7 @@ class PeerEndpoint:
         return self.member.join(
             replica_id, uri, check_token(fields["incarnation"], "incarnation"),
             check_int(fields["position"], "position", low=0, high=MAX_POSITION),
-            check_write_name(fields["last_write"]))
+            check_write_name(fields["last_write"]), check_token(fields["token"], "token"))
 
     @Pyro5.api.expose
     @Pyro5.api.oneway

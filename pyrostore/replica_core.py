@@ -170,7 +170,7 @@ WriteName = tuple[str, int]
 
 def transfer_plan(*, applied: int, ours: WriteName | None, position: int,
                   theirs: WriteName | None, behind_limit: int,
-                  log_holds: Callable[[], bool]) -> str:
+                  log_holds: Callable[[], bool], member: bool = False) -> str:
     """How a primary at ``applied`` brings level a replica at ``position``, ``theirs`` the
     write it holds there and ``ours`` the primary's write at that position (if it has one):
 
@@ -188,8 +188,12 @@ def transfer_plan(*, applied: int, ours: WriteName | None, position: int,
     top of that same history (forwards go to levelled backups, and these transfers check
     first). So two replicas with the same write (same request id and epoch) at a position
     hold the same writes up to it, as in Raft's log matching.
+
+    A ``member`` of the last view (a new primary levelling its backups) holds a prefix of the
+    history of that view's primary, as the new primary does: at the same position it is
+    level whatever its write's name, and behind it holds a prefix of the primary's history.
     """
-    same = position > 0 and ours is not None and ours == theirs and ours[1] > 0
+    same = member or (position > 0 and ours is not None and ours == theirs and ours[1] > 0)
     if same and position == applied:
         return "level"
     if same and position < applied and applied - position <= behind_limit and log_holds():

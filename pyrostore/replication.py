@@ -283,14 +283,18 @@ class ReplicatedGroup:
 
     # -- what the primary calls on backups (through the peer endpoint) -------------------
 
-    def replicate(self, epoch: int, writes: list[dict[str, Any]], committed: int | None
-                  ) -> None:
+    def replicate(self, epoch: int, writes: list[dict[str, Any]], committed: int | None,
+                  token: str = "") -> None:
         """Apply the primary's writes (``{seq, op, request_id, result, keys, epoch}`` each,
         checked by the peer endpoint) durably, in one transaction (a repeat is acknowledged
         again). ``committed``: how far the primary of ``epoch`` has committed, which also
         confirms this replica level in that epoch; None for writes of a catch-up
-        (:mod:`pyrostore.transfers`), which confirm nothing."""
+        (:mod:`pyrostore.transfers`, ``token`` naming it), which confirm nothing."""
         with self.db.locked():
+            if committed is None:
+                self.member.check_transfer(epoch, token)
+            else:
+                self.member.check_forward(epoch)
             self.member.accept_from_primary(epoch)
             applied = self.db.applied()
             fresh: list[tuple[Write, list[str]]] = []

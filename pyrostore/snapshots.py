@@ -11,14 +11,13 @@ its own, each part in a short transaction of its own, and with the last one inst
 in one transaction. Its state is its old one or the whole snapshot, never a mix, whatever
 fails between; it holds one part in memory at a time. A part of another transfer, or out of
 order, is refused (the transfer under way goes on); a new transfer's first part discards
-whatever an unfinished one staged, and :meth:`Staging.forget` makes every transfer under way
-a stray (a joiner asking again: the transfers of its earlier requests must not land).
+whatever an unfinished one staged. (Which transfers a replica takes at all, the membership
+decides: :meth:`~pyrostore.membership.Membership.check_transfer`.)
 """
 
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
@@ -41,12 +40,13 @@ CheckRows = Callable[[Any, Any, int], list[list[Any]]]
 """A state machine's check of one table's rows of a snapshot at a position."""
 
 
-def parts(db: Database, *, budget: int = PART_BYTES) -> Generator[dict[str, Any], None, None]:
+def parts(db: Database, transfer: str, *, budget: int = PART_BYTES
+          ) -> Generator[dict[str, Any], None, None]:
     """``db``'s whole replicated state at one position, as parts ``{transfer, part, applied,
     table, rows, last}`` of about ``budget`` bytes of rows each, read as they are taken (at
-    least one part, even for an empty database). The read transaction lasts until the
-    generator is exhausted or closed."""
-    transfer = uuid.uuid4().hex
+    least one part, even for an empty database); ``transfer`` names the transfer (a joiner's
+    request to join). The read transaction lasts until the generator is exhausted or
+    closed."""
     with db.consistent_read() as (conn, applied):
         index, pending = 0, None
         for table in db.snapshot_tables():
@@ -109,11 +109,6 @@ class Staging:
                 (self._transfer, self._next, self._applied):
             raise InvalidRequest(f"snapshot part {index} of transfer {transfer[:12]} is not "
                                  "the one expected next; that transfer must start over")
-
-    def forget(self) -> None:
-        """Take no further part of the transfer under way (its staged rows stay until the
-        next transfer begins)."""
-        self._transfer = None
 
     def add(self, part: dict[str, Any]) -> int | None:
         """Take the next part (:meth:`check` ed and :meth:`expect` ed); once the last is in,

@@ -307,7 +307,8 @@ class Database:
         """Drop what a transfer left staged when this process ended mid-way (it is of no use:
         a new transfer starts over)."""
         left = [row[0] for row in self._writer.execute(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'incoming_%'")]
+            "SELECT name FROM sqlite_master WHERE type='table' "
+            "AND name LIKE 'incoming!_%' ESCAPE '!'")]
         if left:
             with self.transaction() as conn:
                 for name in left:

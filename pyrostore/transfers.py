@@ -51,6 +51,11 @@ Keys = Callable[[dict[str, Any], Any], list[str]]
 """A state machine's read keys of a write (its op and result)."""
 
 
+Wanted = Callable[[], int]
+"""Asked before each call of a transfer: the epoch to send it in (the primary's current one),
+or it raises once the transfer should stop (superseded, or this replica no longer leads)."""
+
+
 class Sender:
     """The sending side of bringing replicas level, for one primary's database."""
 
@@ -65,20 +70,22 @@ class Sender:
         self.sent = {"level": 0, "catch-up": 0, "snapshot": 0}
         """How many replicas this one brought level, by each way."""
 
-    def bring_up(self, uri: str, epoch: int, position: int, theirs: WriteName | None, *,
-                 wanted: Callable[[], None] = lambda: None) -> int:
+    def bring_up(self, uri: str, token: str, position: int, theirs: WriteName | None,
+                 wanted: Wanted, *, member: bool = False) -> int:
         """Bring the replica at ``uri``, at ``position`` with ``theirs`` its write there, up to
-        this database's position (or past it, if writes went on); the position it reached."""
+        this database's position (or past it, if writes went on); the position it reached.
+        ``token`` names the transfer (the joiner's request); ``member``: the replica is a
+        member of the view being levelled (:func:`~pyrostore.replica_core.transfer_plan`)."""
         started, applied = time.monotonic(), self.db.applied()
         how = transfer_plan(
             applied=applied, position=position, theirs=theirs,
             ours=self.db.write_at(position) if position <= applied else None,
-            behind_limit=self.behind_limit(),
+            behind_limit=self.behind_limit(), member=member,
             log_holds=lambda: self.db.log_holds(position, applied))
         figures = {"by": how, "from": position, "rows": 0, "writes": 0}
         if how == "snapshot":
-            position = self.send_snapshot(uri, epoch, figures, wanted)
-        reached = self.send_log(uri, epoch, position, applied, figures, wanted)
+            position = self.send_snapshot(uri, token, figures, wanted)
+        reached = self.send_log(uri, token, position, applied, figures, wanted)
         figures.update(to=reached, seconds=round(time.monotonic() - started, 3))
         with self._lock:
             self.sent[str(figures["by"])] += 1
@@ -86,14 +93,13 @@ class Sender:
                 uri, figures["by"], figures)
         return reached
 
-    def send_snapshot(self, uri: str, epoch: int, figures: dict[str, Any],
-                      wanted: Callable[[], None]) -> int:
+    def send_snapshot(self, uri: str, token: str, figures: dict[str, Any],
+                      wanted: Wanted) -> int:
         """This database's whole state to the replica at ``uri``, in parts; its position."""
         applied = 0
-        with contextlib.closing(parts(self.db)) as stream:  # ends the read transaction
+        with contextlib.closing(parts(self.db, token)) as stream:  # ends the read transaction
             for part in stream:
-                wanted()
-                self.peers.call(uri, "install_snapshot", epoch, part)
+                self.peers.call(uri, "install_snapshot", wanted(), part)
                 applied = part["applied"]
                 figures["rows"] += len(part["rows"])
                 if part["part"] == 0 and not part["last"]:
@@ -101,25 +107,24 @@ class Sender:
         figures["by"] = "snapshot"
         return applied
 
-    def send_log(self, uri: str, epoch: int, after: int, upto: int, figures: dict[str, Any],
-                 wanted: Callable[[], None]) -> int:
+    def send_log(self, uri: str, token: str, after: int, upto: int, figures: dict[str, Any],
+                 wanted: Wanted, *, via: ProxyPool | None = None) -> int:
         """The writes after ``after`` up to ``upto`` (at least) from the log, to the replica
         at ``uri`` (a snapshot instead if the log has lost one, or the replica refuses one);
-        the position reached."""
+        the position reached. ``via``: the pool to call through (default: the sender's)."""
         first = True
         while after < upto:
             writes = self._writes(after, upto)
-            wanted()
             if writes is None:
                 log.info("the log lacks writes after %d: a snapshot instead", after)
-                after = self.send_snapshot(uri, epoch, figures, wanted)
+                after = self.send_snapshot(uri, token, figures, wanted)
                 continue
             try:
-                self.peers.call(uri, "catch_up", epoch, writes)
+                (via or self.peers).call(uri, "catch_up", wanted(), token, writes)
             except InvalidRequest as exc:
                 log.warning("%s refused write %d of the log (%s): a snapshot instead", uri,
                             writes[0]["seq"], exc)
-                after = self.send_snapshot(uri, epoch, figures, wanted)
+                after = self.send_snapshot(uri, token, figures, wanted)
                 continue
             after = writes[-1]["seq"]
             figures["writes"] += len(writes)
@@ -127,7 +132,6 @@ class Sender:
                 first = False
                 self.hooks.point(HOLD_POINT)
         return after
-
     def _writes(self, after: int, upto: int) -> list[dict[str, Any]] | None:
         """The next writes of the log after ``after`` (at most ``upto - after``), as forwards,
         within :data:`MAX_FORWARD` and :data:`FORWARD_BYTES`; None if the log has a gap."""

@@ -222,12 +222,12 @@ def test_install_snapshot(unchanged: Cluster, epoch: Any, part: Any) -> None:
 
 
 JOINER = {"replica": 77, "uri": f"PYRO:pyrostore.catalog.77@{NOWHERE}", "incarnation": "x",
-          "position": 0, "last_write": None}
+          "position": 0, "last_write": None, "token": "t1"}
 
 
 @EXAMPLES
 @given(joiner=one_wrong(JOINER, {
-    "replica": BAD_REPLICA, "incarnation": BAD_TOKEN, "position": BAD_COUNT,
+    "replica": BAD_REPLICA, "incarnation": BAD_TOKEN, "position": BAD_COUNT, "token": BAD_TOKEN,
     "last_write": JUNK.filter(lambda v: v is not None and not (
         isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and 0 < len(v[0]) <= 64
         and type(v[1]) is int and v[1] >= 0)) | BAD_TOKEN.map(lambda t: [t, 1])

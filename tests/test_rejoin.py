@@ -5,20 +5,24 @@ in the middle of a transfer. Real processes, ``kill -9``, real SQLite files comp
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pyrostore import tls
 from pyrostore.client import Client
 from pyrostore.datadir import sqlite_files
+from pyrostore.errors import NotServing
 from pyrostore.launcher import Cluster
+from pyrostore.models import new_request_id
 from pyrostore.schemas import CatalogStore
 from pyrostore.transfers import HOLD_POINT
-from tests.conftest import settled, start_cluster, wait_until
+from tests.conftest import identity, settled, start_cluster, wait_until
 from tests.shopping import Shoppers, add_books, check_ledger
-from tests.test_replication import info, level, primary, proxy, view
+from tests.test_replication import info, level, peer, primary, proxy, view
 
 pytestmark = pytest.mark.timeout(300)
 BOOKS = 20_000
@@ -185,3 +189,34 @@ def test_a_primary_killed_during_a_transfer_leaves_the_group_level_and_nothing_l
         assert shoppers.ledger.acked
         states = files(cluster, replicas)
     assert states[0] == states[1] == states[2]
+
+
+def test_a_transfer_that_would_take_a_level_replica_back_is_refused(tmp_path: Path) -> None:
+    """A transfer still on its way when the primary has found the replica level (a joiner's
+    earlier request, or a levelling overtaken) would undo writes acknowledged since."""
+    cluster = start_cluster(tmp_path / "store")
+    try:
+        with Client(settings=cluster.settings) as client:
+            client.update(2, stock_delta=1)
+        wait_until(lambda: level(cluster, "catalog"), what="both level")
+        backup_id = 3 - primary(cluster, "catalog")
+        epoch, before = view(cluster, "catalog")["epoch"], info(cluster, "catalog", backup_id)
+        empty = {"transfer": uuid.uuid4().hex, "part": 0, "applied": 0, "table": "requests",
+                 "rows": [], "last": True}
+        write = {"seq": before["applied"] + 1, "request_id": new_request_id(), "epoch": epoch,
+                 "op": {"op": "update", "item": 2, "cost": 999.0, "stock_delta": None},
+                 "result": {"item": 2, "title": "RPCs for Dummies", "topic": "distributed "
+                            "systems", "stock": 5, "cost": 999.0, "version": 9},
+                 "keys": ["item:2"]}
+        with tls.acting_as(identity("node")), peer(cluster, "catalog", backup_id) as backup:
+            with pytest.raises(NotServing, match="take it back"):
+                backup.install_snapshot(epoch, empty)  # an empty catalog, installed whole
+            with pytest.raises(NotServing, match="take it back"):
+                backup.catch_up(epoch, uuid.uuid4().hex, [write])
+        after = info(cluster, "catalog", backup_id)
+        assert (after["applied"], after["serving"], after["epoch"]) == \
+            (before["applied"], True, epoch)
+        with proxy(cluster, "catalog", backup_id) as replica:
+            assert replica.lookup(2)["cost"] == 40.0 and replica.lookup(2)["stock"] == 5
+    finally:
+        cluster.stop()

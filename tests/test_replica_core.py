@@ -137,6 +137,15 @@ def test_a_divergent_tail_with_the_same_last_request_is_not_taken_for_a_prefix()
                          behind_limit=100, log_holds=lambda: True) == "snapshot"
 
 
+def test_a_member_of_the_last_view_holds_a_prefix_whatever_its_writes_are_named() -> None:
+    """A new primary levelling its backups (members of the last view, as it was): after an
+    upgrade their writes have no epoch, and at position 0 both hold the first primary's
+    seed; neither is a reason for a snapshot."""
+    for position, how in ((9, "level"), (0, "catch-up"), (5, "catch-up"), (10, "snapshot")):
+        assert transfer_plan(applied=9, ours=("r", 0), position=position, theirs=("r", 0),
+                             behind_limit=100, log_holds=lambda: True, member=True) == how
+
+
 def test_with_a_limit_of_zero_every_transfer_is_a_snapshot() -> None:
     assert transfer_plan(applied=9, ours=("r8", 2), position=8, theirs=("r8", 2),
                          behind_limit=0, log_holds=lambda: True) == "snapshot"

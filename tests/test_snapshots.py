@@ -3,6 +3,7 @@ near a budget, staged, and installed whole or not at all; and the log a replica 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,10 @@ def stores(tmp_path: Path) -> Iterator[tuple[CatalogStore, CatalogStore]]:
     yield primary, backup
     primary.close()
     backup.close()
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
 
 
 def restocking(store: CatalogStore, item: int, request_id: str) -> Write:
@@ -59,7 +64,7 @@ def test_a_snapshot_sent_in_parts_makes_the_receiver_the_same(
         stores: tuple[CatalogStore, CatalogStore]) -> None:
     primary, backup = stores
     take(backup, 2, 1, "a tail the primary never had")
-    sent = list(parts(primary, budget=4_000))
+    sent = list(parts(primary, new_token(), budget=4_000))
     assert len(sent) > 3 and [part["part"] for part in sent] == list(range(len(sent)))
     assert [part["last"] for part in sent] == [False] * (len(sent) - 1) + [True]
     assert install(backup, sent) == [None] * (len(sent) - 1) + [600]
@@ -67,7 +72,7 @@ def test_a_snapshot_sent_in_parts_makes_the_receiver_the_same(
 
 
 def test_each_part_stays_near_its_budget(stores: tuple[CatalogStore, CatalogStore]) -> None:
-    for part in parts(stores[0], budget=2_000):
+    for part in parts(stores[0], new_token(), budget=2_000):
         size = sum(16 + sum(len(v) if isinstance(v, str) else 8 for v in row)
                    for row in part["rows"])
         assert size <= 2_000
@@ -77,7 +82,7 @@ def test_a_snapshot_is_of_one_position_while_writes_go_on(
         stores: tuple[CatalogStore, CatalogStore]) -> None:
     primary, backup = stores
     before = state(primary)
-    stream = parts(primary, budget=4_000)
+    stream = parts(primary, new_token(), budget=4_000)
     first = next(stream)  # the read has begun: what follows is of its position
     for n in range(20):
         restock(primary, 3, f"during {n}")  # no lock held: writes commit meanwhile
@@ -92,7 +97,7 @@ def half_staged(stores: tuple[CatalogStore, CatalogStore]
     installed yet), that transfer's parts and another's."""
     primary, backup = stores
     old = state(backup)
-    first, second = list(parts(primary, budget=4_000)), list(parts(primary, budget=4_000))
+    first, second = (list(parts(primary, new_token(), budget=4_000)) for _ in range(2))
     stage = staging(backup)
     for part in first[:-1]:
         stage.add(stage.check(part))
@@ -110,24 +115,11 @@ def test_a_stray_part_is_refused_and_the_transfer_under_way_goes_on(
     assert state(backup) == state(primary)
 
 
-def test_a_joiner_that_asks_again_takes_no_part_of_its_earlier_transfer(
-        stores: tuple[CatalogStore, CatalogStore]) -> None:
-    primary, backup = stores
-    old = state(backup)
-    stage, first, second = half_staged(stores)
-    stage.forget()  # it asked to join again
-    with pytest.raises(InvalidRequest, match="start over"):
-        stage.add(stage.check(first[-1]))
-    assert state(backup) == old
-    assert install(backup, second)[-1] == 600  # the new transfer discards what was staged
-    assert state(backup) == state(primary)
-
-
 def test_a_snapshot_that_breaks_a_tables_constraint_installs_nothing(
         stores: tuple[CatalogStore, CatalogStore]) -> None:
     primary, backup = stores
     old = state(backup)
-    sent = list(parts(primary, budget=4_000))
+    sent = list(parts(primary, new_token(), budget=4_000))
     books = next(part for part in sent if part["table"] == "books")
     sent.insert(sent.index(books) + 1, {**books, "part": books["part"] + 1})  # each book twice
     for index, part in enumerate(sent):
@@ -172,7 +164,7 @@ def test_what_a_transfer_left_staged_is_dropped_when_the_file_is_opened_again(
         stores: tuple[CatalogStore, CatalogStore]) -> None:
     primary, backup = stores
     stage = staging(backup)
-    for part in list(parts(primary, budget=4_000))[:2]:
+    for part in list(parts(primary, new_token(), budget=4_000))[:2]:
         stage.add(stage.check(part))  # then the process ends mid-transfer
 
     def staged(store: CatalogStore) -> list[str]:

@@ -19,6 +19,7 @@ from pyrostore.store import Write
 from pyrostore.transfers import FORWARD_BYTES, MAX_FORWARD, Sender
 
 URI = "PYRO:pyrostore.catalog.2.peer@127.0.0.1:1"
+TOKEN = "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5"
 
 
 class Peer:
@@ -36,7 +37,7 @@ class Peer:
 
     def caught_up(self) -> list[dict[str, Any]]:
         return [write for method, args in self.calls if method == "catch_up"
-                for write in args[1]]
+                for write in args[2]]
 
 
 @pytest.fixture
@@ -59,24 +60,24 @@ def sender(db: CatalogStore, peer: Peer, *, limit: int = 100_000) -> Sender:
 def test_a_replica_behind_gets_the_writes_it_missed_in_bounded_forwards(
         db: CatalogStore) -> None:
     peer = Peer()
-    assert sender(db, peer).bring_up(URI, 4, 100, ("r0099", 3)) == 1_200
+    assert sender(db, peer).bring_up(URI, TOKEN, 100, ("r0099", 3), lambda: 4) == 1_200
     sent = peer.caught_up()
     assert [w["seq"] for w in sent] == list(range(101, 1_201))
     assert {w["epoch"] for w in sent} == {3} and sent[0]["request_id"] == "r0100"
     assert sent[0]["op"] == json.loads(json.dumps(
         {"op": "update", "item": 1, "note": "0100" + "x" * 3_000}))
     for method, args in peer.calls:
-        assert method == "catch_up" and args[0] == 4
-        size = len(json.dumps(args[1]).encode())
-        assert len(args[1]) <= MAX_FORWARD and size <= FORWARD_BYTES + 4_000 < MAX_MESSAGE_SIZE
+        assert method == "catch_up" and args[:2] == (4, TOKEN)
+        size = len(json.dumps(args[2]).encode())
+        assert len(args[2]) <= MAX_FORWARD and size <= FORWARD_BYTES + 4_000 < MAX_MESSAGE_SIZE
 
 
 def test_a_gap_in_the_log_turns_the_catch_up_into_a_snapshot(db: CatalogStore) -> None:
     with db.transaction() as conn:  # a request id forgotten after the plan was made
         conn.execute("DELETE FROM requests WHERE seq=900")
     peer = Peer()
-    assert sender(db, peer).send_log(URI, 4, 100, 1_200, {"rows": 0, "writes": 0},
-                                     lambda: None) == 1_200
+    assert sender(db, peer).send_log(URI, TOKEN, 100, 1_200, {"rows": 0, "writes": 0},
+                                     lambda: 4) == 1_200
     methods = [method for method, _ in peer.calls]
     assert "install_snapshot" in methods and methods[0] == "catch_up"
     assert peer.caught_up()[0]["seq"] == 101
@@ -85,7 +86,7 @@ def test_a_gap_in_the_log_turns_the_catch_up_into_a_snapshot(db: CatalogStore) -
 def test_a_logged_write_the_replica_refuses_turns_into_a_snapshot(db: CatalogStore) -> None:
     peer = Peer(refuse_catch_up=True)
     figures = {"rows": 0, "writes": 0}
-    assert sender(db, peer).send_log(URI, 4, 100, 1_200, figures, lambda: None) == 1_200
+    assert sender(db, peer).send_log(URI, TOKEN, 100, 1_200, figures, lambda: 4) == 1_200
     assert [method for method, _ in peer.calls][-1] == "install_snapshot"
     assert figures["rows"] > 0
 
@@ -93,18 +94,21 @@ def test_a_logged_write_the_replica_refuses_turns_into_a_snapshot(db: CatalogSto
 def test_too_far_behind_or_with_another_write_it_gets_a_snapshot(db: CatalogStore) -> None:
     for limit, theirs in ((50, ("r0099", 3)), (100_000, ("r0099", 2))):
         peer = Peer()
-        assert sender(db, peer, limit=limit).bring_up(URI, 4, 100, theirs) == 1_200
+        assert sender(db, peer, limit=limit).bring_up(URI, TOKEN, 100, theirs,
+                                                      lambda: 4) == 1_200
         assert {method for method, _ in peer.calls} == {"install_snapshot"}
+        assert {args[1]["transfer"] for _, args in peer.calls} == {TOKEN}
 
 
 def test_a_superseded_transfer_stops_before_its_next_call(db: CatalogStore) -> None:
     peer, asked = Peer(), []
 
-    def wanted() -> None:
+    def wanted() -> int:
         asked.append(True)
         if len(asked) > 2:
             raise Unavailable("a newer request to join took over")
+        return 4
 
     with pytest.raises(Unavailable):
-        sender(db, peer).bring_up(URI, 4, 100, ("r0099", 3), wanted=wanted)
+        sender(db, peer).bring_up(URI, TOKEN, 100, ("r0099", 3), wanted)
     assert len(peer.calls) == 2
