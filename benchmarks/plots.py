@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # after matplotlib.use: the backend comes first
 from matplotlib.figure import Figure
 
 from benchmarks import original
+from benchmarks.targets import REJOIN_LIMIT_MS
 
 OPS = ("search", "lookup", "buy")
 TIERS = ("client", "frontend", "catalog", "order")
@@ -136,6 +137,8 @@ def rejoin_chart(results: dict[str, Any], directory: Path) -> Path | None:
         tails.plot(books, [r["during"]["p99_ms"] or float("nan") for r in points], "--s",
                    color=line.get_color(), label=f"{path}: p99")
         times.plot(books, [r["rejoin_s"] for r in points], "-o", label=path)
+    tails.axhline(REJOIN_LIMIT_MS, color="grey", linestyle=":",
+                  label=f"target: {REJOIN_LIMIT_MS:g} ms")
     tails.set_yscale("log")
     tails.set_ylabel("ms at the client")
     tails.set_title("Buys while a catalog backup rejoins")
