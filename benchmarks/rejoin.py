@@ -47,8 +47,9 @@ PATHS: dict[str, dict[str, str]] = {"catch-up": {},
 """Each path, and the variables its store runs with."""
 FIRST_BUYS = 20
 """Buys acknowledged one by one before the shopper starts, timed apart (``first_buys``): a
-fresh store's first write can take seconds (4 s, and once over the 10 s call timeout,
-measured with a million books), a cost of the store's start, not of a rejoin."""
+fresh store's first writes can wait for seconds (with a million books, 4 s, or two in a row
+over the 10 s call timeout, while its second catalog replica joined once more by snapshot
+just after the store said it was up), a cost of the store's start, not of a rejoin."""
 WARM_UP_S = 2.0
 """Seconds of buys before the backup is killed; the last :data:`BEFORE_S` of them are the
 steady state the figures are set against."""

@@ -144,7 +144,8 @@ def size_table(rows: list[Mapping[str, Any]]) -> Table:
     table = Table(title="Latency as the catalog grows (cache off, one client)",
                   header_style="bold", caption="ms: mean, under it p50/p99; catalog start-up: "
                   "from the spawn of the 2 catalog replicas until both serve, each loading "
-                  "the inventory into its SQLite file (a first start)")
+                  "the inventory into its SQLite file, then the second joining the group (a first "
+                  "start)")
     for name in ("books", "lookup, client", "lookup, catalog", "search, client",
                  "search, catalog", "books per search", "view changes", "catalog start-up s"):
         table.add_column(name, justify="right")

@@ -70,7 +70,9 @@ class StartSteps:
 class SizedStore:
     """A started store with a generated catalog, and how long its catalog replicas took to
     start: from their spawn until both served, on a first start, in which each loads the
-    inventory CSV into its own SQLite file (the two at once, on the machine's cores)."""
+    inventory CSV into its own SQLite file (the two at once, on the machine's cores) and the
+    second to register then joins the group as a backup (today: by a snapshot of the first's
+    whole catalog, since it cannot know that its own seed is the same)."""
 
     cluster: Cluster
     catalog_start_s: float | None
