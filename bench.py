@@ -9,7 +9,9 @@ Experiments (choose with --only; all by default):
   crash         9 buys of book 1 (stock 10) while catalog replica 1, then 2, is SIGKILLed
                 and restarted; a timeline, each buy's latency, every replica's final state
   scale         requests/s and p99 of cached lookups and of buys as clients go 1 -> 32
-                (--scale-clients), and lookup/search latency as the catalog grows (--sizes)
+                (--scale-clients), and lookup/search latency as the catalog grows (--sizes),
+                with the start-up of the catalog replicas of each size (from their spawn
+                until both serve; each loads the generated inventory on this first start)
   failover      buys from 4 threads while the coordinator leader, a coordinator follower,
                 the catalog primary, the order primary and a catalog backup are each
                 SIGKILLed and restarted --kills times: the longest time without a buy
@@ -17,19 +19,25 @@ Experiments (choose with --only; all by default):
                 same serializer), timed before any store starts and with each store up
                 (idle) before its tiers: every figure is also printed as a multiple of it;
                 and its calls/s from as many clients as the most of --clients
+  rejoin        for each catalog size (--rejoin-sizes) and path (catch-up: the default;
+                snapshot: PYROSTORE_CATCH_UP_LIMIT=0), one client buying without pause
+                while the catalog backup is SIGKILLed, left out 1 s, restarted: the time
+                from its restart until it serves as a backup, and the p50/p99/max of the
+                buys in flight meanwhile
 
 Every measured client is a process of its own (multiprocessing, spawn) running its own
 pyrostore.Client. The benchmark starts its own stores on free ports of 127.0.0.1 in a
 temporary directory (2 catalog + 2 order replicas + 1 frontend; a second one with the cache
-off; a fresh one for the crash experiment, one for failover; one per catalog size) and
-stops all of them,
-whatever happens. With --ns-host/--ns-port it measures a running store instead: it adds
-"benchmark shelf" books there and buys from them, measures only the cache setting that store
-has, and skips crash, failover and catalog sizes (it kills nothing it did not start).
+off; a fresh one for the crash experiment, one for failover; one per catalog size; one per
+size and path of rejoin) and stops all of them, whatever happens. With --ns-host/--ns-port
+it measures a running store instead: it adds "benchmark shelf" books there and buys from
+them, measures only the cache setting that store has, and skips crash, failover, rejoin and
+catalog sizes (it kills nothing it did not start).
 
-With no arguments it runs all experiments in a few minutes; --quick runs them all in under a
-minute with small numbers (for tests). Figures go to the terminal as tables; --json writes
-them all with the machine's description, --plot writes PNG charts.
+With no arguments it runs all experiments in 10-15 minutes on 2 cores (the million-book
+stores take most of it); --quick runs them all in about two minutes with small numbers (for
+tests). Figures go to the terminal as tables; --json writes them all with the machine's
+description, --plot writes PNG charts.
 """
 
 from __future__ import annotations
@@ -65,13 +73,14 @@ from benchmarks.latency import (
     run_tiers,
 )
 from benchmarks.pool import BenchError, ClientPool
+from benchmarks.rejoin import PATHS, rejoin_series
 from benchmarks.scale import run_throughput, sizes_series
 from benchmarks.stores import Stores, caches, shelve_books, store_settings
 from benchmarks.targets import check
 from pyrostore.config import SERIALIZERS, Settings
 from pyrostore.errors import PyrostoreError
 
-EXPERIMENTS = ("tiers", "invalidation", "crash", "scale", "failover", "baseline")
+EXPERIMENTS = ("tiers", "invalidation", "crash", "scale", "failover", "baseline", "rejoin")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +98,7 @@ class Plan:
     size_requests: int  # lookups and searches per catalog size
     calls: int  # bare Pyro5 calls
     kills: int  # of each victim, failover
+    rejoin_sizes: tuple[int, ...]  # books in the catalog, rejoin
     serializer: str
     insecure: bool = False  # plaintext instead of mutual TLS
 
@@ -96,11 +106,11 @@ class Plan:
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {"requests": 1000, "buys": 200, "clients": (1, 5, 10), "rounds": 200,
                 "scale_clients": (1, 2, 4, 8, 16, 32), "seconds": 1.5,
-                "sizes": (7, 100, 1_000, 10_000, 100_000), "size_requests": 300,
-                "calls": 2000, "kills": 5},
+                "sizes": (7, 100, 1_000, 10_000, 100_000, 1_000_000), "size_requests": 300,
+                "calls": 2000, "kills": 5, "rejoin_sizes": (10_000, 100_000, 1_000_000)},
     "quick": {"requests": 30, "buys": 15, "clients": (1, 2, 4), "rounds": 30,
               "scale_clients": (1, 2, 4, 8), "seconds": 0.5, "sizes": (7, 2_000),
-              "size_requests": 30, "calls": 300, "kills": 1},
+              "size_requests": 30, "calls": 300, "kills": 1, "rejoin_sizes": (2_000,)},
 }
 
 
@@ -147,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         return f" (default {show(full[name])}; --quick {show(quick[name])})"
 
     parser.add_argument("--quick", action="store_true",
-                        help="small numbers everywhere: the whole run in under a minute")
+                        help="small numbers everywhere: the whole run in about two minutes")
     parser.add_argument("--only", type=experiments, default=EXPERIMENTS, metavar="LIST",
                         help=f"comma-separated experiments to run, of {','.join(EXPERIMENTS)}")
     size = parser.add_argument_group("how much to measure")
@@ -174,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="baseline: bare Pyro5 calls per burst" + default("calls"))
     size.add_argument("--kills", type=positive, metavar="N",
                       help="failover: kills of each victim" + default("kills"))
+    size.add_argument("--rejoin-sizes", type=numbers, metavar="LIST",
+                      help="rejoin: catalog sizes in books, each measured by "
+                      f"{' and by '.join(PATHS)}" + default("rejoin_sizes"))
     where = parser.add_argument_group("which store")
     where.add_argument("--ns-host", help="measure the running store whose name server is here")
     where.add_argument("--ns-port", type=int, help="... and on this port (default 9090)")
@@ -273,6 +286,10 @@ class Runner:
             self._crash()
         if self._wants("failover"):
             self._failover()
+        if self._wants("rejoin"):
+            self.results["rejoin"] = {"paths": PATHS, "rows": rejoin_series(
+                self.stores, self.workdir, sizes=list(plan.rejoin_sizes),
+                serializer=plan.serializer, tick=self._ticker("rejoin"), on_store=self._say)}
         if self._wants("scale"):
             self.results.setdefault("scale", {})["catalog_size"] = sizes_series(
                 self.pool, self.stores, self.workdir, sizes=list(plan.sizes),
@@ -305,6 +322,7 @@ class Runner:
             self.results["crash"] = {"skipped": "it kills replicas: only of a store it started"}
             self.results["failover"] = {
                 "skipped": "it kills processes: only of a store it started"}
+            self.results["rejoin"] = {"skipped": "it kills replicas: only of a store it started"}
             self.results.setdefault("scale", {})["skipped"] = (
                 "catalog sizes: only on stores it starts")
 
@@ -388,6 +406,8 @@ class Runner:
             "throughput": 2 * len(plan.scale_clients) if self._wants("scale") else 0,
             "sizes": 2 * len(plan.sizes) * plan.size_requests
             if self._wants("scale") and self.external is None else 0,
+            "rejoin": len(PATHS) * len(plan.rejoin_sizes)
+            if self._wants("rejoin") and self.external is None else 0,
         }
         for name, total in totals.items():
             if total:

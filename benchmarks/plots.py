@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # after matplotlib.use: the backend comes first
 from matplotlib.figure import Figure
 
 from benchmarks import original
+from benchmarks.targets import REJOIN_LIMIT_MS
 
 OPS = ("search", "lookup", "buy")
 TIERS = ("client", "frontend", "catalog", "order")
@@ -93,12 +94,20 @@ def throughput_chart(results: dict[str, Any], directory: Path) -> Path | None:
 
 
 def catalog_size_chart(results: dict[str, Any], directory: Path) -> Path | None:
-    """p50 of lookup and search at the client and at the catalog against the catalog's size."""
+    """p50 of lookup and search at the client and at the catalog against the catalog's size
+    (left), and the start-up of its catalog replicas (right)."""
     rows = results.get("scale", {}).get("catalog_size", [])
     if not rows:
         return None
-    figure, axis = plt.subplots(figsize=(7, 4))
+    figure, (axis, starts) = plt.subplots(1, 2, figsize=(12, 4),
+                                          gridspec_kw={"width_ratios": [3, 2]})
     books = [r["books"] for r in rows]
+    starts.plot(books, [r.get("catalog_start_s") or float("nan") for r in rows], "-o")
+    starts.set_xscale("log")
+    starts.set_xlabel("books in the catalog")
+    starts.set_ylabel("seconds")
+    starts.set_title("Catalog replicas' first start (loading the inventory)")
+    starts.set_ylim(bottom=0)
     for op in ("lookup", "search"):
         for tier, style in (("client", "-o"), ("catalog", "--s")):
             axis.plot(books, [r[op][tier]["p50_ms"] or float("nan") for r in rows], style,
@@ -113,8 +122,39 @@ def catalog_size_chart(results: dict[str, Any], directory: Path) -> Path | None:
     return _save(figure, directory / "catalog_size.png")
 
 
+def rejoin_chart(results: dict[str, Any], directory: Path) -> Path | None:
+    """The longest and the p99 buy while a catalog backup rejoins (left) and the time it took
+    (right) against the catalog's size, one line per path."""
+    rows = results.get("rejoin", {}).get("rows", [])
+    if not rows:
+        return None
+    figure, (tails, times) = plt.subplots(1, 2, figsize=(12, 4))
+    for path in dict.fromkeys(r["path"] for r in rows):
+        points = [r for r in rows if r["path"] == path]
+        books = [r["books"] for r in points]
+        line = tails.plot(books, [r["during"]["max_ms"] or float("nan") for r in points],
+                          "-o", label=f"{path}: longest buy")[0]
+        tails.plot(books, [r["during"]["p99_ms"] or float("nan") for r in points], "--s",
+                   color=line.get_color(), label=f"{path}: p99")
+        times.plot(books, [r["rejoin_s"] for r in points], "-o", label=path)
+    tails.axhline(REJOIN_LIMIT_MS, color="grey", linestyle=":",
+                  label=f"target: {REJOIN_LIMIT_MS:g} ms")
+    tails.set_yscale("log")
+    tails.set_ylabel("ms at the client")
+    tails.set_title("Buys while a catalog backup rejoins")
+    times.set_ylabel("seconds")
+    times.set_ylim(bottom=0)
+    times.set_title("Restart until it serves as a backup")
+    for axis in (tails, times):
+        axis.set_xscale("log")
+        axis.set_xlabel("books in the catalog")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize="small")
+    return _save(figure, directory / "rejoin.png")
+
+
 CHARTS: tuple[Callable[[dict[str, Any], Path], Path | None], ...] = (
-    tiers_chart, invalidation_chart, throughput_chart, catalog_size_chart)
+    tiers_chart, invalidation_chart, throughput_chart, catalog_size_chart, rejoin_chart)
 
 
 def write_all(results: dict[str, Any], directory: Path) -> list[Path]:

@@ -139,18 +139,54 @@ def throughput_table(series: Mapping[str, list[Mapping[str, Any]]]) -> Table:
 
 
 def size_table(rows: list[Mapping[str, Any]]) -> Table:
-    """Experiment 4b: lookup and search latency as the catalog grows (no cache)."""
+    """Experiment 4b: lookup and search latency as the catalog grows (no cache), and how long
+    the catalog replicas took to start."""
     table = Table(title="Latency as the catalog grows (cache off, one client)",
-                  header_style="bold", caption="ms: mean, under it p50/p99")
+                  header_style="bold", caption="ms: mean, under it p50/p99; catalog start-up: "
+                  "from the spawn of the 2 catalog replicas until both serve, each loading "
+                  "the inventory into its SQLite file, then the second joining the group (a first "
+                  "start)")
     for name in ("books", "lookup, client", "lookup, catalog", "search, client",
-                 "search, catalog", "books per search", "view changes"):
+                 "search, catalog", "books per search", "view changes", "catalog start-up s"):
         table.add_column(name, justify="right")
     for row in rows:
         changes = row.get("catalog_view_changes", 0)
+        start = row.get("catalog_start_s")
         table.add_row(f"{row['books']:,}", times(row["lookup"]["client"]),
                       times(row["lookup"]["catalog"]), times(row["search"]["client"]),
                       times(row["search"]["catalog"]), str(row["topic_books"]),
-                      Text(str(changes), style="bold red" if changes else ""))
+                      Text(str(changes), style="bold red" if changes else ""),
+                      "-" if start is None else f"{start:.1f}")
+    return table
+
+
+def rejoin_table(result: Mapping[str, Any]) -> Table:
+    """The rejoin experiment: the time a catalog backup took to rejoin, and the buys meanwhile."""
+    rows = result["rows"]
+    caption = ("buys: each in flight between the restart and its serving again (a refused one "
+               "too: its time is its shopper's wait); stalled: the longest time without an "
+               "acknowledged buy from the restart on; before: p50 in the second before the "
+               "kill; missed: buys acknowledged while it was away; failed: buys refused in the "
+               "whole run; snapshot: the store runs with PYROSTORE_CATCH_UP_LIMIT=0")
+    if all(row.get("catch_up_limit") is None for row in rows):
+        caption += " (a setting this release lacks: both paths rejoined alike)"
+    table = Table(title="Buys while a catalog backup rejoins (one client buying)",
+                  header_style="bold", caption=caption)
+    by = any(row.get("rejoin") for row in rows)
+    names = ("books", "path", *(("by",) if by else ()), "rejoin s", "buys", "p50 ms",
+             "p99 ms", "max ms", "stalled s", "before p50", "missed", "failed", "level")
+    for name in names:
+        table.add_column(name, justify="left" if name in ("path", "by") else "right")
+    for row in rows:
+        during, failed = row["during"], row["failed_buys"]
+        table.add_row(f"{row['books']:,}", row["path"],
+                      *(((row.get("rejoin") or {}).get("by", "-"),) if by else ()),
+                      f"{row['rejoin_s']:.2f}", str(during["count"]), ms(during["p50_ms"]),
+                      ms(during["p99_ms"]), ms(during["max_ms"]), f"{during['stalled_s']:.2f}",
+                      ms(row["before"]["p50_ms"]), str(row["missed_buys"]),
+                      Text(str(failed), style="bold red" if failed else ""),
+                      Text("yes" if row["level"] else "NO",
+                           style="" if row["level"] else "bold red"))
     return table
 
 
@@ -230,6 +266,8 @@ def everything(results: Mapping[str, Any]) -> list[RenderableType]:
         out.append(size_table(scale["catalog_size"]))
     if "ping" in results.get("baseline", {}):
         out.append(baseline_table(results))
+    if results.get("rejoin", {}).get("rows"):
+        out.append(rejoin_table(results["rejoin"]))
     out.append(targets_table(results["targets"]))
     skipped = [f"{name}: {section['skipped']}" for name, section in results.items()
                if isinstance(section, Mapping) and "skipped" in section]

@@ -1,5 +1,5 @@
 """bench.py end to end: a ``--quick`` run's JSON holds every table with real figures, and the
-charts are written. The run starts (and stops) its own stores, so it takes about a minute."""
+charts are written. The run starts (and stops) its own stores, so it takes a minute or two."""
 
 from __future__ import annotations
 
@@ -16,14 +16,18 @@ from rich.console import Console
 
 from benchmarks import report
 from benchmarks.figures import merge, summarize
+from benchmarks.rejoin import FIRST_BUYS, PATHS, longest_stall, window
+from benchmarks.scale import StartSteps
+from benchmarks.stores import BENCH_STOCK, write_inventory
 from pyrostore.config import Settings
+from pyrostore.schemas import load_inventory
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(420)
 
 OPS = ("search", "lookup", "buy")
 TIERS = ("client", "frontend", "catalog", "order")
-CHARTS = ("tiers.png", "hit_vs_miss.png", "throughput.png", "catalog_size.png")
+CHARTS = ("tiers.png", "hit_vs_miss.png", "throughput.png", "catalog_size.png", "rejoin.png")
 
 
 def bench(*args: str, timeout: float = 180, env: dict[str, str] | None = None
@@ -38,7 +42,8 @@ def bench(*args: str, timeout: float = 180, env: dict[str, str] | None = None
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
     """One ``bench.py --quick --json OUT --plot DIR`` run shared by the tests below."""
     out = tmp_path_factory.mktemp("bench")
-    done = bench("--quick", "--json", str(out / "bench.json"), "--plot", str(out / "plots"))
+    done = bench("--quick", "--json", str(out / "bench.json"), "--plot", str(out / "plots"),
+                 timeout=360)
     assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     return json.loads((out / "bench.json").read_text()), out / "plots"
 
@@ -60,7 +65,7 @@ def timed(summary: dict[str, Any] | None, *, count: int | None = None) -> None:
 
 def test_every_section_and_the_machine(results: dict[str, Any]) -> None:
     for section in ("machine", "plan", "tiers", "invalidation", "crash", "scale", "failover",
-                    "baseline", "targets"):
+                    "baseline", "rejoin", "targets"):
         assert section in results
     machine = results["machine"]
     assert machine["cores"] >= 1 and machine["serializer"] == Settings().serializer
@@ -136,6 +141,41 @@ def test_the_scale_series(results: dict[str, Any]) -> None:
             timed(row[op]["client"], count=plan["size_requests"])
             timed(row[op]["catalog"])
         assert row["catalog_view_changes"] >= 0
+        assert isinstance(row["catalog_start_s"], float) and row["catalog_start_s"] > 0, row
+
+
+def test_the_rejoin_rows(results: dict[str, Any]) -> None:
+    plan, rows = results["plan"], results["rejoin"]["rows"]
+    assert [(r["books"], r["path"]) for r in rows] == [
+        (books, path) for books in plan["rejoin_sizes"] for path in PATHS]
+    defaults = vars(Settings())
+    known = "catch_up_limit" in defaults
+    for row in rows:
+        assert row["rejoin_s"] > 0 and row["away_s"] >= row["drop_s"] > 0, row
+        assert row["missed_buys"] > 0, row  # it was away while buys were acknowledged
+        first = row["first_buys"]  # [ms, error] of each attempt until 20 were acknowledged
+        assert sum(1 for _, error in first if not error) == FIRST_BUYS
+        assert min(ms for ms, _ in first) > 0, first
+        for figures in (row["during"], row["before"]):
+            timed(figures)
+            assert figures["p99_ms"] <= figures["max_ms"], figures
+        assert 0 < row["during"]["stalled_s"] < row["rejoin_s"] + 60, row
+        assert row["level"] is True, row
+        attempts = row["attempts"]  # every buy, stamped from the restart
+        assert [a[0] for a in attempts] == sorted(a[0] for a in attempts)
+        assert sum(1 for a in attempts if a[2]) == row["failed_buys"] >= row["during"]["failed"]
+        assert attempts[0][0] < -row["away_s"] < 0 < attempts[-1][0], row["away_s"]
+        # the snapshot path's store ran with PYROSTORE_CATCH_UP_LIMIT=0, if the release knows it
+        if not known:
+            assert row["catch_up_limit"] is None, row
+        elif row["path"] == "snapshot":
+            assert row["catch_up_limit"] == 0, row
+        else:
+            assert row["catch_up_limit"] == defaults["catch_up_limit"], row
+        if row["rejoin"] is not None:  # the replica's own account of its path
+            assert row["rejoin"]["by"] in ("catch-up", "snapshot", "level"), row
+            if row["path"] == "snapshot":
+                assert row["rejoin"]["by"] == "snapshot", row
 
 
 def test_the_baseline_is_the_floor(results: dict[str, Any]) -> None:
@@ -160,7 +200,7 @@ def test_the_baseline_is_the_floor(results: dict[str, Any]) -> None:
 
 def test_every_target_is_judged(results: dict[str, Any]) -> None:
     targets = results["targets"]
-    assert len(targets) == 14  # the two relative ones against both baselines; 5 failovers
+    assert len(targets) == 15  # the two relative ones against both baselines; 5 failovers
     for row in targets:
         assert isinstance(row["measured"], float) and row["measured"] > 0, row
         assert row["met"] in (True, False), row
@@ -180,8 +220,65 @@ def test_the_tables_render(results: dict[str, Any]) -> None:
     text = out.getvalue()
     for title in ("1 client with cache", "1 client without cache", "Cost of an invalidation",
                   "Crash and recovery", "Final state", "Throughput as clients are added",
-                  "Latency as the catalog grows", "Against a bare Pyro5 call", "Targets"):
+                  "Latency as the catalog grows", "Against a bare Pyro5 call", "Targets",
+                  "Buys while a catalog backup rejoins", "catalog start-up s"):
         assert title in text
+
+
+def test_the_rejoin_table_shows_the_path_taken() -> None:
+    figures = {"count": 3, "mean_ms": 2.0, "p50_ms": 2.0, "p99_ms": 3.0, "max_ms": 3.0}
+    rows = [{"books": 1_000_000, "path": path, "rejoin_s": 1.5,
+             "during": {**figures, "stalled_s": 0.01}, "before": figures, "missed_buys": 40,
+             "failed_buys": 0, "level": True,
+             "catch_up_limit": limit, "rejoin": {"by": by, "ops": 40}}
+            for path, limit, by in (("catch-up", 100_000, "catch-up"),
+                                    ("snapshot", 0, "snapshot"))]
+    out = io.StringIO()
+    Console(file=out, width=160, color_system=None).print(report.rejoin_table({"rows": rows}))
+    lines = out.getvalue().splitlines()
+    assert any(" by " in line for line in lines)
+    assert any("catch-up" in line and "catch-up" in line.split("catch-up", 1)[1]
+               for line in lines)
+    assert "this release lacks" not in out.getvalue()
+    for row in rows:
+        row["rejoin"], row["catch_up_limit"] = None, None
+    out = io.StringIO()
+    Console(file=out, width=160, color_system=None).print(report.rejoin_table({"rows": rows}))
+    assert " by " not in out.getvalue() and "this release lacks" in out.getvalue()
+
+
+def test_the_rejoin_window_takes_every_buy_in_flight() -> None:
+    attempts = [(0.0, 0.5, ""), (0.9, 0.2, ""), (1.5, 0.01, ""), (1.52, 0.3, "OutcomeUnknown"),
+                (1.9, 2.0, ""), (4.0, 0.1, "")]  # (start, seconds, error)
+    figures = window(attempts, 1.0, 2.0)  # the 2nd and 5th overlap it, the 3rd, 4th inside
+    assert figures["count"] == 4 and figures["failed"] == 1
+    assert figures["max_ms"] == pytest.approx(2000.0)
+    assert window(attempts, 10.0, 11.0) == {"count": 0, "mean_ms": None, "p50_ms": None,
+                                             "p99_ms": None, "max_ms": None, "failed": 0}
+    # acknowledged at 0.5, 1.1, 1.51, 3.9, 4.1: from 1.0 to the first after 2.0 (3.9), the
+    # longest time without one is 1.51 -> 3.9; the refused buy acknowledges nothing
+    assert longest_stall(attempts, 1.0, 2.0) == pytest.approx(2.39)
+    assert longest_stall(attempts, 4.2, 4.5) == pytest.approx(0.0)  # nothing after: no span
+
+
+def test_start_steps_time_the_catalog_replicas() -> None:
+    now = iter([10.0, 10.5, 12.0, 19.5, 20.0])
+    steps = StartSteps(clock=lambda: next(now))
+    for text in ("name server on 127.0.0.1:1", "3 coordinator service(s) ready",
+                 "2 catalog service(s) ready", "2 order service(s) ready"):
+        steps(text)
+    assert steps.seconds("catalog") == pytest.approx(7.5)
+    assert steps.seconds("frontend") is None
+
+
+def test_a_generated_inventory_loads_and_is_written_once(tmp_path: Path) -> None:
+    path = write_inventory(tmp_path / "inventory.csv", 15, per_topic=7)
+    books = load_inventory(path)
+    assert [b.item for b in books] == list(range(1, 16))
+    assert [b.topic for b in books].count("generated topic 3") == 1  # 7, 7, then 1
+    assert books[14].title == "Generated volume 15" and books[0].stock == BENCH_STOCK
+    stamp = path.stat().st_mtime_ns
+    assert write_inventory(path, 15, per_topic=7) == path and path.stat().st_mtime_ns == stamp
 
 
 def test_summaries_and_merges() -> None:
@@ -209,11 +306,13 @@ def test_the_failover_gaps(results: dict[str, Any]) -> None:
 def test_help_and_bad_usage() -> None:
     helped = bench("--help", timeout=60)
     assert helped.returncode == 0
-    for word in ("tiers", "invalidation", "crash", "scale", "failover", "baseline", "--quick",
-                 "--json", "--plot", "--ns-host", "--kills"):
+    for word in ("tiers", "invalidation", "crash", "scale", "failover", "baseline", "rejoin",
+                 "--quick", "--json", "--plot", "--ns-host", "--kills", "--rejoin-sizes",
+                 "PYROSTORE_CATCH_UP_LIMIT=0"):
         assert word in helped.stdout
     assert bench("--only", "nonsense", timeout=60).returncode == 2
     assert bench("--kills", "0", timeout=60).returncode == 2
+    assert bench("--rejoin-sizes", "0", timeout=60).returncode == 2
 
 
 @pytest.fixture
