@@ -182,9 +182,6 @@ class Membership:
         self.await_ready_primary()
         with self.changed:
             self.check_serving(("primary",))
-            if self.core.view.role_of(replica_id, incarnation) == "backup":
-                raise Unavailable(f"replica {replica_id} is a backup of epoch "
-                                  f"{self.core.view.epoch} already")
             self._attempts[replica_id] = token
 
         def wanted() -> int:
