@@ -385,6 +385,7 @@ class Membership:
                     return
                 self._caught_up = 0
             self._attempt = token
+            self.db.unstage()  # an earlier transfer's rows, if one was given up
             position = self.db.applied()
             held = self.db.write_at(position) if position else None
             installed = self.installed

@@ -36,6 +36,7 @@ from pyrostore.models import (
     service_name,
 )
 from pyrostore.replication import WRITE_FIELDS, ReplicatedGroup
+from pyrostore.snapshots import low_priority
 from pyrostore.transfers import MAX_FORWARD
 
 
@@ -83,7 +84,8 @@ class PeerEndpoint:
         """One part of the primary's snapshot (:mod:`pyrostore.snapshots`); with the last,
         replace this replica's whole state by it."""
         epoch = check_count(epoch, "epoch")
-        self.member.install_snapshot(epoch, self.member.staging.check(part))
+        with low_priority():  # checking and staging a megabyte of rows: after the others
+            self.member.install_snapshot(epoch, self.member.staging.check(part))
 
     @Pyro5.api.expose
     @allow(NODE)

@@ -17,7 +17,10 @@ decides: :meth:`~pyrostore.membership.Membership.check_transfer`.)
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import threading
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
@@ -79,6 +82,32 @@ def _chunks(cursor: Any, budget: int) -> Iterator[list[list[Any]]]:
         yield rows
 
 
+TRANSFER_NICENESS = 10
+"""How much lower than the others the thread taking a snapshot's part runs (Linux keeps a
+nice value per thread): a joiner serves nothing yet, and on a machine it shares with the
+primary its checking and staging of rows should take the CPU only when nothing else wants
+it."""
+
+
+@contextlib.contextmanager
+def low_priority() -> Iterator[None]:
+    """Run the body with this thread's nice value raised by :data:`TRANSFER_NICENESS`, and
+    back afterwards where the system allows (lowering it needs privilege: without, this
+    thread, which serves the primary's transfer connection, stays low)."""
+    thread = threading.get_native_id()
+    try:
+        before = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, before + TRANSFER_NICENESS))
+    except OSError:  # not Linux, or not allowed: run as it is
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, thread, before)
+
+
 class Staging:
     """The receiving end of snapshot transfers into ``db`` (one at a time), the caller holding
     ``db``'s write lock around each :meth:`add`."""
@@ -118,13 +147,14 @@ class Staging:
         if part["part"] == 0:
             self.db.stage_begin()
             self._transfer, self._next, self._applied = part["transfer"], 0, applied
-        self.db.stage(part["table"], part["rows"])
+        try:
+            self.db.stage(part["table"], part["rows"])
+        except sqlite3.IntegrityError as exc:  # a key twice: nothing installed
+            self._transfer = None
+            raise InvalidRequest(f"a snapshot breaks a table's constraints ({exc})") from None
         self._next += 1
         if not part["last"]:
             return None
         self._transfer = None
-        try:
-            self.db.install_staged(applied)
-        except sqlite3.IntegrityError as exc:  # a key twice across parts: nothing installed
-            raise InvalidRequest(f"a snapshot breaks a table's constraints ({exc})") from None
+        self.db.install_staged(applied)
         return applied

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -118,7 +119,8 @@ class Database:
         self._readers_lock = threading.Lock()  # not the write lock: a read never waits on a write
         self._all_readers: list[sqlite3.Connection] = []
         self._committer = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
-        self._drop_staged()
+        if self._staged_left():
+            self.unstage()  # a transfer was under way when the process ended
 
     @property
     def reader(self) -> sqlite3.Connection:
@@ -292,46 +294,89 @@ class Database:
         try:
             conn.execute("BEGIN")
             yield conn, self._meta(conn, "applied")  # the first read fixes what it sees
+            conn.execute("COMMIT")
+            # While it read, no checkpoint could fold the writes made meanwhile into the file,
+            # and the next write's commit would do it all (a write path's autocheckpoint);
+            # do it here, off that path, without blocking writers (PASSIVE)
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
-            conn.close()  # ends the transaction
+            conn.close()  # ends the transaction, if it is still open
 
     def stage_begin(self) -> None:
-        """Make empty staging tables (``incoming_<table>``) for a snapshot on its way in,
-        discarding anything an unfinished transfer staged."""
+        """Make empty staging tables (``incoming_<table>``) for a snapshot on its way in, each
+        as its table is (keys, constraints), discarding anything an unfinished transfer
+        staged. The table's other indexes move to the staging table, to be filled as the rows
+        come rather than built all at once when it is installed (a replica taking a snapshot
+        serves nothing, and does not need them meanwhile)."""
         with self.transaction() as conn:
+            self._unstage(conn)
             for name in self.snapshot_tables():
-                conn.execute(f"DROP TABLE IF EXISTS incoming_{name}")
-                conn.execute(f"CREATE TABLE incoming_{name} AS SELECT * FROM {name} WHERE 0")
+                made = conn.execute("SELECT sql FROM sqlite_master WHERE type='table' AND "
+                                    "name=?", (name,)).fetchone()[0]
+                # SQLite keeps it as "CREATE TABLE <name> (...)", whatever was written
+                conn.execute(_retable(made, rf"^CREATE TABLE \"?{name}\"?",
+                                      f"CREATE TABLE incoming_{name}"))
+                for index, sql in _indexes(conn, name):
+                    conn.execute(f'DROP INDEX "{index}"')
+                    conn.execute(_retable(sql, rf"\bON \"?{name}\"? ?\(",
+                                          f"ON incoming_{name} ("))
 
-    def _drop_staged(self) -> None:
-        """Drop what a transfer left staged when this process ended mid-way (it is of no use:
-        a new transfer starts over)."""
-        left = [row[0] for row in self._writer.execute(
-            "SELECT name FROM sqlite_master WHERE type='table' "
-            "AND name LIKE 'incoming!_%' ESCAPE '!'")]
-        if left:
-            with self.transaction() as conn:
-                for name in left:
-                    conn.execute(f'DROP TABLE "{name}"')
+    def unstage(self) -> None:
+        """Drop what a transfer left staged (it is of no use: a new transfer starts over),
+        and give the tables their indexes back."""
+        with self.transaction() as conn:
+            self._unstage(conn)
+
+    def _unstage(self, conn: sqlite3.Connection) -> None:
+        for name in self.snapshot_tables():
+            staged = f"incoming_{name}"
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                            (staged,)).fetchone() is None:
+                continue
+            indexes = _indexes(conn, staged)
+            conn.execute(f"DROP TABLE {staged}")
+            for _, sql in indexes:
+                conn.execute(_retable(sql, rf"\bON \"?{staged}\"? ?\(", f"ON {name} ("))
+
+    def _staged_left(self) -> bool:
+        return self._writer.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' "
+            "AND name LIKE 'incoming!_%' ESCAPE '!'").fetchone() is not None
 
     def stage(self, name: str, rows: list[list[Any]]) -> None:
-        """Add ``rows`` (checked) of table ``name`` to the snapshot on its way in."""
-        if rows:
-            marks = ", ".join("?" * len(rows[0]))
-            with self.transaction() as conn:
-                conn.executemany(f"INSERT INTO incoming_{name} VALUES ({marks})", rows)
+        """Add ``rows`` (checked) of table ``name`` to the snapshot on its way in. A row that
+        breaks the table's constraints (an item twice) is :class:`sqlite3.IntegrityError`.
+
+        Staged rows need not survive a power cut (the transfer would start over), so their
+        transactions are not synced one by one (``synchronous=NORMAL``, which in WAL mode
+        still never corrupts the file): a replica taking a large snapshot does not flush
+        the disk every part, which the primary sharing it would feel. The install is synced.
+        """
+        if not rows:
+            return
+        marks = ", ".join("?" * len(rows[0]))
+        with self._write_lock:
+            self._writer.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with self.transaction() as conn:
+                    conn.executemany(f"INSERT INTO incoming_{name} VALUES ({marks})", rows)
+            finally:
+                self._writer.execute("PRAGMA synchronous=FULL")
 
     def install_staged(self, applied: int) -> None:
         """Replace the whole replicated state by the staged snapshot (at ``applied``) in one
-        transaction, dropping any tail of this replica's own. A row that breaks a table's
-        constraints (an item twice) undoes it all: :class:`sqlite3.IntegrityError`."""
+        transaction, dropping any tail of this replica's own. The staged tables, indexes and
+        all, take the place of the old ones (renamed, not copied: a million rows are not
+        written again)."""
         with self.transaction() as conn:
             for name in self.snapshot_tables():
-                conn.execute(f"DELETE FROM {name}")
-                conn.execute(f"INSERT INTO {name} SELECT * FROM incoming_{name}")
-                conn.execute(f"DROP TABLE incoming_{name}")
+                conn.execute(f"DROP TABLE {name}")
+                conn.execute(f"ALTER TABLE incoming_{name} RENAME TO {name}")
             self._set_meta(conn, "applied", applied)
             self._set_meta(conn, "seeded", 1)
+        # fold the install into the file now, not in the first forward's commit after it
+        # joins (a checkpoint runs in the commit that fills the WAL, and the primary waits)
+        self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def snapshot_tables(self) -> tuple[str, ...]:
         """The tables a snapshot carries: the request ids, then this kind's state."""
@@ -425,6 +470,22 @@ class Database:
             "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=?",
             (key, value, value),
         )
+
+
+def _indexes(conn: sqlite3.Connection, table: str) -> list[tuple[str, str]]:
+    """The indexes a table was given by name (``CREATE INDEX``), as ``(name, sql)``."""
+    return [(str(row[0]), str(row[1])) for row in conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type='index' AND tbl_name=? "
+        "AND sql IS NOT NULL", (table,))]
+
+
+def _retable(sql: str, pattern: str, replacement: str) -> str:
+    """``sql`` (as SQLite keeps it) with the table it names changed: StorageError if the
+    pattern is not found (a schema this code does not know)."""
+    changed = re.sub(pattern, replacement, sql, count=1)
+    if changed == sql:
+        raise StorageError(f"cannot stage the table of {sql[:80]!r}")
+    return changed
 
 
 def connect(path: Path) -> sqlite3.Connection:
