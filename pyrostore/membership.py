@@ -189,7 +189,7 @@ class Membership:
                 if self._attempts.get(replica_id) != token:
                     raise Unavailable(f"a newer request of replica {replica_id} to join took "
                                       "over")
-                if not self.core.leads():
+                if not self.core.leads() or self.stopping.is_set():
                     raise NotServing(f"{self.name} no longer leads")
                 return self.core.view.epoch
 
@@ -325,8 +325,9 @@ class Membership:
         deadline = time.monotonic() + self.settings.failover_timeout
         while True:
             with self.changed:
-                if self.core.view.epoch != view.epoch or not self.core.leads():
-                    return False  # superseded: a newer view has its own _lead
+                if self.core.view.epoch != view.epoch or not self.core.leads() \
+                        or self.stopping.is_set():
+                    return False  # superseded (a newer view has its own _lead), or stopping
                 if backup not in self.core.view.backups:
                     return True
                 if time.monotonic() > deadline:

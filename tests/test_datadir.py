@@ -170,8 +170,8 @@ def test_garbage_and_a_damaged_page_are_both_corrupt(tmp_path: Path) -> None:
     damaged = tmp_path / "catalog-2.sqlite3"
     store = CatalogStore(damaged)
     with store.transaction() as conn:  # a few pages of request ids
-        conn.executemany("INSERT INTO requests VALUES (?, ?, ?, ?)",
-                         [(f"r{i}", "x" * 100, "y" * 100, i) for i in range(500)])
+        conn.executemany("INSERT INTO requests VALUES (?, ?, ?, ?, ?)",
+                         [(f"r{i}", "x" * 100, "y" * 100, i, 1) for i in range(500)])
     store.close()
     data = bytearray(damaged.read_bytes())
     data[3 * 4096:3 * 4096 + 200] = b"Z" * 200  # inside a page: the header is sound
