@@ -426,12 +426,6 @@ class Database:
         finally:
             conn.execute("COMMIT")
 
-    def request_at(self, seq: int) -> str | None:
-        """The request id of write ``seq``, if this replica applied it."""
-        row = self.reader.execute("SELECT request_id FROM requests WHERE seq=?",
-                                  (seq,)).fetchone()
-        return None if row is None else str(row[0])
-
     def compact(self, *, chunk: int = 500) -> int:
         """Forget the request ids that every replica may forget
         (:meth:`~pyrostore.models.Retention.forgettable`), ``chunk`` at a time, each chunk its

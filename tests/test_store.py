@@ -459,7 +459,7 @@ def test_a_backup_applies_a_batch_whole_or_not_at_all(tmp_path: Path) -> None:
         assert backup.applied() == 0 and backup.book(1).stock == 10
         backup.apply_replicated(writes[:2])
         assert backup.applied() == 2 and backup.book(1).stock == 8
-        assert backup.request_at(2) == "r2"
+        assert backup.write_at(2) == ("r2", 0)
     finally:
         backup.close()
 

@@ -124,7 +124,7 @@ def test_a_file_of_the_release_before_versions_is_migrated_and_keeps_its_data(
     try:
         assert user_version(path) == versions.SCHEMA_VERSION
         assert store.book(2).stock == 3 and store.book_count() == 7
-        assert store.applied() == 1 and store.request_at(1) == "r1"
+        assert store.applied() == 1 and store.write_at(1) == ("r1", 0)
         assert store.seed(INVENTORY) == 0  # still known as seeded
     finally:
         store.close()
